@@ -1,0 +1,66 @@
+"""sqlkv: real SQLite databases whose files live in a key-value store.
+
+Async API (the shape of RivetKit's SQLite VFS)::
+
+    vfs = sqlkv.SqliteVfs(kv_prefix=9, chunk_size=4096)
+    db = await vfs.open("app.db", store)
+
+Sync twin::
+
+    db = sqlkv.connect(store, "app.db")
+"""
+
+from .backends import resolve_backend
+from .database import Database, SqliteVfs
+from .engine import QueryResult, RunResult
+from .errors import (
+    ClosedError,
+    ConfigError,
+    CorruptError,
+    Error,
+    FencedError,
+    LockedError,
+    PinnedSettingError,
+    SqlError,
+    StoreError,
+    StoreLimitError,
+    StoreProtocolError,
+    UnusableError,
+)
+from .lmdbstore import LmdbStore
+from .memory import MemoryStore
+from .metrics import Stats
+from .store import RIVET_ACTOR_LIMITS, KvStore, StoreLimits
+from .sync import Connection, connect
+from .urls import open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ClosedError",
+    "ConfigError",
+    "Connection",
+    "CorruptError",
+    "Database",
+    "Error",
+    "FencedError",
+    "KvStore",
+    "LmdbStore",
+    "LockedError",
+    "MemoryStore",
+    "PinnedSettingError",
+    "QueryResult",
+    "RIVET_ACTOR_LIMITS",
+    "RunResult",
+    "SqlError",
+    "SqliteVfs",
+    "Stats",
+    "StoreError",
+    "StoreLimitError",
+    "StoreLimits",
+    "StoreProtocolError",
+    "UnusableError",
+    "connect",
+    "open_store",
+    "resolve_backend",
+]

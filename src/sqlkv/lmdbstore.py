@@ -1,0 +1,202 @@
+"""LmdbStore: the embedded, persistent default store, on LMDB.
+
+Every batch is one LMDB write transaction, so it is atomic and durable once
+the call returns. The memory map grows by doubling whenever it fills, in this
+process or another, so a user never meets LMDB's "map full" error. LMDB allows
+one environment per file per process; stores opened on the same path share it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+import lmdb
+
+from .errors import ConfigError, StoreError
+from .store import StoreLimits
+
+_INITIAL_MAP_SIZE = 64 * 1024 * 1024
+_MAX_KEY_SIZE = 511  # LMDB's default compile-time key limit
+
+
+class _SharedEnv:
+    """One LMDB environment per real path in this process, reference counted."""
+
+    _lock = threading.Lock()
+    _envs: dict[str, "_SharedEnv"] = {}
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.env = lmdb.open(
+            path, map_size=_INITIAL_MAP_SIZE, subdir=True, max_dbs=0, readahead=False
+        )
+        self.refs = 0
+        # LMDB resizes the map only while no transaction of this process is
+        # active: transactions are counted, and wait while a resize runs.
+        self.cond = threading.Condition()
+        self.active = 0
+        self.resizing = False
+
+    @classmethod
+    def acquire(cls, path: str) -> "_SharedEnv":
+        real = os.path.realpath(path)
+        with cls._lock:
+            shared = cls._envs.get(real)
+            if shared is None:
+                os.makedirs(real, exist_ok=True)
+                shared = cls._envs[real] = _SharedEnv(real)
+            shared.refs += 1
+            return shared
+
+    def release(self) -> None:
+        with _SharedEnv._lock:
+            self.refs -= 1
+            if self.refs == 0:
+                del _SharedEnv._envs[self.path]
+                self.env.close()
+
+
+class LmdbStore:
+    """A store in an LMDB environment (a directory) at ``path``.
+
+    Every batch is durable (synced to disk) when the call returns. Keys longer than LMDB's 511-byte limit are refused with a clear error.
+    """
+
+    limits = StoreLimits(atomic_batches=True)
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = os.fspath(path)
+        self._shared = _SharedEnv.acquire(self.path)
+        self._env = self._shared.env
+        self._closed = False
+
+    # -- transactions that survive map growth ----------------------------------
+
+    def _run(self, write: bool, body):
+        shared = self._shared
+        if self._closed:
+            raise StoreError(f"LmdbStore at {self.path} is closed")
+        for _attempt in range(64):
+            with shared.cond:
+                while shared.resizing:
+                    shared.cond.wait()
+                shared.active += 1
+            try:
+                with self._env.begin(write=write) as txn:
+                    return body(txn)
+            except lmdb.MapFullError:
+                grow = True
+            except lmdb.MapResizedError:
+                grow = False
+            finally:
+                with shared.cond:
+                    shared.active -= 1
+                    shared.cond.notify_all()
+            self._resize(grow)
+        raise StoreError(f"LMDB at {self.path} could not grow its map")
+
+    def _resize(self, grow: bool) -> None:
+        shared = self._shared
+        with shared.cond:
+            if shared.resizing:  # another thread is at it; retry after it
+                while shared.resizing:
+                    shared.cond.wait()
+                return
+            shared.resizing = True
+            try:
+                while shared.active:
+                    shared.cond.wait()
+                if grow:
+                    self._env.set_mapsize(self._env.info()["map_size"] * 2)
+                else:
+                    self._env.set_mapsize(0)  # adopt the size another process set
+            finally:
+                shared.resizing = False
+                shared.cond.notify_all()
+
+    @staticmethod
+    def _check_key(key: bytes) -> None:
+        if len(key) > _MAX_KEY_SIZE:
+            raise ConfigError(
+                f"key of {len(key)} bytes is longer than LMDB's {_MAX_KEY_SIZE}-byte limit "
+                "(use a shorter file name)"
+            )
+
+    # -- the store calls -------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._run(False, lambda txn: txn.get(key))
+
+    def get_batch(self, keys: list[bytes]) -> list[bytes | None]:
+        return self._run(False, lambda txn: [txn.get(k) for k in keys])
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._check_key(key)
+        self._run(True, lambda txn: txn.put(key, value))
+
+    def put_batch(self, entries: list[tuple[bytes, bytes]]) -> None:
+        for k, _ in entries:
+            self._check_key(k)
+
+        def body(txn):
+            for k, v in entries:
+                txn.put(k, v)
+
+        self._run(True, body)
+
+    def delete_batch(self, keys: list[bytes]) -> None:
+        def body(txn):
+            for k in keys:
+                txn.delete(k)
+
+        self._run(True, body)
+
+    def write_batch(
+        self,
+        puts: list[tuple[bytes, bytes]],
+        deletes: list[bytes],
+        expect: dict[bytes, bytes | None] | None = None,
+    ) -> bool:
+        """Apply ``puts`` and ``deletes`` in one transaction if every expectation holds."""
+        for k, _ in puts:
+            self._check_key(k)
+
+        def body(txn):
+            if expect and any(txn.get(k) != v for k, v in expect.items()):
+                return False
+            for k in deletes:
+                txn.delete(k)
+            for k, v in puts:
+                txn.put(k, v)
+            return True
+
+        return self._run(True, body)
+
+    def scan(self, prefix: bytes) -> Iterator[bytes]:
+        """The keys that start with ``prefix``, in byte order."""
+
+        def body(txn):
+            keys = []
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for key in cursor.iternext(keys=True, values=False):
+                    if not key.startswith(prefix):
+                        break
+                    keys.append(bytes(key))
+            return keys
+
+        return iter(self._run(False, body))
+
+    def close(self) -> None:
+        """Release this store's hold on the environment."""
+        if not self._closed:
+            self._closed = True
+            self._shared.release()
+
+    def __enter__(self) -> "LmdbStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

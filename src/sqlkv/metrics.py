@@ -1,0 +1,48 @@
+"""Counters of what a database costs: store round trips, keys, bytes, cache use.
+
+One :class:`Stats` per open database. The store client counts round trips and
+traffic, the chunk cache counts hits and misses, the commit path counts
+commits. Read them with ``db.stats()`` or ``PRAGMA sqlkv_stats``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+ROUND_TRIP_KINDS = ("get", "get_batch", "put", "put_batch", "delete_batch", "write_batch")
+
+
+@dataclass
+class Stats:
+    """Counters since the database was opened (or since :meth:`reset`)."""
+
+    calls: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ROUND_TRIP_KINDS, 0))
+    keys_read: int = 0
+    bytes_read: int = 0
+    keys_written: int = 0
+    bytes_written: int = 0
+    keys_deleted: int = 0
+    cache_hits: int = 0
+    cache_misses: int = 0
+    commits: int = 0
+    store_seconds: float = 0.0
+
+    @property
+    def round_trips(self) -> int:
+        """Store calls of every kind: each one is one round trip."""
+        return sum(self.calls.values())
+
+    def reset(self) -> None:
+        """Set every counter back to zero."""
+        fresh = Stats()
+        self.__dict__.update(fresh.__dict__)
+
+    def as_dict(self) -> dict:
+        """A plain dict of the counters, with ``round_trips`` added."""
+        out = asdict(self)
+        out["round_trips"] = self.round_trips
+        return out
+
+    def to_json(self) -> str:
+        return json.dumps(self.as_dict(), sort_keys=True)

@@ -1,0 +1,57 @@
+"""The options a database is opened with, checked once, at construction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+from .layout import LAYOUTS, Layout, make_layout
+
+BACKENDS = ("pages", "snapshot")
+
+DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
+
+
+def _positive_int(field_name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ConfigError(f"{field_name} must be an int, not {type(value).__name__}")
+    if value < 1:
+        raise ConfigError(f"{field_name} must be positive, not {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Options:
+    """How databases are laid out and run.
+
+    ``kv_prefix``: first byte of every key (0..255). ``chunk_size``: bytes per
+    chunk. ``backend``: ``"pages"``, ``"snapshot"`` or ``None`` (choose at run
+    time, see :func:`sqlkv.backends.resolve_backend`). ``layout``: ``"seed"`` or
+    ``"rivet-v2"``. ``cache_bytes``: the chunk cache's size per database.
+    """
+
+    kv_prefix: int = 9
+    chunk_size: int = 4096
+    backend: str | None = None
+    layout: str = "seed"
+    cache_bytes: int = DEFAULT_CACHE_BYTES
+
+    def __post_init__(self) -> None:
+        prefix = self.kv_prefix
+        if not isinstance(prefix, int) or isinstance(prefix, bool):
+            raise ConfigError(f"kv_prefix must be an int, not {type(prefix).__name__}")
+        if not 0 <= prefix <= 255:
+            raise ConfigError(f"kv_prefix must be in 0..255, not {prefix}")
+        _positive_int("chunk_size", self.chunk_size)
+        _positive_int("cache_bytes", self.cache_bytes)
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ConfigError(
+                f"backend must be one of {', '.join(BACKENDS)} or None, not {self.backend!r}"
+            )
+        if self.layout not in LAYOUTS:
+            raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
+        if self.layout == "rivet-v2" and self.chunk_size != 4096:
+            raise ConfigError("layout rivet-v2 has 4096-byte chunks; chunk_size must be 4096")
+
+    def make_layout(self, main_name: str) -> Layout:
+        return make_layout(self.layout, self.kv_prefix, main_name)

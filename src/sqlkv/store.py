@@ -1,0 +1,286 @@
+"""The store protocol, and the client the engine talks to a store through.
+
+A store is any object with five calls (the seed's KV interface)::
+
+    get(key: bytes) -> bytes | None
+    get_batch(keys: list[bytes]) -> list[bytes | None]
+    put(key: bytes, value: bytes) -> None
+    put_batch(entries: list[tuple[bytes, bytes]]) -> None
+    delete_batch(keys: list[bytes]) -> None
+
+either all synchronous or all ``async``. A store may also declare what it can
+do with a ``limits`` attribute (a :class:`StoreLimits`); one that declares
+nothing is taken to apply batches atomically and without limits, as the seed
+takes its KV. A store may offer one more call, used when present::
+
+    write_batch(puts, deletes, expect=None) -> bool
+
+which applies ``puts`` (a list of (key, value)) and ``deletes`` (a list of
+keys) in one atomic step, and only if every ``key: value`` in ``expect``
+matches what is stored (``None`` meaning "absent"); it returns whether it
+applied. With it a commit that shrinks a file is still one round trip, and
+writers can be fenced.
+
+:class:`StoreClient` is what the layers above see: synchronous calls (SQLite
+calls its VFS synchronously, from a worker thread), an ``async`` store's
+coroutines run on an event loop, every answer checked, every exception
+wrapped as :class:`StoreError` with the store's own as the cause, every round
+trip counted in :class:`Stats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
+
+from .errors import ConfigError, StoreError, StoreProtocolError
+from .metrics import Stats
+
+STORE_METHODS = ("get", "get_batch", "put", "put_batch", "delete_batch")
+
+
+@dataclass(frozen=True)
+class StoreLimits:
+    """What a store can do in one call. ``None`` means no limit.
+
+    ``atomic_batches``: a ``put_batch``/``write_batch`` is applied all or nothing.
+    ``max_batch_keys`` / ``max_batch_bytes``: the most keys, and key plus value
+    bytes, one batch call may carry. ``max_value_bytes``: the largest value.
+    A single ``put`` is always taken to be atomic.
+    """
+
+    atomic_batches: bool = True
+    max_batch_keys: int | None = None
+    max_batch_bytes: int | None = None
+    max_value_bytes: int | None = None
+
+    def __post_init__(self) -> None:
+        for field_name in ("max_batch_keys", "max_batch_bytes", "max_value_bytes"):
+            value = getattr(self, field_name)
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 1
+            ):
+                raise ConfigError(f"StoreLimits.{field_name} must be a positive int or None")
+        if self.max_batch_keys is not None and self.max_batch_keys < 2:
+            raise ConfigError("StoreLimits.max_batch_keys must be at least 2")
+
+
+UNLIMITED = StoreLimits()
+
+#: The rivet actor KV: 128 keys and 976 KiB per batch, 128 KiB per value.
+RIVET_ACTOR_LIMITS = StoreLimits(
+    atomic_batches=True, max_batch_keys=128, max_batch_bytes=976 * 1024, max_value_bytes=128 * 1024
+)
+
+
+@runtime_checkable
+class KvStore(Protocol):
+    """The five calls every store has (sync shown; ``async def`` works the same)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+    def get_batch(self, keys: list[bytes]) -> list[bytes | None]: ...
+    def put(self, key: bytes, value: bytes) -> None: ...
+    def put_batch(self, entries: list[tuple[bytes, bytes]]) -> None: ...
+    def delete_batch(self, keys: list[bytes]) -> None: ...
+
+
+def check_store(store: object) -> None:
+    """Raise :class:`ConfigError` naming what ``store`` lacks to be a store."""
+    missing = [m for m in STORE_METHODS if not callable(getattr(store, m, None))]
+    if missing:
+        raise ConfigError(
+            f"store {type(store).__name__} lacks {', '.join(missing)}: a store needs "
+            f"{', '.join(STORE_METHODS)}"
+        )
+
+
+def store_limits(store: object) -> StoreLimits:
+    """The limits ``store`` declares, or :data:`UNLIMITED`."""
+    limits = getattr(store, "limits", None)
+    if limits is None:
+        return UNLIMITED
+    if not isinstance(limits, StoreLimits):
+        raise ConfigError(f"store {type(store).__name__}.limits must be a StoreLimits")
+    return limits
+
+
+def _as_value(value: object, key: bytes, call: str) -> bytes | None:
+    if value is None or type(value) is bytes:
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise StoreProtocolError(
+        f"store {call} returned a {type(value).__name__} for key {key.hex()}; values must be bytes or None"
+    )
+
+
+class _LoopThread:
+    """A private event loop on a daemon thread, for async stores used from sync code."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="sqlkv-store-loop", daemon=True
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self.loop.close()
+
+
+class StoreClient:
+    """Synchronous, checked, counted access to a store (see the module docstring).
+
+    ``loop`` is the event loop an async store's coroutines run on; when it is
+    ``None`` and the store turns out to be async, a private loop thread is
+    started and stopped again by :meth:`close`. Calls must not be made from
+    ``loop``'s own thread (they would wait on themselves).
+    """
+
+    def __init__(
+        self, store: object, stats: Stats | None = None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
+        check_store(store)
+        self.store = store
+        self.limits = store_limits(store)
+        self.stats = stats if stats is not None else Stats()
+        self._loop = loop
+        self._own_loop: _LoopThread | None = None
+        self._write_batch = getattr(store, "write_batch", None)
+        self.is_async = any(
+            inspect.iscoroutinefunction(getattr(store, m)) for m in STORE_METHODS
+        )
+
+    @property
+    def can_write_batch(self) -> bool:
+        """Whether the store has the atomic ``write_batch`` call (puts, deletes, expectations)."""
+        return callable(self._write_batch)
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _resolve(self, result: Any) -> Any:
+        if not inspect.isawaitable(result):
+            return result
+        loop = self._loop
+        if loop is None:
+            if self._own_loop is None:
+                self._own_loop = _LoopThread()
+            loop = self._own_loop.loop
+        if loop.is_closed():
+            raise StoreError("the event loop this database was opened on is closed")
+
+        async def wait() -> Any:
+            return await result
+
+        return asyncio.run_coroutine_threadsafe(wait(), loop).result()
+
+    def _call(self, kind: str, method: Any, *args: Any) -> Any:
+        self.stats.calls[kind] += 1
+        start = time.perf_counter()
+        try:
+            return self._resolve(method(*args))
+        except StoreError:
+            raise
+        except Exception as exc:
+            raise StoreError(f"store {kind} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self.stats.store_seconds += time.perf_counter() - start
+
+    def close(self) -> None:
+        """Stop the private loop thread, if one was started."""
+        if self._own_loop is not None:
+            self._own_loop.close()
+            self._own_loop = None
+
+    # -- the calls ------------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        value = _as_value(self._call("get", self.store.get, key), key, "get")
+        self.stats.keys_read += 1
+        if value is not None:
+            self.stats.bytes_read += len(value)
+        return value
+
+    def get_batch(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        keys = list(keys)
+        answer = self._call("get_batch", self.store.get_batch, keys)
+        try:
+            values = list(answer)
+        except TypeError:
+            raise StoreProtocolError(
+                f"store get_batch returned a {type(answer).__name__}, expected a list"
+            ) from None
+        if len(values) != len(keys):
+            raise StoreProtocolError(
+                f"store get_batch returned {len(values)} values for {len(keys)} keys"
+            )
+        out = [_as_value(v, k, "get_batch") for k, v in zip(keys, values)]
+        self.stats.keys_read += len(keys)
+        self.stats.bytes_read += sum(len(v) for v in out if v is not None)
+        return out
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._call("put", self.store.put, key, value)
+        self.stats.keys_written += 1
+        self.stats.bytes_written += len(key) + len(value)
+
+    def put_batch(self, entries: Iterable[tuple[bytes, bytes]]) -> None:
+        entries = list(entries)
+        if not entries:
+            return
+        self._call("put_batch", self.store.put_batch, entries)
+        self._count_puts(entries)
+
+    def delete_batch(self, keys: Iterable[bytes]) -> None:
+        keys = list(keys)
+        if not keys:
+            return
+        self._call("delete_batch", self.store.delete_batch, keys)
+        self.stats.keys_deleted += len(keys)
+
+    def write_batch(
+        self,
+        puts: Iterable[tuple[bytes, bytes]],
+        deletes: Iterable[bytes] = (),
+        expect: dict[bytes, bytes | None] | None = None,
+    ) -> bool:
+        """Apply puts and deletes atomically if ``expect`` holds; return whether applied.
+
+        On a store without ``write_batch`` this is ``put_batch`` then
+        ``delete_batch`` (two round trips when both are non-empty), and
+        ``expect`` cannot be honoured.
+        """
+        puts = list(puts)
+        deletes = list(deletes)
+        if self.can_write_batch:
+            applied = self._call("write_batch", self._write_batch, puts, deletes, expect)
+            if not isinstance(applied, bool):
+                raise StoreProtocolError(
+                    f"store write_batch returned a {type(applied).__name__}, expected a bool"
+                )
+            if applied:
+                self._count_puts(puts)
+                self.stats.keys_deleted += len(deletes)
+            return applied
+        if expect:
+            raise StoreError(
+                f"store {type(self.store).__name__} has no write_batch call, so it cannot "
+                "make a write conditional"
+            )
+        self.put_batch(puts)
+        self.delete_batch(deletes)
+        return True
+
+    def _count_puts(self, entries: list[tuple[bytes, bytes]]) -> None:
+        self.stats.keys_written += len(entries)
+        self.stats.bytes_written += sum(len(k) + len(v) for k, v in entries)

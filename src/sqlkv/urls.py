@@ -1,0 +1,46 @@
+"""Stores by URL: ``memory://``, ``lmdb://PATH``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .errors import ConfigError
+
+
+def _memory(url: str) -> object:
+    from .memory import MemoryStore
+
+    return MemoryStore()
+
+
+def _lmdb(url: str) -> object:
+    from .lmdbstore import LmdbStore
+
+    rest = url.split("://", 1)[1]
+    if not rest:
+        raise ConfigError("lmdb:// needs a path, as in lmdb://./sqlkv-data or lmdb:///var/db")
+    return LmdbStore(rest)
+
+
+#: URL scheme -> function of the whole URL that opens the store.
+SCHEMES: dict[str, Callable[[str], object]] = {
+    "memory": _memory,
+    "lmdb": _lmdb,
+}
+
+
+def open_store(url: str) -> object:
+    """The store a URL names. Unknown schemes are refused with the list of known ones."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(
+            f"store URL {url!r} has no scheme; known schemes: "
+            + ", ".join(f"{s}://" for s in SCHEMES)
+        )
+    scheme = url.split("://", 1)[0]
+    opener = SCHEMES.get(scheme.lower())
+    if opener is None:
+        raise ConfigError(
+            f"unknown store scheme {scheme!r} in {url!r}; known schemes: "
+            + ", ".join(f"{s}://" for s in SCHEMES)
+        )
+    return opener(url)

@@ -1,0 +1,120 @@
+"""An APSW VFS that serves one database's files from its :class:`Storage`.
+
+SQLite runs with ``locking_mode=EXCLUSIVE`` and ``journal_mode=MEMORY``: it
+writes the pages a transaction changed, then calls ``xSync`` on the database
+once, after its last write. The file buffers those writes and commits them at
+``xSync`` (see kvfile.py). Locks are this process's alone (fencing between
+processes is the lease's job), so the lock calls succeed at once.
+
+Temporary files (sorts, temp tables; rare with ``temp_store=MEMORY``) go to
+the default VFS. A second database file (``ATTACH`` of a name) is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import apsw
+
+from .errors import ConfigError, Error
+from .kvfile import KvFile
+from .storage import Storage
+
+_LOCAL_FILES = (
+    apsw.SQLITE_OPEN_TEMP_DB
+    | apsw.SQLITE_OPEN_TEMP_JOURNAL
+    | apsw.SQLITE_OPEN_TRANSIENT_DB
+    | apsw.SQLITE_OPEN_SUBJOURNAL
+)
+
+#: SQLite sees each file as "/" + its name, so that names such as ":memory:"
+#: or "file:x" reach the VFS as plain names.
+PATH_PREFIX = "/"
+
+
+def sqlite_path(name: str) -> str:
+    return PATH_PREFIX + name
+
+
+def _store_name(path: str) -> str:
+    return path[len(PATH_PREFIX):] if path.startswith(PATH_PREFIX) else path
+
+
+class KvVfsFile:
+    """What SQLite calls on an open file, handed to a :class:`KvFile`."""
+
+    def __init__(self, kvfile: KvFile, on_pragma: Callable[[apsw.VFSFcntlPragma], bool] | None) -> None:
+        self.kvfile = kvfile
+        self.xRead = kvfile.read
+        self.xWrite = kvfile.write
+        self.xTruncate = kvfile.truncate
+        self.xFileSize = kvfile.file_size
+        self._on_pragma = on_pragma
+
+    def xSync(self, flags: int) -> None:
+        self.kvfile.sync()
+
+    def xLock(self, level: int) -> None:
+        pass
+
+    def xUnlock(self, level: int) -> None:
+        pass
+
+    def xCheckReservedLock(self) -> bool:
+        return False
+
+    def xFileControl(self, op: int, ptr: int) -> bool:
+        if op == apsw.SQLITE_FCNTL_PRAGMA and self._on_pragma is not None:
+            return self._on_pragma(apsw.VFSFcntlPragma(ptr))
+        return False
+
+    def xSectorSize(self) -> int:
+        return 4096
+
+    def xDeviceCharacteristics(self) -> int:
+        return 0
+
+    def xClose(self) -> None:
+        pass
+
+
+class KvVfs(apsw.VFS):
+    """A VFS registered under ``vfs_name`` for one database; unregister it at close."""
+
+    def __init__(
+        self, vfs_name: str, storage: Storage, on_pragma: Callable[[apsw.VFSFcntlPragma], bool]
+    ) -> None:
+        super().__init__(vfs_name, "")
+        self.storage = storage
+        self._on_pragma = on_pragma
+
+    def xOpen(self, name, flags):
+        wanted = flags[0]
+        if name is None or wanted & _LOCAL_FILES:
+            return apsw.VFSFile("", name, flags)
+        path = name.filename() if isinstance(name, apsw.URIFilename) else name
+        store_name = _store_name(path)
+        storage = self.storage
+        if wanted & apsw.SQLITE_OPEN_MAIN_DB and store_name != storage.main_name:
+            raise ConfigError(
+                f"cannot open {store_name!r} beside {storage.main_name!r}: ATTACH of another "
+                "file is not supported (each database is opened on its own)"
+            )
+        if wanted & apsw.SQLITE_OPEN_WAL:
+            raise Error("WAL files are not supported: journal_mode is pinned to MEMORY")
+        kvfile = storage.file(store_name)
+        if storage.readonly:
+            flags[1] = apsw.SQLITE_OPEN_READONLY
+        else:
+            flags[1] = wanted
+        on_pragma = self._on_pragma if store_name == storage.main_name else None
+        return KvVfsFile(kvfile, on_pragma)
+
+    def xAccess(self, pathname: str, flags: int) -> bool:
+        return self.storage.exists(_store_name(pathname))
+
+    def xDelete(self, pathname: str, syncdir: bool) -> None:
+        self.storage.delete(_store_name(pathname))
+
+    def xFullPathname(self, name: str) -> str:
+        return name
