@@ -36,7 +36,19 @@ from .urls import open_store
 
 __version__ = "0.1.0"
 
+_REDIS_NAMES = ("AsyncRedisStore", "RedisStore")
+
+
+def __getattr__(name: str):
+    # The Redis stores import redis (the optional extra [redis]) only when asked for.
+    if name in _REDIS_NAMES:
+        from . import redis_store
+
+        return getattr(redis_store, name)
+    raise AttributeError(f"module 'sqlkv' has no attribute {name!r}")
+
 __all__ = [
+    "AsyncRedisStore",
     "ClosedError",
     "ConfigError",
     "Connection",
@@ -51,6 +63,7 @@ __all__ = [
     "PinnedSettingError",
     "QueryResult",
     "RIVET_ACTOR_LIMITS",
+    "RedisStore",
     "RunResult",
     "SqlError",
     "SqliteVfs",

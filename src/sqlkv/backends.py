@@ -14,6 +14,7 @@ import os
 from .engine import Engine
 from .errors import ConfigError
 from .layout import check_file_name
+from .lease import check_lease_options, take_lease
 from .options import BACKENDS, Options
 from .store import StoreClient
 
@@ -52,17 +53,25 @@ def open_engine(
     *,
     readonly: bool = False,
     loop: asyncio.AbstractEventLoop | None = None,
+    lock_timeout: float = 0.0,
 ) -> Engine:
     """Open ``file_name`` in ``store`` on the backend the options resolve to.
 
     ``loop`` is the event loop an async store's calls are run on (the
     caller's, for the async API); without one a private loop is started when
-    the store turns out to be async.
+    the store turns out to be async. A writer first takes the database's
+    lease (see lease.py), waiting up to ``lock_timeout`` seconds for it.
     """
     check_file_name(file_name)
+    check_lease_options(options.lease_seconds, lock_timeout)
     backend = resolve_backend(options.backend)
     client = StoreClient(store, loop=loop)
     try:
+        if not readonly and options.lease_seconds is not None:
+            layout = options.make_layout(file_name)
+            client.lease = take_lease(
+                store, layout, file_name, options.lease_seconds, lock_timeout, loop
+            )
         if backend == "pages":
             from .engine_pages import PagesEngine
 

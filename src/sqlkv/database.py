@@ -24,6 +24,7 @@ from .backends import open_engine
 from .engine import Engine, QueryResult, RunResult
 from .errors import ClosedError, Error
 from .metrics import Stats
+from .lease import DEFAULT_LEASE_SECONDS
 from .options import DEFAULT_CACHE_BYTES, Options
 
 RowCallback = Callable[[list, list[str]], Any]
@@ -34,7 +35,9 @@ class SqliteVfs:
 
     ``kv_prefix`` (0..255) is the first byte of every key, ``chunk_size`` the
     bytes per chunk, ``backend`` ``"pages"``, ``"snapshot"`` or ``None`` (run-time
-    choice). Bad values raise :class:`sqlkv.ConfigError` (a ``ValueError``) here.
+    choice). ``lease_seconds`` is how long a writer's lease lasts unrenewed
+    (``None``: writers take no lease). Bad values raise
+    :class:`sqlkv.ConfigError` (a ``ValueError``) here.
     """
 
     def __init__(
@@ -45,6 +48,7 @@ class SqliteVfs:
         *,
         layout: str = "seed",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        lease_seconds: float | None = DEFAULT_LEASE_SECONDS,
     ) -> None:
         self.options = Options(
             kv_prefix=kv_prefix,
@@ -52,16 +56,27 @@ class SqliteVfs:
             backend=backend,
             layout=layout,
             cache_bytes=cache_bytes,
+            lease_seconds=lease_seconds,
         )
 
-    async def open(self, file_name: str, store: object, *, readonly: bool = False) -> "Database":
-        """Open (creating if needed) the database ``file_name`` in ``store``."""
+    async def open(
+        self, file_name: str, store: object, *, readonly: bool = False, lock_timeout: float = 0.0
+    ) -> "Database":
+        """Open (creating if needed) the database ``file_name`` in ``store``.
+
+        A writer takes the database's lease: if another writer holds it, this
+        waits up to ``lock_timeout`` seconds, then raises :class:`sqlkv.LockedError`.
+        ``readonly=True`` takes no lease and never writes.
+        """
         loop = asyncio.get_running_loop()
         worker = ThreadPoolExecutor(1, thread_name_prefix="sqlkv")
         try:
             engine = await loop.run_in_executor(
                 worker,
-                partial(open_engine, self.options, store, file_name, readonly=readonly, loop=loop),
+                partial(
+                    open_engine, self.options, store, file_name,
+                    readonly=readonly, loop=loop, lock_timeout=lock_timeout,
+                ),
             )
         except BaseException:
             worker.shutdown(wait=False)

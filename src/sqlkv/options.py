@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 from .layout import LAYOUTS, Layout, make_layout
+from .lease import DEFAULT_LEASE_SECONDS, check_lease_options
 
 BACKENDS = ("pages", "snapshot")
 
@@ -28,6 +29,8 @@ class Options:
     chunk. ``backend``: ``"pages"``, ``"snapshot"`` or ``None`` (choose at run
     time, see :func:`sqlkv.backends.resolve_backend`). ``layout``: ``"seed"`` or
     ``"rivet-v2"``. ``cache_bytes``: the chunk cache's size per database.
+    ``lease_seconds``: how long a writer's lease lasts unrenewed (see lease.py);
+    ``None`` opens writers without a lease (the caller vouches for one writer).
     """
 
     kv_prefix: int = 9
@@ -35,6 +38,7 @@ class Options:
     backend: str | None = None
     layout: str = "seed"
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    lease_seconds: float | None = DEFAULT_LEASE_SECONDS
 
     def __post_init__(self) -> None:
         prefix = self.kv_prefix
@@ -52,6 +56,7 @@ class Options:
             raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
         if self.layout == "rivet-v2" and self.chunk_size != 4096:
             raise ConfigError("layout rivet-v2 has 4096-byte chunks; chunk_size must be 4096")
+        check_lease_options(self.lease_seconds, 0)
 
     def make_layout(self, main_name: str) -> Layout:
         return make_layout(self.layout, self.kv_prefix, main_name)

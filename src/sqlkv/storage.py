@@ -42,7 +42,7 @@ class Storage:
         self.cache_bytes = cache_bytes
         self.readonly = readonly
         #: Expected store values that make every commit conditional (writer fencing).
-        self.fence: dict[bytes, bytes | None] | None = None
+        self.fence: dict[bytes, bytes | None] | None = client.fence
         self.failure: BaseException | None = None
         limits = client.limits
         if limits.max_value_bytes is not None and chunk_size > limits.max_value_bytes:

@@ -158,6 +158,14 @@ class StoreClient:
         self.is_async = any(
             inspect.iscoroutinefunction(getattr(store, m)) for m in STORE_METHODS
         )
+        #: The writer lease (lease.py) this client's commits are fenced by, if any;
+        #: released by :meth:`close`.
+        self.lease: Any = None
+
+    @property
+    def fence(self) -> dict[bytes, bytes | None] | None:
+        """What every commit through this client expects of the store (writer fencing)."""
+        return self.lease.fence if self.lease is not None else None
 
     @property
     def can_write_batch(self) -> bool:
@@ -195,7 +203,10 @@ class StoreClient:
             self.stats.store_seconds += time.perf_counter() - start
 
     def close(self) -> None:
-        """Stop the private loop thread, if one was started."""
+        """Release the lease, if any; stop the private loop thread, if one was started."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            lease.release()
         if self._own_loop is not None:
             self._own_loop.close()
             self._own_loop = None

@@ -19,6 +19,7 @@ from .backends import open_engine
 from .engine import Engine, QueryResult, RunResult
 from .errors import ClosedError
 from .metrics import Stats
+from .lease import DEFAULT_LEASE_SECONDS
 from .options import DEFAULT_CACHE_BYTES, Options
 
 
@@ -32,16 +33,23 @@ def connect(
     layout: str = "seed",
     cache_bytes: int = DEFAULT_CACHE_BYTES,
     readonly: bool = False,
+    lease_seconds: float | None = DEFAULT_LEASE_SECONDS,
+    lock_timeout: float = 0.0,
 ) -> "Connection":
-    """Open (creating if needed) the database ``file_name`` in ``store``, synchronously."""
+    """Open (creating if needed) the database ``file_name`` in ``store``, synchronously.
+
+    The options are :class:`sqlkv.SqliteVfs`'s and its ``open``'s.
+    """
     options = Options(
         kv_prefix=kv_prefix,
         chunk_size=chunk_size,
         backend=backend,
         layout=layout,
         cache_bytes=cache_bytes,
+        lease_seconds=lease_seconds,
     )
-    return Connection(open_engine(options, store, file_name, readonly=readonly), file_name)
+    engine = open_engine(options, store, file_name, readonly=readonly, lock_timeout=lock_timeout)
+    return Connection(engine, file_name)
 
 
 class Connection:

@@ -1,4 +1,5 @@
-"""Stores by URL: ``memory://``, ``lmdb://PATH``."""
+"""Stores by URL: ``memory://``, ``lmdb://PATH``, ``redis://``, ``rediss://``,
+``redis+cluster://``, ``rediss+cluster://``."""
 
 from __future__ import annotations
 
@@ -22,10 +23,24 @@ def _lmdb(url: str) -> object:
     return LmdbStore(rest)
 
 
+def _redis(url: str) -> object:
+    try:
+        from .redis_store import RedisStore
+    except ImportError as exc:  # redis is the optional extra [redis]
+        raise ConfigError(
+            f"{url.split('://', 1)[0]}:// needs the redis package: pip install 'sqlkv[redis]'"
+        ) from exc
+    return RedisStore.from_url(url)
+
+
 #: URL scheme -> function of the whole URL that opens the store.
 SCHEMES: dict[str, Callable[[str], object]] = {
     "memory": _memory,
     "lmdb": _lmdb,
+    "redis": _redis,
+    "rediss": _redis,
+    "redis+cluster": _redis,
+    "rediss+cluster": _redis,
 }
 
 

@@ -1,0 +1,193 @@
+"""Writer leases and fencing: one writer per database at a time, enforced by the store.
+
+Opening a database for writing takes its lease; every commit is conditional
+on it. Two keys of sqlkv's own sit beside the database (``Layout.ext_key``):
+
+- the generation key (kind ``l``): a u64 generation and the holder's random
+  16-byte token. It changes only when a writer takes the lease, and is never
+  deleted, so generations only grow.
+- the expiry key (kind ``l``, suffix ``e``): the moment the lease ends (Unix
+  time in ms, u64) and the holder's token; absent when nobody holds the lease.
+
+Taking: read both keys (one ``get_batch``); if the expiry key is absent or
+past, one conditional ``write_batch`` sets generation + 1 and a new expiry,
+expecting both values just read, so of two writers racing for it one wins.
+Renewing (every third of the lease, on a thread of the lease's own): rewrite
+the expiry, expecting the generation key to still be ours. Releasing (at
+close): delete the expiry key, same expectation.
+
+Fencing: every commit expects the generation key to hold ours
+(:attr:`Storage.fence`). A writer that lost its lease (paused past the expiry,
+cut off from the store) while another took it over is refused at its next
+commit with :class:`FencedError`, and nothing of that commit is written.
+
+Clocks: the expiry is written in the holder's wall clock and read in a
+contender's. Skew between hosts makes a lease end early or late, so keep it
+well below the lease time, but it never lets two writers commit: that rests
+on the generation alone.
+
+Only stores with the atomic conditional ``write_batch`` can fence. On a store
+with just the five calls a database opens without a lease: the caller must
+make sure there is one writer (as an actor runtime does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import struct
+import threading
+import time
+
+from .errors import ConfigError, CorruptError, Error, LockedError
+from .layout import EXT_LEASE, Layout
+from .store import StoreClient
+
+DEFAULT_LEASE_SECONDS = 10.0
+#: The longest a writer waiting for a lease sleeps before looking again.
+POLL_SECONDS = 0.1
+#: Most conditional writes a writer loses to others while taking one lease.
+MAX_TAKE_RACES = 1000
+
+_VALUE = struct.Struct(">Q16s")
+
+
+def _encode(number: int, token: bytes) -> bytes:
+    return _VALUE.pack(number, token)
+
+
+def _decode(value: bytes, key: bytes) -> tuple[int, bytes]:
+    if len(value) != _VALUE.size:
+        raise CorruptError(
+            f"lease value at key {key.hex()} is {len(value)} bytes long, expected {_VALUE.size}"
+        )
+    return _VALUE.unpack(value)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def check_lease_options(lease_seconds: object, lock_timeout: object) -> None:
+    """Raise :class:`ConfigError` naming a bad ``lease_seconds`` or ``lock_timeout``."""
+
+    def number(value: object) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    if lease_seconds is not None and (not number(lease_seconds) or not 0 < lease_seconds < 2**31):
+        raise ConfigError(f"lease_seconds must be a positive number or None, not {lease_seconds!r}")
+    if not number(lock_timeout) or not 0 <= lock_timeout < 2**31:
+        raise ConfigError(f"lock_timeout must be a number of seconds >= 0, not {lock_timeout!r}")
+
+
+class Lease:
+    """The write lease of one database, held by this process while it is open."""
+
+    def __init__(
+        self, client: StoreClient, gen_key: bytes, expiry_key: bytes, generation: int,
+        token: bytes, seconds: float, name: str,
+    ) -> None:
+        self.client = client
+        self.name = name
+        self.generation = generation
+        self.seconds = seconds
+        self._token = token
+        self._gen_key = gen_key
+        self._expiry_key = expiry_key
+        self._mine = _encode(generation, token)
+        #: Set when a renewal found another writer's generation: commits will be refused.
+        self.lost = False
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(
+            target=self._renew_until_stopped, name=f"sqlkv-lease-{name}", daemon=True
+        )
+        self._renewer.start()
+
+    @property
+    def fence(self) -> dict[bytes, bytes | None]:
+        """What every commit expects: the generation key still ours."""
+        return {self._gen_key: self._mine}
+
+    def renew(self) -> bool:
+        """Push the expiry a lease length ahead; ``False`` if another writer took the lease."""
+        expiry = _encode(_now_ms() + int(self.seconds * 1000), self._token)
+        return self.client.write_batch([(self._expiry_key, expiry)], [], self.fence)
+
+    def _renew_until_stopped(self) -> None:
+        while not self._stop.wait(self.seconds / 3):
+            try:
+                if not self.renew():
+                    self.lost = True
+                    return
+            except Error:
+                # The store is unreachable: try again next time. Should another
+                # writer take over meanwhile, our commits are refused anyway.
+                continue
+
+    def release(self) -> None:
+        """Stop renewing and free the lease (best effort: unreleased, it expires)."""
+        self._stop.set()
+        if self._renewer is not threading.current_thread():
+            self._renewer.join(timeout=self.seconds + 30)
+        try:
+            if not self.lost:
+                self.client.write_batch([], [self._expiry_key], self.fence)
+        except Error:
+            pass
+        finally:
+            self.client.close()
+
+
+def take_lease(
+    store: object,
+    layout: Layout,
+    name: str,
+    seconds: float,
+    wait: float = 0.0,
+    loop: asyncio.AbstractEventLoop | None = None,
+) -> Lease | None:
+    """Take the write lease of database ``name`` in ``store``, waiting up to
+    ``wait`` seconds for another writer's lease to end.
+
+    Raises :class:`LockedError` if another writer still holds it then.
+    Returns ``None`` for a store without ``write_batch`` (it cannot fence).
+    The lease has its own store client, so its round trips are not in the
+    database's ``stats``.
+    """
+    client = StoreClient(store, loop=loop)
+    if not client.can_write_batch:
+        return None
+    try:
+        return _take(client, layout, name, seconds, wait)
+    except BaseException:
+        client.close()
+        raise
+
+
+def _take(client: StoreClient, layout: Layout, name: str, seconds: float, wait: float) -> Lease:
+    gen_key = layout.ext_key(name, EXT_LEASE)
+    expiry_key = layout.ext_key(name, EXT_LEASE, b"e")
+    token = os.urandom(16)
+    deadline = time.monotonic() + wait
+    for _ in range(MAX_TAKE_RACES):
+        gen_value, expiry_value = client.get_batch([gen_key, expiry_key])
+        generation = _decode(gen_value, gen_key)[0] if gen_value is not None else 0
+        now = _now_ms()
+        expiry = _decode(expiry_value, expiry_key)[0] if expiry_value is not None else 0
+        if expiry <= now:
+            puts = [
+                (gen_key, _encode(generation + 1, token)),
+                (expiry_key, _encode(now + int(seconds * 1000), token)),
+            ]
+            if client.write_batch(puts, [], {gen_key: gen_value, expiry_key: expiry_value}):
+                return Lease(client, gen_key, expiry_key, generation + 1, token, seconds, name)
+            continue  # another writer wrote first: look again
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LockedError(
+                f"database {name!r} is open for writing elsewhere (lease generation "
+                f"{generation}, ends in {(expiry - now) / 1000:.1f} s); open it with "
+                "readonly=True, or pass lock_timeout to wait for the lease"
+            )
+        time.sleep(min(left, (expiry - now) / 1000, POLL_SECONDS))
+    raise LockedError(f"database {name!r}: lost {MAX_TAKE_RACES} races for its lease to other writers")
