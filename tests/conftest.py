@@ -2,22 +2,96 @@
 
 Every database a test opens through ``open_db`` / ``connect_db`` is checked at
 the end of the test: reopened, and ``PRAGMA integrity_check`` must say ok.
-API tests run against every backend (the ``backend`` fixture).
+API tests run against every backend (the ``backend`` fixture); those that
+take their stores from ``new_store`` (as ``open_db``/``connect_db`` do by
+default) also run over Redis, standalone and cluster, on the ``pages``
+backend (the ``store_kind`` fixture).
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
+import os
+
 import pytest
 
 import sqlkv
-from helpers import integrity, make_16mib
+from helpers import AsyncMemoryStore, integrity, make_16mib
 
 BACKENDS = ["pages", "snapshot"]
+#: (backend, store kind) pairs a test that uses ``new_store`` runs with.
+STORE_COMBOS = [
+    ("pages", "memory"),
+    ("snapshot", "memory"),
+    ("pages", "redis"),
+    ("pages", "redis-cluster"),
+]
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request) -> str:
-    return request.param
+def pytest_generate_tests(metafunc) -> None:
+    names = metafunc.fixturenames
+    if "store_kind" in names:
+        metafunc.parametrize(
+            ("backend", "store_kind"), STORE_COMBOS, ids=[f"{b}-{k}" for b, k in STORE_COMBOS]
+        )
+    elif "backend" in names:
+        metafunc.parametrize("backend", BACKENDS)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A standalone redis-server of this test session (no persistence)."""
+    from redis_servers import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory):
+    """A three-primary Redis Cluster of this test session."""
+    from redis_servers import RedisCluster3
+
+    cluster = RedisCluster3(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+_namespaces = itertools.count(1)
+
+
+def unique_namespace() -> str:
+    """A Redis namespace no other store of this run uses."""
+    return f"t{os.getpid()}-{next(_namespaces)}"
+
+
+@pytest.fixture
+async def new_store(store_kind, request):
+    """``new_store(async_store=False)``: a fresh, empty store of the kind under
+    test, with synchronous or ``async`` calls; closed at the end of the test."""
+    made = []
+
+    def factory(async_store: bool = False):
+        if store_kind == "memory":
+            store = AsyncMemoryStore() if async_store else sqlkv.MemoryStore()
+        else:
+            server = request.getfixturevalue(
+                "redis_cluster" if store_kind == "redis-cluster" else "redis_server"
+            )
+            url = f"{server.url}?namespace={unique_namespace()}"
+            store = sqlkv.AsyncRedisStore.from_url(url) if async_store else sqlkv.open_store(url)
+        made.append(store)
+        return store
+
+    yield factory
+    for store in made:
+        closing = getattr(store, "close", None)
+        if closing is not None and inspect.isawaitable(result := closing()):
+            await result
 
 
 class Opened:
@@ -49,12 +123,13 @@ def opened():
 
 
 @pytest.fixture
-async def open_db(backend, opened):
-    """``await open_db(store=None, name="app.db", **options)``: an async Database."""
+async def open_db(backend, new_store, opened):
+    """``await open_db(store=None, name="app.db", **options)``: an async Database
+    (``store=None``: a new store of the kind under test)."""
     handles = []
 
     async def factory(store=None, name="app.db", **options):
-        store = sqlkv.MemoryStore() if store is None else store
+        store = new_store() if store is None else store
         options.setdefault("backend", backend)
         readonly = options.pop("readonly", False)
         vfs = sqlkv.SqliteVfs(**options)
@@ -70,12 +145,13 @@ async def open_db(backend, opened):
 
 
 @pytest.fixture
-def connect_db(backend, opened):
-    """``connect_db(store=None, name="app.db", **options)``: a sync Connection."""
+def connect_db(backend, new_store, opened):
+    """``connect_db(store=None, name="app.db", **options)``: a sync Connection
+    (``store=None``: a new store of the kind under test)."""
     handles = []
 
     def factory(store=None, name="app.db", **options):
-        store = sqlkv.MemoryStore() if store is None else store
+        store = new_store() if store is None else store
         options.setdefault("backend", backend)
         db = sqlkv.connect(store, name, **options)
         handles.append(db)

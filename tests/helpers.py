@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 from collections import Counter
 
@@ -75,6 +76,14 @@ class AsyncMemoryStore:
     async def delete_batch(self, keys):
         await asyncio.sleep(0)
         self.inner.delete_batch(keys)
+
+
+async def stored_keys(store) -> list[bytes]:
+    """Every key a store holds, through its ``scan`` (sync or async)."""
+    keys = store.scan(b"")
+    if inspect.isawaitable(keys):
+        keys = await keys
+    return list(keys)
 
 
 def integrity(db_conn) -> list:

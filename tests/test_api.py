@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 import sqlkv
-from helpers import AsyncMemoryStore
+from helpers import stored_keys
 
 
 async def test_exec_query_run(open_db):
@@ -92,8 +92,8 @@ async def test_values_round_trip_exactly(open_db, value):
     assert got == value and type(got) is type(value)
 
 
-async def test_values_survive_reopen(open_db):
-    store = sqlkv.MemoryStore()
+async def test_values_survive_reopen(open_db, new_store):
+    store = new_store()
     db = await open_db(store)
     await db.exec("CREATE TABLE t(i INTEGER PRIMARY KEY, v)")
     for i, value in enumerate(VALUES):
@@ -123,8 +123,8 @@ async def test_sql_error_carries_sqlites_message(open_db):
         await db.run("INSERT INTO t VALUES (1)")
 
 
-async def test_commit_and_rollback(open_db):
-    store = sqlkv.MemoryStore()
+async def test_commit_and_rollback(open_db, new_store):
+    store = new_store()
     db = await open_db(store)
     await db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
     await db.exec("BEGIN; INSERT INTO t VALUES (2); ROLLBACK;")
@@ -135,8 +135,8 @@ async def test_commit_and_rollback(open_db):
     assert (await db.query("SELECT x FROM t ORDER BY x")).rows == [(1,), (3,)]
 
 
-async def test_rollback_of_a_transaction_that_spills_the_page_cache(open_db):
-    store = sqlkv.MemoryStore()
+async def test_rollback_of_a_transaction_that_spills_the_page_cache(open_db, new_store):
+    store = new_store()
     db = await open_db(store)
     await db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
     await db.exec(
@@ -159,8 +159,8 @@ async def test_rollback_of_a_transaction_that_spills_the_page_cache(open_db):
     assert (await db.query("SELECT count(*), sum(length(v)) FROM t")).rows == before
 
 
-async def test_sql_error_inside_a_transaction_keeps_earlier_statements_until_rollback(open_db):
-    store = sqlkv.MemoryStore()
+async def test_sql_error_inside_a_transaction_keeps_earlier_statements_until_rollback(open_db, new_store):
+    store = new_store()
     db = await open_db(store)
     await db.exec("CREATE TABLE t(x UNIQUE); INSERT INTO t VALUES (1)")
     with pytest.raises(sqlkv.SqlError, match="UNIQUE"):
@@ -170,8 +170,8 @@ async def test_sql_error_inside_a_transaction_keeps_earlier_statements_until_rol
     assert (await db.query("SELECT x FROM t")).rows == [(1,)]
 
 
-async def test_thousand_inserts(open_db):
-    store = sqlkv.MemoryStore()
+async def test_thousand_inserts(open_db, new_store):
+    store = new_store()
     db = await open_db(store)
     await db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
     for i in range(1000):
@@ -182,8 +182,8 @@ async def test_thousand_inserts(open_db):
     assert (await db.query("SELECT v FROM t WHERE id = 500")).rows == [("499".rjust(100, "x"),)]
 
 
-async def test_fifty_updates_of_one_row(open_db):
-    store = sqlkv.MemoryStore()
+async def test_fifty_updates_of_one_row(open_db, new_store):
+    store = new_store()
     db = await open_db(store)
     await db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, n INTEGER); INSERT INTO t VALUES (1, 0)")
     for _ in range(50):
@@ -193,8 +193,8 @@ async def test_fifty_updates_of_one_row(open_db):
     assert (await db.query("SELECT n FROM t")).rows == [(50,)]
 
 
-async def test_fifty_concurrent_coroutines_all_land(open_db):
-    store = sqlkv.MemoryStore()
+async def test_fifty_concurrent_coroutines_all_land(open_db, new_store):
+    store = new_store()
     db = await open_db(store)
     await db.exec("CREATE TABLE t(k INTEGER PRIMARY KEY)")
     await asyncio.wait_for(
@@ -217,8 +217,8 @@ async def test_use_after_close(open_db):
             await call
 
 
-async def test_async_with_closes(open_db, backend):
-    store = sqlkv.MemoryStore()
+async def test_async_with_closes(open_db, new_store, backend):
+    store = new_store()
     async with await sqlkv.SqliteVfs(backend=backend).open("app.db", store) as db:
         await db.exec("CREATE TABLE t(x)")
     assert db.closed
@@ -227,8 +227,8 @@ async def test_async_with_closes(open_db, backend):
     await open_db(store)  # registered for the final integrity check
 
 
-def test_sync_twin(connect_db):
-    store = sqlkv.MemoryStore()
+def test_sync_twin(connect_db, new_store):
+    store = new_store()
     db = connect_db(store)
     db.exec("CREATE TABLE t(x)")
     assert db.run("INSERT INTO t VALUES (?)", [1]).changes == 1
@@ -243,8 +243,8 @@ def test_sync_twin(connect_db):
     assert again.closed
 
 
-async def test_async_store_with_async_api(open_db):
-    store = AsyncMemoryStore()
+async def test_async_store_with_async_api(open_db, new_store):
+    store = new_store(async_store=True)
     db = await open_db(store)
     await db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2)")
     await db.close()
@@ -252,25 +252,28 @@ async def test_async_store_with_async_api(open_db):
     assert (await db.query("SELECT sum(x) FROM t")).rows == [(3,)]
 
 
-def test_async_store_with_sync_api(connect_db):
-    store = AsyncMemoryStore()
+def test_async_store_with_sync_api(connect_db, new_store):
+    store = new_store(async_store=True)
     with connect_db(store) as db:
         db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2)")
     with connect_db(store) as db:
         assert db.query("SELECT sum(x) FROM t").rows == [(3,)]
 
 
-async def test_event_loop_runs_while_an_async_store_works(open_db):
+async def test_event_loop_runs_while_an_async_store_works(open_db, new_store):
     """The loop is never blocked: a ticker advances while the store is slow."""
-    inner = AsyncMemoryStore()
+    inner = new_store(async_store=True)
 
-    class SlowStore(AsyncMemoryStore):
+    class SlowStore:
+        """The five calls of ``inner``, with ``put_batch`` slowed down."""
+
+        get, get_batch, put, delete_batch = inner.get, inner.get_batch, inner.put, inner.delete_batch
+
         async def put_batch(self, entries):
             await asyncio.sleep(0.05)
             await inner.put_batch(entries)
 
-    slow = SlowStore(inner.inner)
-    db = await open_db(slow)
+    db = await open_db(SlowStore())
     ticks = 0
 
     async def ticker():
@@ -287,13 +290,13 @@ async def test_event_loop_runs_while_an_async_store_works(open_db):
     assert ticks >= 10, f"the event loop advanced only {ticks} times in 4 slow commits"
 
 
-async def test_unicode_file_name(open_db):
-    store = sqlkv.MemoryStore()
+async def test_unicode_file_name(open_db, new_store):
+    store = new_store()
     name = "données/漢字 🎉.db"
     db = await open_db(store, name)
     await db.exec("CREATE TABLE t(x); INSERT INTO t VALUES ('ok')")
     await db.close()
-    assert any(name.encode() in k for k in store._data)
+    assert any(name.encode() in k for k in await stored_keys(store))
     db = await open_db(store, name)
     assert (await db.query("SELECT x FROM t")).rows == [("ok",)]
 
@@ -314,8 +317,8 @@ async def test_bad_file_names_are_refused(backend, name):
     assert len(store) == 0
 
 
-async def test_databases_in_one_store_are_separate(open_db):
-    store = sqlkv.MemoryStore()
+async def test_databases_in_one_store_are_separate(open_db, new_store):
+    store = new_store()
     a = await open_db(store, "a.db")
     b = await open_db(store, "b.db")
     await a.exec("CREATE TABLE t(x); INSERT INTO t VALUES ('a')")
@@ -324,11 +327,11 @@ async def test_databases_in_one_store_are_separate(open_db):
     assert (await b.query("SELECT x FROM t")).rows == [("b",)]
 
 
-async def test_prefixes_separate_databases(open_db):
-    store = sqlkv.MemoryStore()
+async def test_prefixes_separate_databases(open_db, new_store):
+    store = new_store()
     one = await open_db(store, kv_prefix=1)
     two = await open_db(store, kv_prefix=2)
     await one.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
     await two.exec("CREATE TABLE t(x); INSERT INTO t VALUES (2)")
     assert (await one.query("SELECT x FROM t")).rows == [(1,)]
-    assert {k[0] for k in store._data} == {1, 2}
+    assert {k[0] for k in await stored_keys(store)} == {1, 2}

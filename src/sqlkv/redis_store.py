@@ -365,7 +365,9 @@ class AsyncRedisStore(_RedisKeys):
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
-
+            # Clients of loops that have ended cannot be closed any more; let them go.
+            for ended in [other for other in self._clients if other.is_closed()]:
+                del self._clients[ended]
             client = self._factory()
             _check_client(client)
             self.cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
