@@ -11,13 +11,11 @@ backend (the ``store_kind`` fixture).
 from __future__ import annotations
 
 import inspect
-import itertools
-import os
 
 import pytest
 
 import sqlkv
-from helpers import AsyncMemoryStore, integrity, make_16mib
+from helpers import AsyncMemoryStore, integrity, make_16mib, unique_namespace
 
 BACKENDS = ["pages", "snapshot"]
 #: (backend, store kind) pairs a test that uses ``new_store`` runs with.
@@ -59,14 +57,6 @@ def redis_cluster(tmp_path_factory):
         yield cluster.start()
     finally:
         cluster.stop()
-
-
-_namespaces = itertools.count(1)
-
-
-def unique_namespace() -> str:
-    """A Redis namespace no other store of this run uses."""
-    return f"t{os.getpid()}-{next(_namespaces)}"
 
 
 @pytest.fixture

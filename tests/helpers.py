@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import itertools
 import os
 from collections import Counter
 
@@ -105,6 +106,14 @@ def copy_store(store: sqlkv.MemoryStore) -> sqlkv.MemoryStore:
     clone = sqlkv.MemoryStore()
     clone._data = dict(store._data)
     return clone
+
+
+_namespaces = itertools.count(1)
+
+
+def unique_namespace() -> str:
+    """A Redis namespace no other store of this test run uses."""
+    return f"t{os.getpid()}-{next(_namespaces)}"
 
 
 def in_ci() -> bool:

@@ -139,6 +139,10 @@ class PagesEngine:
             raise more_than_one_statement(single) from None
         except (StoreError, UnusableError) as exc:
             self._broken = exc
+            if isinstance(exc, UnusableError) and isinstance(exc.__cause__, Error):
+                # SQLite touched the file again after a failed commit: the
+                # failure itself (a StoreError, a FencedError) is the news.
+                raise exc.__cause__ from exc.__cause__.__cause__
             raise
         except Error:
             if self.storage.main is not None and self.storage.main.failed is not None:

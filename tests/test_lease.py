@@ -1,0 +1,227 @@
+"""Writer leases and fencing: one writer at a time, on every store with write_batch."""
+
+from __future__ import annotations
+
+import signal
+import struct
+import time
+
+import pytest
+
+import sqlkv
+from helpers import CountingStore, integrity, unique_namespace
+from processes import Worker
+from sqlkv.layout import EXT_LEASE, SeedLayout
+
+LAYOUT = SeedLayout(9)
+GEN_KEY = LAYOUT.ext_key("app.db", EXT_LEASE)
+EXPIRY_KEY = LAYOUT.ext_key("app.db", EXT_LEASE, b"e")
+#: Long enough that no renewal runs during a test that does not wait for one.
+LONG_LEASE = 600
+
+
+def lease_value(number: int, token: bytes = b"t" * 16) -> bytes:
+    return struct.pack(">Q16s", number, token)
+
+
+def generation(store) -> int:
+    return struct.unpack(">Q16s", store.get(GEN_KEY))[0]
+
+
+@pytest.fixture
+def connect():
+    """``sqlkv.connect``, with every connection it made closed at the end."""
+    made = []
+
+    def factory(store, name="app.db", **options):
+        db = sqlkv.connect(store, name, **options)
+        made.append(db)
+        return db
+
+    yield factory
+    for db in made:
+        db.close()
+
+
+def test_second_writer_is_refused_and_readers_are_not(connect):
+    store = sqlkv.MemoryStore()
+    first = sqlkv.connect(store, "app.db", lease_seconds=LONG_LEASE)
+    first.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    with pytest.raises(sqlkv.LockedError, match="open for writing elsewhere"):
+        sqlkv.connect(store, "app.db")
+    before = dict(store._data)
+    with sqlkv.connect(store, "app.db", readonly=True) as reader:
+        assert reader.query("SELECT x FROM t").rows == [(1,)]
+    assert store._data == before, "a read-only open wrote to the store"
+    first.close()
+    with sqlkv.connect(store, "app.db") as second:  # released at close
+        second.exec("INSERT INTO t VALUES (2)")
+    assert generation(store) == 2
+
+
+def test_an_expired_lease_is_taken_over_with_a_new_generation(connect):
+    store = sqlkv.MemoryStore()
+    store.put_batch([(GEN_KEY, lease_value(41)), (EXPIRY_KEY, lease_value(1))])  # ended in 1970
+    db = connect(store, lease_seconds=LONG_LEASE)
+    db.exec("CREATE TABLE t(x)")
+    assert generation(store) == 42
+
+
+def test_a_writer_waits_up_to_lock_timeout(connect):
+    store = sqlkv.MemoryStore()
+    ends = int(time.time() * 1000) + 300
+    store.put_batch([(GEN_KEY, lease_value(7)), (EXPIRY_KEY, lease_value(ends))])
+    with pytest.raises(sqlkv.LockedError):
+        sqlkv.connect(store, "app.db", lock_timeout=0)
+    db = connect(store, lock_timeout=30)  # waits for the other lease to end
+    assert time.time() * 1000 >= ends
+    assert generation(store) == 8
+    db.exec("CREATE TABLE t(x)")
+
+
+def test_a_fenced_writer_writes_nothing_and_stays_fenced(connect):
+    store = sqlkv.MemoryStore()
+    stale = connect(store, lease_seconds=LONG_LEASE)
+    stale.exec("CREATE TABLE t(v TEXT); INSERT INTO t VALUES ('stale-1')")
+    store.delete_batch([EXPIRY_KEY])  # as if its lease had run out while it was paused
+    fresh = connect(store, lease_seconds=LONG_LEASE)
+    fresh.exec("INSERT INTO t VALUES ('fresh-1')")
+    committed = dict(store._data)
+    with pytest.raises(sqlkv.FencedError):
+        stale.exec("INSERT INTO t VALUES ('stale-2')")
+    assert store._data == committed
+    fresh.close()  # the lease is free now, but the stale writer's generation is gone
+    with pytest.raises(sqlkv.FencedError):
+        stale.exec("INSERT INTO t VALUES ('stale-3')")
+    assert stale.query("SELECT v FROM t ORDER BY v").rows == [("fresh-1",), ("stale-1",)]
+    stale.close()  # its release is refused too: the generation stays the fresh writer's
+    assert store.get(GEN_KEY) == committed[GEN_KEY]
+
+
+def test_renewal_keeps_the_lease_and_notices_its_loss(connect):
+    store = sqlkv.MemoryStore()
+    db = connect(store, lease_seconds=0.3)
+    lease = db._engine.client.lease
+    first = store.get(EXPIRY_KEY)
+    deadline = time.monotonic() + 10
+    while store.get(EXPIRY_KEY) == first and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert store.get(EXPIRY_KEY) != first, "the lease was not renewed"
+    store.put(GEN_KEY, lease_value(99))  # another writer took over
+    while not lease.lost and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert lease.lost
+    with pytest.raises(sqlkv.FencedError):
+        db.exec("CREATE TABLE t(x)")
+
+
+def test_lease_traffic_is_its_own(connect):
+    store = CountingStore()
+    store.write_batch = store.inner.write_batch  # a store that can fence, counted
+    db = connect(store, lease_seconds=LONG_LEASE)
+    assert db.stats.round_trips == 1  # the open's one get_batch; the lease's are apart
+    assert store.calls["get_batch"] == 2  # the lease's look, and the open's
+
+
+def test_stores_without_write_batch_open_without_a_lease(connect):
+    store = CountingStore()  # the five calls only: it cannot fence
+    one = connect(store)
+    two = connect(store, name="app.db")
+    one.exec("CREATE TABLE t(x)")
+    assert two.query("SELECT 1").rows == [(1,)]
+    assert store.inner.get(GEN_KEY) is None
+
+
+def test_lease_seconds_none_takes_no_lease(connect):
+    store = sqlkv.MemoryStore()
+    db = connect(store, lease_seconds=None)
+    db.exec("CREATE TABLE t(x)")
+    assert store.get(GEN_KEY) is None
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"lease_seconds": 0}, {"lease_seconds": -1}, {"lease_seconds": "5"}, {"lock_timeout": -1},
+     {"lock_timeout": None}],
+)
+def test_bad_lease_options_are_refused(options):
+    with pytest.raises(sqlkv.ConfigError, match=next(iter(options))):
+        sqlkv.connect(sqlkv.MemoryStore(), "app.db", **options)
+
+
+def test_a_corrupt_lease_value_is_named():
+    store = sqlkv.MemoryStore()
+    store.put(GEN_KEY, b"junk")
+    with pytest.raises(sqlkv.CorruptError, match=GEN_KEY.hex()):
+        sqlkv.connect(store, "app.db")
+    assert store.get(EXPIRY_KEY) is None
+
+
+async def test_async_api_takes_and_releases_the_lease(backend):
+    store = sqlkv.MemoryStore()
+    vfs = sqlkv.SqliteVfs(backend=backend, lease_seconds=LONG_LEASE)
+    db = await vfs.open("app.db", store)
+    with pytest.raises(sqlkv.LockedError):
+        await vfs.open("app.db", store)
+    await db.close()
+    assert store.get(EXPIRY_KEY) is None
+    async with await vfs.open("app.db", store) as again:
+        await again.exec("CREATE TABLE t(x)")
+    assert generation(store) == 2
+
+
+# -- between processes, on stores shared by processes -------------------------------
+
+
+@pytest.fixture(params=["lmdb", "redis", "redis-cluster"])
+def shared_url(request, tmp_path) -> str:
+    """A store URL several processes can open."""
+    if request.param == "lmdb":
+        return f"lmdb://{tmp_path / 'lmdb'}"
+    server = request.getfixturevalue(
+        "redis_cluster" if request.param == "redis-cluster" else "redis_server"
+    )
+    return f"{server.url}?namespace={unique_namespace()}"
+
+
+def test_fencing_between_processes(shared_url):
+    """The issue's scenario: two processes open the database; the second is
+    refused; the first is paused past its lease; a third takes over and
+    commits; the first's next commit fails with FencedError; the final content
+    is exactly the third's committed state."""
+    lease = 1.0
+    first, second, third = (Worker(shared_url, "app.db", lease) for _ in range(3))
+    try:
+        assert first.call("open")["ok"]
+        assert first.call("exec", sql="CREATE TABLE t(v TEXT); INSERT INTO t VALUES ('first-1')")["ok"]
+
+        refused = second.call("open")
+        assert (refused["ok"], refused["error"]) == (False, "LockedError")
+
+        first.signal(signal.SIGSTOP)
+        try:
+            assert third.call("open", lock_timeout=30)["ok"]  # once the first's lease ran out
+            assert third.call("exec", sql="INSERT INTO t VALUES ('third-1')")["ok"]
+            assert third.call("exec", sql="INSERT INTO t VALUES ('third-2')")["ok"]
+        finally:
+            first.signal(signal.SIGCONT)
+
+        fenced = first.call("exec", sql="INSERT INTO t VALUES ('first-2')")
+        assert (fenced["ok"], fenced["error"]) == (False, "FencedError")
+        assert third.call("exec", sql="INSERT INTO t VALUES ('third-3')")["ok"]
+        assert third.call("close")["ok"]
+        fenced = first.call("exec", sql="INSERT INTO t VALUES ('first-3')")
+        assert (fenced["ok"], fenced["error"]) == (False, "FencedError")
+    finally:
+        for worker in (first, second, third):
+            worker.stop()
+
+    store = sqlkv.open_store(shared_url)
+    try:
+        with sqlkv.connect(store, "app.db", readonly=True) as db:
+            assert integrity(db) == [("ok",)]
+            assert db.query("SELECT v FROM t ORDER BY rowid").rows == [
+                ("first-1",), ("third-1",), ("third-2",), ("third-3",)
+            ]
+    finally:
+        store.close()
