@@ -193,3 +193,87 @@ class RedisCluster3:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class CuttingProxy:
+    """A loopback TCP proxy in front of a server that can drop a connection
+    mid-exchange: after forwarding part of the next request, or instead of
+    forwarding the next reply."""
+
+    def __init__(self, upstream_port: int) -> None:
+        import threading
+
+        self.upstream_port = upstream_port
+        self._listener = socket.create_server((HOST, 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        self._plan: tuple | None = None
+        self.cuts = 0
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def cut_request_after(self, nbytes: int) -> None:
+        """Forward only the first ``nbytes`` of what a client sends next, then drop it."""
+        with self._lock:
+            self._plan = ("request", nbytes)
+
+    def cut_next_reply(self) -> None:
+        """Drop the connection instead of forwarding the server's next reply."""
+        with self._lock:
+            self._plan = ("reply",)
+
+    def _accept(self) -> None:
+        import threading
+
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection((HOST, self.upstream_port))
+            pair = (client, upstream)
+            threading.Thread(target=self._pump, args=(client, upstream, "request", pair), daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, "reply", pair), daemon=True).start()
+
+    def _drop(self, pair: tuple) -> None:
+        for sock in pair:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _pump(self, source: socket.socket, target: socket.socket, direction: str, pair: tuple) -> None:
+        while True:
+            try:
+                data = source.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                self._drop(pair)
+                return
+            with self._lock:
+                plan = self._plan
+                if plan is not None and plan[0] == direction:
+                    self._plan = None
+                    self.cuts += 1
+                else:
+                    plan = None
+            try:
+                if plan is not None:
+                    if direction == "request":
+                        target.sendall(data[: plan[1]])
+                    self._drop(pair)
+                    return
+                target.sendall(data)
+            except OSError:
+                self._drop(pair)
+                return
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
