@@ -175,7 +175,7 @@ def test_one_request_per_commit_as_the_server_counts(redis_server, store):
     with sqlkv.connect(store, "app.db", lease_seconds=LONG_LEASE) as db:
         db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
         before = counts()
-        for i in range(50):
+        for _ in range(50):
             db.run("INSERT INTO t(v) VALUES (?)", ["x" * 100])
         after = counts()
         assert db.stats.calls["write_batch"] >= 50

@@ -84,8 +84,14 @@ class Lease:
     """The write lease of one database, held by this process while it is open."""
 
     def __init__(
-        self, client: StoreClient, gen_key: bytes, expiry_key: bytes, generation: int,
-        token: bytes, seconds: float, name: str,
+        self,
+        client: StoreClient,
+        gen_key: bytes,
+        expiry_key: bytes,
+        generation: int,
+        token: bytes,
+        seconds: float,
+        name: str,
     ) -> None:
         self.client = client
         self.name = name

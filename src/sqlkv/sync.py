@@ -18,8 +18,8 @@ from typing import Any
 from .backends import open_engine
 from .engine import Engine, QueryResult, RunResult
 from .errors import ClosedError
-from .metrics import Stats
 from .lease import DEFAULT_LEASE_SECONDS
+from .metrics import Stats
 from .options import DEFAULT_CACHE_BYTES, Options
 
 
