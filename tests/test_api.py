@@ -9,6 +9,8 @@ import pytest
 import sqlkv
 from helpers import stored_keys
 
+pytestmark = pytest.mark.all_stores
+
 
 async def test_exec_query_run(open_db):
     db = await open_db()

@@ -54,9 +54,10 @@ def test_second_writer_is_refused_and_readers_are_not(connect):
         assert reader.query("SELECT x FROM t").rows == [(1,)]
     assert store._data == before, "a read-only open wrote to the store"
     first.close()
-    with sqlkv.connect(store, "app.db") as second:  # released at close
+    assert store.get(GEN_KEY) is None and store.get(EXPIRY_KEY) is None  # released
+    with sqlkv.connect(store, "app.db") as second:
         second.exec("INSERT INTO t VALUES (2)")
-    assert generation(store) == 2
+        assert generation(store) == 1
 
 
 def test_an_expired_lease_is_taken_over_with_a_new_generation(connect):
@@ -91,11 +92,12 @@ def test_a_fenced_writer_writes_nothing_and_stays_fenced(connect):
         stale.exec("INSERT INTO t VALUES ('stale-2')")
     assert store._data == committed
     fresh.close()  # the lease is free now, but the stale writer's generation is gone
+    assert store.get(GEN_KEY) is None
     with pytest.raises(sqlkv.FencedError):
         stale.exec("INSERT INTO t VALUES ('stale-3')")
     assert stale.query("SELECT v FROM t ORDER BY v").rows == [("fresh-1",), ("stale-1",)]
-    stale.close()  # its release is refused too: the generation stays the fresh writer's
-    assert store.get(GEN_KEY) == committed[GEN_KEY]
+    stale.close()  # its release is refused too: it writes nothing
+    assert store.get(GEN_KEY) is None and store.get(EXPIRY_KEY) is None
 
 
 def test_renewal_keeps_the_lease_and_notices_its_loss(connect):
@@ -164,10 +166,10 @@ async def test_async_api_takes_and_releases_the_lease(backend):
     with pytest.raises(sqlkv.LockedError):
         await vfs.open("app.db", store)
     await db.close()
-    assert store.get(EXPIRY_KEY) is None
+    assert store.get(GEN_KEY) is None and store.get(EXPIRY_KEY) is None
     async with await vfs.open("app.db", store) as again:
         await again.exec("CREATE TABLE t(x)")
-    assert generation(store) == 2
+        assert generation(store) == 1
 
 
 # -- between processes, on stores shared by processes -------------------------------

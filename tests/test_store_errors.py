@@ -116,6 +116,7 @@ def test_chunk_longer_than_chunk_size_is_corrupt(connect_db):
     with pytest.raises(sqlkv.CorruptError, match="chunk 1 .* longer than the chunk size"):
         db = sqlkv.connect(store, "app.db", backend=db.backend)
         db.query("SELECT * FROM t")
+    db.close()  # releases the writer's lease
     store.put(key, before[key])
     assert store._data == before
 

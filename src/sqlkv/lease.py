@@ -4,17 +4,21 @@ Opening a database for writing takes its lease; every commit is conditional
 on it. Two keys of sqlkv's own sit beside the database (``Layout.ext_key``):
 
 - the generation key (kind ``l``): a u64 generation and the holder's random
-  16-byte token. It changes only when a writer takes the lease, and is never
-  deleted, so generations only grow.
+  16-byte token. It changes only when a writer takes the lease: the
+  generation goes up by one at each takeover.
 - the expiry key (kind ``l``, suffix ``e``): the moment the lease ends (Unix
-  time in ms, u64) and the holder's token; absent when nobody holds the lease.
+  time in ms, u64) and the holder's token.
+
+Both are absent while nobody holds the lease, so a database that is closed
+holds only its layout's keys.
 
 Taking: read both keys (one ``get_batch``); if the expiry key is absent or
 past, one conditional ``write_batch`` sets generation + 1 and a new expiry,
 expecting both values just read, so of two writers racing for it one wins.
 Renewing (every third of the lease, on a thread of the lease's own): rewrite
 the expiry, expecting the generation key to still be ours. Releasing (at
-close): delete the expiry key, same expectation.
+close, or when the open fails): delete both keys, same expectation; the next
+writer starts again at generation 1, with a token of its own.
 
 Fencing: every commit expects the generation key to hold ours
 (:attr:`Storage.fence`). A writer that lost its lease (paused past the expiry,
@@ -24,7 +28,9 @@ commit with :class:`FencedError`, and nothing of that commit is written.
 Clocks: the expiry is written in the holder's wall clock and read in a
 contender's. Skew between hosts makes a lease end early or late, so keep it
 well below the lease time, but it never lets two writers commit: that rests
-on the generation alone.
+on the generation key alone. Its value holds a random token beside the
+number, so a writer whose lease was released by another and taken anew never
+finds its own value there again.
 
 Only stores with the atomic conditional ``write_batch`` can fence. On a store
 with just the five calls a database opens without a lease: the caller must
@@ -137,7 +143,7 @@ class Lease:
             self._renewer.join(timeout=self.seconds + 30)
         try:
             if not self.lost:
-                self.client.write_batch([], [self._expiry_key], self.fence)
+                self.client.write_batch([], [self._gen_key, self._expiry_key], self.fence)
         except Error:
             pass
         finally:
