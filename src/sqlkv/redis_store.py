@@ -197,8 +197,8 @@ class _RedisKeys:
         puts: list[tuple[bytes, bytes]],
         deletes: list[bytes],
         expect: dict[bytes, bytes | None] | None,
-    ) -> tuple[int, list[Any]] | None:
-        """``(numkeys, keys + args)`` for the write script, or ``None`` when there is nothing to do."""
+    ) -> list[Any] | None:
+        """``[numkeys, *keys, *args]`` for the write script, or ``None`` when there is nothing to do."""
         expect = expect or {}
         if not (puts or deletes or expect):
             return None
@@ -218,7 +218,7 @@ class _RedisKeys:
                 "a Redis Cluster cannot apply one batch to keys of different databases "
                 "atomically (they live in different hash slots); write each database apart"
             )
-        return len(keys), keys + args
+        return [len(keys), *keys, *args]
 
     def _scan_raw(self, found: Iterable[bytes], prefix: bytes) -> Iterator[bytes]:
         raws = sorted(r for r in (self.keyspace.raw(k) for k in found) if r.startswith(prefix))
@@ -299,9 +299,9 @@ class RedisStore(_RedisKeys):
         if call is None:
             return True
         try:
-            applied = self.client.evalsha(WRITE_BATCH_SHA, call[0], *call[1])
+            applied = self.client.evalsha(WRITE_BATCH_SHA, *call)
         except NoScriptError:
-            applied = self.client.eval(WRITE_BATCH_LUA, call[0], *call[1])
+            applied = self.client.eval(WRITE_BATCH_LUA, *call)
         return applied == 1
 
     def scan(self, prefix: bytes = b"") -> Iterator[bytes]:
@@ -407,9 +407,9 @@ class AsyncRedisStore(_RedisKeys):
         if call is None:
             return True
         try:
-            applied = await client.evalsha(WRITE_BATCH_SHA, call[0], *call[1])
+            applied = await client.evalsha(WRITE_BATCH_SHA, *call)
         except NoScriptError:
-            applied = await client.eval(WRITE_BATCH_LUA, call[0], *call[1])
+            applied = await client.eval(WRITE_BATCH_LUA, *call)
         return applied == 1
 
     async def scan(self, prefix: bytes = b"") -> Iterator[bytes]:
