@@ -23,9 +23,9 @@ from typing import Any
 from .backends import open_engine
 from .engine import Engine, QueryResult, RunResult
 from .errors import ClosedError, Error
-from .metrics import Stats
 from .lease import DEFAULT_LEASE_SECONDS
-from .options import DEFAULT_CACHE_BYTES, Options
+from .metrics import Stats
+from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
 
 RowCallback = Callable[[list, list[str]], Any]
 
@@ -49,6 +49,7 @@ class SqliteVfs:
         layout: str = "seed",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
         lease_seconds: float | None = DEFAULT_LEASE_SECONDS,
+        max_dirty_bytes: int = DEFAULT_MAX_DIRTY_BYTES,
     ) -> None:
         self.options = Options(
             kv_prefix=kv_prefix,
@@ -57,6 +58,7 @@ class SqliteVfs:
             layout=layout,
             cache_bytes=cache_bytes,
             lease_seconds=lease_seconds,
+            max_dirty_bytes=max_dirty_bytes,
         )
 
     async def open(

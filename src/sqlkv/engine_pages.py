@@ -61,6 +61,7 @@ class PagesEngine:
             options.chunk_size,
             options.cache_bytes,
             readonly=self.readonly,
+            max_dirty_bytes=options.max_dirty_bytes,
         )
         main = storage.open()
         if self.readonly and not main.exists:

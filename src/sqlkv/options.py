@@ -11,6 +11,7 @@ from .lease import DEFAULT_LEASE_SECONDS, check_lease_options
 BACKENDS = ("pages", "snapshot")
 
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_DIRTY_BYTES = 64 * 1024 * 1024
 
 
 def _positive_int(field_name: str, value: object) -> int:
@@ -31,6 +32,9 @@ class Options:
     ``"rivet-v2"``. ``cache_bytes``: the chunk cache's size per database.
     ``lease_seconds``: how long a writer's lease lasts unrenewed (see lease.py);
     ``None`` opens writers without a lease (the caller vouches for one writer).
+    ``max_dirty_bytes``: the most changed chunks a transaction keeps in
+    memory; past it they are spilled to the store's staging area and the
+    commit is staged (see commit.py), so memory stays bounded at any size.
     """
 
     kv_prefix: int = 9
@@ -39,6 +43,7 @@ class Options:
     layout: str = "seed"
     cache_bytes: int = DEFAULT_CACHE_BYTES
     lease_seconds: float | None = DEFAULT_LEASE_SECONDS
+    max_dirty_bytes: int = DEFAULT_MAX_DIRTY_BYTES
 
     def __post_init__(self) -> None:
         prefix = self.kv_prefix
@@ -48,6 +53,7 @@ class Options:
             raise ConfigError(f"kv_prefix must be in 0..255, not {prefix}")
         _positive_int("chunk_size", self.chunk_size)
         _positive_int("cache_bytes", self.cache_bytes)
+        _positive_int("max_dirty_bytes", self.max_dirty_bytes)
         if self.backend is not None and self.backend not in BACKENDS:
             raise ConfigError(
                 f"backend must be one of {', '.join(BACKENDS)} or None, not {self.backend!r}"

@@ -20,7 +20,7 @@ from .engine import Engine, QueryResult, RunResult
 from .errors import ClosedError
 from .lease import DEFAULT_LEASE_SECONDS
 from .metrics import Stats
-from .options import DEFAULT_CACHE_BYTES, Options
+from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
 
 
 def connect(
@@ -32,6 +32,7 @@ def connect(
     backend: str | None = None,
     layout: str = "seed",
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    max_dirty_bytes: int = DEFAULT_MAX_DIRTY_BYTES,
     readonly: bool = False,
     lease_seconds: float | None = DEFAULT_LEASE_SECONDS,
     lock_timeout: float = 0.0,
@@ -47,6 +48,7 @@ def connect(
         layout=layout,
         cache_bytes=cache_bytes,
         lease_seconds=lease_seconds,
+        max_dirty_bytes=max_dirty_bytes,
     )
     engine = open_engine(options, store, file_name, readonly=readonly, lock_timeout=lock_timeout)
     return Connection(engine, file_name)
