@@ -151,6 +151,43 @@ class KvFile:
             data += bytes(end - offset - len(data))
         return data
 
+    def read_all(self) -> bytes:
+        """The whole file, fetched in as few round trips as the store's batch limits allow.
+
+        For an engine that loads a whole image at once (backend ``snapshot``):
+        chunks buffered or cached are used as they are, the others are fetched
+        without the read-ahead cap, and are not cached (a whole-file read would
+        only push out what the cache holds). Short or missing chunks read as zeros.
+        """
+        self._check()
+        cs = self.chunk_size
+        count = -(-self.size // cs)
+        loaded: dict[int, bytes] = {}
+        missing = []
+        for i in range(count):
+            if i in self.dirty or not self._has_committed_bytes(i):
+                continue
+            chunk = self.cache.get(i)
+            if chunk is None:
+                missing.append(i)
+            else:
+                loaded[i] = chunk
+        stats = self.storage.stats
+        stats.cache_hits += len(loaded)
+        stats.cache_misses += len(missing)
+        step = self.storage.max_batch_chunks or len(missing) or 1
+        for start in range(0, len(missing), step):
+            part = missing[start : start + step]
+            values = self.storage.client.get_batch(self._chunk_keys(part))
+            for i, value in zip(part, values):
+                loaded[i] = self._checked(i, value)
+        parts = []
+        for i in range(count):
+            chunk = self._chunk(i, loaded)
+            want = min(cs, self.size - i * cs)
+            parts.append(chunk[:want] if len(chunk) >= want else bytes(chunk) + bytes(want - len(chunk)))
+        return b"".join(parts)
+
     def write(self, data: bytes, offset: int) -> None:
         """Buffer ``data`` at ``offset``; nothing reaches the store before :meth:`sync`."""
         self._check()

@@ -50,11 +50,15 @@ class Storage:
                 f"chunk_size {chunk_size} exceeds the store's largest value "
                 f"({limits.max_value_bytes} bytes)"
             )
-        max_read = MAX_READ_AHEAD_CHUNKS
+        #: The most chunks one ``get_batch`` may ask for within the store's limits
+        #: (``None``: no limit), for reading a whole file at once.
+        self.max_batch_chunks: int | None = None
         if limits.max_batch_keys is not None:
-            max_read = min(max_read, limits.max_batch_keys)
+            self.max_batch_chunks = limits.max_batch_keys
         if limits.max_batch_bytes is not None:
-            max_read = min(max_read, limits.max_batch_bytes // (chunk_size + 64))
+            by_bytes = max(1, limits.max_batch_bytes // (chunk_size + 64))
+            self.max_batch_chunks = min(self.max_batch_chunks or by_bytes, by_bytes)
+        max_read = min(MAX_READ_AHEAD_CHUNKS, self.max_batch_chunks or MAX_READ_AHEAD_CHUNKS)
         self.max_read_chunks = max(1, min(max_read, cache_bytes // (4 * chunk_size)))
         self.main: KvFile | None = None
         self._files: dict[str, KvFile] = {}
