@@ -84,6 +84,8 @@ class PagesEngine(EngineBase):
         results: list[QueryResult] = []
 
         def trace(cursor: apsw.Cursor, statement: str, bindings: Any) -> bool:
+            if is_blank_sql(statement):
+                return True  # APSW traces SQL with no statement at all; it has no result
             if single is not None and not results:
                 at = sql.find(statement)
                 if at >= 0 and not is_blank_sql(sql[at + len(statement):]):
@@ -104,6 +106,11 @@ class PagesEngine(EngineBase):
             raise more_than_one_statement(single) from None
         except (StoreError, UnusableError) as exc:
             self._broken = exc
+            failure = self.storage.main.failed if self.storage.main is not None else None
+            if isinstance(exc, UnusableError) and isinstance(failure, StoreError):
+                # SQLite went on after the failed commit (rolling back) and met the
+                # unusable file; the caller is told of the store's failure itself.
+                raise failure
             raise
         except Error:
             if self.storage.main is not None and self.storage.main.failed is not None:
@@ -117,7 +124,23 @@ class PagesEngine(EngineBase):
             raise cannot_bind(exc) from exc
         finally:
             cursor.close(True)
+        self._commit_trailing_changes()
         return results
+
+    def _commit_trailing_changes(self) -> None:
+        """Commit what SQLite changed after the last sync of a finished transaction.
+
+        VACUUM syncs the database and only then truncates it: without this the
+        shrink would reach the store only with the next write transaction.
+        """
+        main = self.storage.main
+        if main is None or not main.pending or self.conn.in_transaction:
+            return
+        try:
+            main.sync()
+        except BaseException as exc:
+            self._broken = exc
+            raise
 
     def _last_run(self) -> RunResult:
         return RunResult(self.conn.changes(), self.conn.last_insert_rowid())
