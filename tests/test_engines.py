@@ -271,6 +271,14 @@ def test_reads_and_rolled_back_work_cost_nothing(connect_db):
         assert db.query("SELECT v FROM t WHERE id = ?", [1 + i % 2]).rows
     db.exec("BEGIN; INSERT INTO t(v) VALUES ('c'); UPDATE t SET v = 'z'; ROLLBACK;")
     db.run("UPDATE t SET v = 'never' WHERE id = 99")
+    # A rollback of a transaction that spilled SQLite's page cache (pages writes
+    # the old pages back: they equal the committed ones and are not sent).
+    db.exec("PRAGMA cache_size = 10")
+    db.exec(
+        "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
+        "INSERT INTO t(v) SELECT printf('%.1000c', 'b') FROM n"
+    )
+    db.exec("ROLLBACK")
     assert store.total == 0
     assert db.query("SELECT v FROM t ORDER BY id").rows == [("a",), ("b",)]
 

@@ -124,23 +124,7 @@ class PagesEngine(EngineBase):
             raise cannot_bind(exc) from exc
         finally:
             cursor.close(True)
-        self._commit_trailing_changes()
         return results
-
-    def _commit_trailing_changes(self) -> None:
-        """Commit what SQLite changed after the last sync of a finished transaction.
-
-        VACUUM syncs the database and only then truncates it: without this the
-        shrink would reach the store only with the next write transaction.
-        """
-        main = self.storage.main
-        if main is None or not main.pending or self.conn.in_transaction:
-            return
-        try:
-            main.sync()
-        except BaseException as exc:
-            self._broken = exc
-            raise
 
     def _last_run(self) -> RunResult:
         return RunResult(self.conn.changes(), self.conn.last_insert_rowid())
