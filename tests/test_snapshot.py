@@ -90,6 +90,8 @@ def test_open_reads_every_chunk_in_as_few_round_trips_as_the_limits_allow(
     rest = 1 if per_batch is None else math.ceil((chunks - 4) / per_batch)
     assert store.calls == {"get_batch": 1 + rest}
     assert db.stats.keys_read == 3 + 4 + (chunks - 4)
+    meta = 10  # the database's FileMeta; its journal and WAL have none
+    assert db.stats.bytes_read == stored_size(store_16mib, "bench.db") + meta
     for i in range(50):
         assert db.query("SELECT id FROM t WHERE id = ?", [1 + i * 300]).rows == [(1 + i * 300,)]
     assert store.total == 1 + rest

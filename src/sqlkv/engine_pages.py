@@ -106,11 +106,6 @@ class PagesEngine(EngineBase):
             raise more_than_one_statement(single) from None
         except (StoreError, UnusableError) as exc:
             self._broken = exc
-            failure = self.storage.main.failed if self.storage.main is not None else None
-            if isinstance(exc, UnusableError) and isinstance(failure, StoreError):
-                # SQLite went on after the failed commit (rolling back) and met the
-                # unusable file; the caller is told of the store's failure itself.
-                raise failure
             raise
         except Error:
             if self.storage.main is not None and self.storage.main.failed is not None:
