@@ -187,3 +187,26 @@ class SqliteFileStore:
 
     def close(self):
         self._conn.close()
+
+
+def stored_chunks(store: sqlkv.MemoryStore, name: str, prefix: int = 9) -> list[int]:
+    """The chunk indices of file ``name`` (layout seed) that hold a value in ``store``."""
+    head = bytes([prefix, 1]) + name.encode() + b"\x00"
+    return sorted(int.from_bytes(k[len(head):], "big") for k in store._data if k.startswith(head))
+
+
+def stored_size(store: sqlkv.MemoryStore, name: str, prefix: int = 9) -> int:
+    """The file size that the FileMeta of ``name`` (layout seed) holds."""
+    return int.from_bytes(store._data[bytes([prefix, 0]) + name.encode()][2:], "little")
+
+
+def content(db) -> dict:
+    """Everything a database holds, comparable across backends: its schema and every table's rows."""
+    schema = db.query(
+        "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY type, name"
+    ).rows
+    tables = [name for kind, name, _, _ in schema if kind == "table" and not name.startswith("sqlite_")]
+    out = {"schema": schema, "user_version": db.query("PRAGMA user_version").rows}
+    for table in tables:
+        out[table] = sorted(db.query(f'SELECT * FROM "{table}"').rows, key=repr)
+    return out

@@ -11,10 +11,10 @@ import sqlkv
 from helpers import SqliteFileStore
 
 
+
 def peak_rss_mib() -> int:
-    """This process's own peak RSS. Linux carries ru_maxrss over from the parent
-    across the vfork and exec that start this script, so the test's own peak
-    could show there: read the high-water mark of this process's memory map."""
+    """This process's peak RSS. Linux keeps ru_maxrss across exec (a child of a
+    big process inherits its figure), so read the memory map's own high-water mark."""
     try:
         with open("/proc/self/status") as status:
             for line in status:
@@ -24,11 +24,12 @@ def peak_rss_mib() -> int:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
 
+
 mib = int(sys.argv[1])
 rows = mib * 1024 * 1024 // 1024
 with tempfile.TemporaryDirectory() as tmp:
     store = SqliteFileStore(f"{tmp}/kv.sqlite", sqlkv.StoreLimits(max_batch_keys=128))
-    with sqlkv.connect(store, "big.db") as db:
+    with sqlkv.connect(store, "big.db", backend="pages") as db:
         db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
         start = time.time()
         db.exec(

@@ -86,18 +86,13 @@ class SqliteVfs:
         return Database(engine, file_name, loop, worker)
 
 
-class Database:
-    """An open database (async). Made by :meth:`SqliteVfs.open`."""
+class OpenDatabase:
+    """What the async :class:`Database` and the sync :class:`~sqlkv.sync.Connection`
+    share: the engine behind them, its name, backend and counters."""
 
-    def __init__(
-        self, engine: Engine, name: str, loop: asyncio.AbstractEventLoop, worker: ThreadPoolExecutor
-    ) -> None:
-        self._engine = engine
-        self.name = name
-        self._loop = loop
-        self._worker = worker
-        self._lock = asyncio.Lock()
-        self._closed = False
+    _engine: Engine
+    name: str
+    _closed: bool
 
     @property
     def backend(self) -> str:
@@ -112,6 +107,20 @@ class Database:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class Database(OpenDatabase):
+    """An open database (async). Made by :meth:`SqliteVfs.open`."""
+
+    def __init__(
+        self, engine: Engine, name: str, loop: asyncio.AbstractEventLoop, worker: ThreadPoolExecutor
+    ) -> None:
+        self._engine = engine
+        self.name = name
+        self._loop = loop
+        self._worker = worker
+        self._lock = asyncio.Lock()
+        self._closed = False
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._closed:

@@ -12,10 +12,14 @@ import os
 import threading
 from collections.abc import Iterator
 
-import lmdb
+try:
+    import lmdb
+except ImportError as exc:  # sqlkv imports and works without it; only this store needs it
+    lmdb = None
+    _LMDB_MISSING = str(exc)
 
 from .errors import ConfigError, StoreError
-from .store import StoreLimits
+from .store import StoreLimits, expectations_hold
 
 _INITIAL_MAP_SIZE = 64 * 1024 * 1024
 _MAX_KEY_SIZE = 511  # LMDB's default compile-time key limit
@@ -67,6 +71,11 @@ class LmdbStore:
     limits = StoreLimits(atomic_batches=True)
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if lmdb is None:
+            raise ConfigError(
+                f"LmdbStore needs the lmdb package, which cannot be imported ({_LMDB_MISSING}); "
+                "pip install lmdb"
+            )
         self.path = os.fspath(path)
         self._shared = _SharedEnv.acquire(self.path)
         self._env = self._shared.env
@@ -164,7 +173,7 @@ class LmdbStore:
             self._check_key(k)
 
         def body(txn):
-            if expect and any(txn.get(k) != v for k, v in expect.items()):
+            if not expectations_hold(txn.get, expect):
                 return False
             for k in deletes:
                 txn.delete(k)

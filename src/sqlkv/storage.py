@@ -53,11 +53,15 @@ class Storage:
                 f"chunk_size {chunk_size} exceeds the store's largest value "
                 f"({limits.max_value_bytes} bytes)"
             )
-        max_read = MAX_READ_AHEAD_CHUNKS
+        #: The most chunks one ``get_batch`` may ask for within the store's limits
+        #: (``None``: no limit), for reading a whole file at once.
+        self.max_batch_chunks: int | None = None
         if limits.max_batch_keys is not None:
-            max_read = min(max_read, limits.max_batch_keys)
+            self.max_batch_chunks = limits.max_batch_keys
         if limits.max_batch_bytes is not None:
-            max_read = min(max_read, limits.max_batch_bytes // (chunk_size + 64))
+            by_bytes = max(1, limits.max_batch_bytes // (chunk_size + 64))
+            self.max_batch_chunks = min(self.max_batch_chunks or by_bytes, by_bytes)
+        max_read = min(MAX_READ_AHEAD_CHUNKS, self.max_batch_chunks or MAX_READ_AHEAD_CHUNKS)
         self.max_read_chunks = max(1, min(max_read, cache_bytes // (4 * chunk_size)))
         self.committer = Committer(client, layout, chunk_size, lambda: self.fence)
         self.main: KvFile | None = None
@@ -76,11 +80,15 @@ class Storage:
         a read-only open, which must not write, shows the state it leads to.
         """
         layout, name, committer = self.layout, self.main_name, self.committer
-        prefetch = range(max(1, min(16, OPEN_PREFETCH_BYTES // self.chunk_size)))
         names = [name, name + "-journal", name + "-wal"]
         keys = [layout.meta_key(n) for n in names] + committer.recovery_keys(name)
+        prefetch = range(max(1, min(16, OPEN_PREFETCH_BYTES // self.chunk_size)))
+        if self.max_batch_chunks is not None:  # stay within one batch when the store allows
+            prefetch = range(min(len(prefetch), max(0, self.max_batch_chunks - len(keys))))
         keys += layout.chunk_keys(name, prefetch)
-        values = self.client.get_batch(keys)
+        values = []
+        for batch in committer.key_batches(keys):
+            values += self.client.get_batch(batch)
         metas, (record, piece0), chunks = values[:3], values[3:5], values[5:]
         self._known_meta.update(zip(names, metas))
         main = None

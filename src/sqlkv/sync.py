@@ -16,10 +16,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .backends import open_engine
+from .database import OpenDatabase
 from .engine import Engine, QueryResult, RunResult
 from .errors import ClosedError
 from .lease import DEFAULT_LEASE_SECONDS
-from .metrics import Stats
 from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
 
 
@@ -54,7 +54,7 @@ def connect(
     return Connection(engine, file_name)
 
 
-class Connection:
+class Connection(OpenDatabase):
     """An open database (sync). Made by :func:`connect`."""
 
     def __init__(self, engine: Engine, name: str) -> None:
@@ -62,18 +62,6 @@ class Connection:
         self.name = name
         self._lock = threading.Lock()
         self._closed = False
-
-    @property
-    def backend(self) -> str:
-        return self._engine.backend
-
-    @property
-    def stats(self) -> Stats:
-        return self._engine.stats
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         with self._lock:

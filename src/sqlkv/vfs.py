@@ -20,7 +20,8 @@ from collections.abc import Callable
 
 import apsw
 
-from .errors import ConfigError, Error
+from .engine import attach_refused
+from .errors import Error
 from .kvfile import KvFile
 from .storage import Storage
 
@@ -118,10 +119,7 @@ class KvVfs(apsw.VFS):
         store_name = _store_name(path)
         storage = self.storage
         if wanted & apsw.SQLITE_OPEN_MAIN_DB and store_name != storage.main_name:
-            raise ConfigError(
-                f"cannot open {store_name!r} beside {storage.main_name!r}: ATTACH of another "
-                "file is not supported (each database is opened on its own)"
-            )
+            raise attach_refused(store_name, storage.main_name)
         if wanted & apsw.SQLITE_OPEN_WAL:
             raise Error("WAL files are not supported: journal_mode is pinned to MEMORY")
         kvfile = storage.file(store_name)
