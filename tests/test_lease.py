@@ -80,12 +80,12 @@ def test_a_writer_waits_up_to_lock_timeout(connect):
     db.exec("CREATE TABLE t(x)")
 
 
-def test_a_fenced_writer_writes_nothing_and_stays_fenced(connect):
+def test_a_fenced_writer_writes_nothing_and_stays_fenced(connect, backend):
     store = sqlkv.MemoryStore()
-    stale = connect(store, lease_seconds=LONG_LEASE)
+    stale = connect(store, lease_seconds=LONG_LEASE, backend=backend)
     stale.exec("CREATE TABLE t(v TEXT); INSERT INTO t VALUES ('stale-1')")
     store.delete_batch([EXPIRY_KEY])  # as if its lease had run out while it was paused
-    fresh = connect(store, lease_seconds=LONG_LEASE)
+    fresh = connect(store, lease_seconds=LONG_LEASE, backend=backend)
     fresh.exec("INSERT INTO t VALUES ('fresh-1')")
     committed = dict(store._data)
     with pytest.raises(sqlkv.FencedError):
