@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -25,6 +24,7 @@ from .engine import Engine, QueryResult, RunResult
 from .errors import ClosedError, Error
 from .metrics import Stats
 from .options import DEFAULT_CACHE_BYTES, Options
+from .worker import Worker
 
 RowCallback = Callable[[list, list[str]], Any]
 
@@ -57,14 +57,13 @@ class SqliteVfs:
     async def open(self, file_name: str, store: object, *, readonly: bool = False) -> "Database":
         """Open (creating if needed) the database ``file_name`` in ``store``."""
         loop = asyncio.get_running_loop()
-        worker = ThreadPoolExecutor(1, thread_name_prefix="sqlkv")
+        worker = Worker(loop)
         try:
-            engine = await loop.run_in_executor(
-                worker,
-                partial(open_engine, self.options, store, file_name, readonly=readonly, loop=loop),
+            engine = await worker.submit(
+                partial(open_engine, self.options, store, file_name, readonly=readonly, loop=loop)
             )
         except BaseException:
-            worker.shutdown(wait=False)
+            await worker.stop()
             raise
         return Database(engine, file_name, loop, worker)
 
@@ -73,13 +72,12 @@ class Database:
     """An open database (async). Made by :meth:`SqliteVfs.open`."""
 
     def __init__(
-        self, engine: Engine, name: str, loop: asyncio.AbstractEventLoop, worker: ThreadPoolExecutor
+        self, engine: Engine, name: str, loop: asyncio.AbstractEventLoop, worker: Worker
     ) -> None:
         self._engine = engine
         self.name = name
         self._loop = loop
         self._worker = worker
-        self._lock = asyncio.Lock()
         self._closed = False
 
     @property
@@ -97,15 +95,12 @@ class Database:
         return self._closed
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # The worker runs calls one at a time in the order queued: no lock needed.
         if self._closed:
             raise ClosedError(f"database {self.name!r} is closed")
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
+        if asyncio.get_running_loop() is not self._loop:
             raise Error(f"database {self.name!r} was opened on another event loop")
-        async with self._lock:
-            if self._closed:
-                raise ClosedError(f"database {self.name!r} is closed")
-            return await loop.run_in_executor(self._worker, fn, *args)
+        return await self._worker.submit(fn, *args)
 
     async def exec(self, sql: str, callback: RowCallback | None = None) -> list[QueryResult]:
         """Run every statement of ``sql``; ``callback(row, columns)`` for each result row.
@@ -134,14 +129,13 @@ class Database:
         """Close the database; later calls raise :class:`ClosedError`. Closing twice is fine."""
         if self._closed:
             return
-        async with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                await asyncio.get_running_loop().run_in_executor(self._worker, self._engine.close)
-            finally:
-                self._worker.shutdown(wait=False)
+        self._closed = True
+        # Queued after every call made before it, so those still run first.
+        closing = self._worker.submit(self._engine.close)
+        try:
+            await closing
+        finally:
+            await self._worker.stop()
 
     async def __aenter__(self) -> "Database":
         return self
