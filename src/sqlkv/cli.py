@@ -80,7 +80,7 @@ def results_table(results: list) -> Table:
     """The bench results as a rich table: one row per system and workload."""
     table = Table(show_edge=True, header_style="bold")
     for name in ("system", "workload", "latency ms", "ops", "ops/s", "round trips/op",
-                 "bytes written/op", "bytes read/op", "chunks written/op"):
+                 "B written/op", "B read/op", "chunks written/op"):
         table.add_column(name, justify="left" if name in ("system", "workload") else "right")
     for r in results:
         d = r.as_dict()
@@ -123,7 +123,9 @@ def cmd_bench(args: argparse.Namespace, out: Console) -> int:
             with progress_bar(Console(stderr=True), plan.total_ops) as advance:
                 async for result in bench.run(plan, advance):
                     results.append(result)
-            out.print(results_table(results))
+            # A pipe or file gets the whole table, not one cut to 80 columns.
+            wide = out if out.is_terminal else Console(width=160)
+            wide.print(results_table(results))
         else:
             async for result in bench.run(plan):
                 results.append(result)
