@@ -173,3 +173,11 @@ def test_bench_refuses_bad_options(capsys, argv, message):
     assert code == 1
     assert out == ""
     assert message in " ".join(err.split())
+
+
+def test_a_chunk_cache_smaller_than_the_database_costs_a_round_trip_per_select():
+    """The default chunk cache holds the 16 MiB database; 4 MiB does not."""
+    (small,) = bench.run_sync(
+        bench.Plan(workloads=(bench.POINT_SELECT,), api="sync", cache_bytes=4 * 1024 * 1024)
+    )
+    assert small.kv_calls >= 2000

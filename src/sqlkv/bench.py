@@ -193,13 +193,19 @@ class Session:
 class SqlkvSession(Session):
     """sqlkv on ``backend``, through the async API or its sync twin, on a metered store."""
 
-    def __init__(self, backend: str, store_url: str, latency_ms: float, api: str) -> None:
+    def __init__(
+        self, backend: str, store_url: str, latency_ms: float, api: str,
+        cache_bytes: int | None = None,
+    ) -> None:
         if backend not in SQLKV_BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(SYSTEMS)}, not {backend!r}")
         if api not in APIS:
             raise ConfigError(f"api must be one of {', '.join(APIS)}, not {api!r}")
         self.backend = backend
         self.api = api
+        self.options: dict[str, Any] = {"backend": backend}
+        if cache_bytes is not None:
+            self.options["cache_bytes"] = cache_bytes
         self.latency_ms = latency_ms
         scheme = store_url.split("://", 1)[0]
         self.system = f"sqlkv-{backend}{'-sync' if api == 'sync' else ''}/{scheme}"
@@ -218,9 +224,9 @@ class SqlkvSession(Session):
         from .sync import connect
 
         if self.api == "async":
-            self.db = await SqliteVfs(backend=self.backend).open(DB_NAME, self.store)
+            self.db = await SqliteVfs(**self.options).open(DB_NAME, self.store)
         else:
-            self.db = connect(self.store, DB_NAME, backend=self.backend)
+            self.db = connect(self.store, DB_NAME, **self.options)
 
     async def exec(self, sql: str) -> None:
         if self.api == "async":
@@ -437,6 +443,8 @@ class Plan:
     latency_ms: float = 0.0
     workloads: tuple[str, ...] = WORKLOADS
     api: str = "async"
+    #: The chunk cache per database; ``None``: sqlkv's default.
+    cache_bytes: int | None = None
 
     def __post_init__(self) -> None:
         for system in self.systems:
@@ -459,7 +467,7 @@ class Plan:
     def session(self, system: str) -> Session:
         if system == BASELINE:
             return Sqlite3FileSession()
-        return SqlkvSession(system, self.store_url, self.latency_ms, self.api)
+        return SqlkvSession(system, self.store_url, self.latency_ms, self.api, self.cache_bytes)
 
 
 async def run(plan: Plan, progress: Progress = _no_progress) -> AsyncIterator[Result]:

@@ -115,6 +115,7 @@ def cmd_bench(args: argparse.Namespace, out: Console) -> int:
         latency_ms=args.latency_ms,
         workloads=_split(args.workload, bench.WORKLOADS),
         api=args.api,
+        cache_bytes=None if args.cache_mib is None else int(args.cache_mib * 1024 * 1024),
     )
 
     async def go() -> list[bench.Result]:
@@ -180,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench.add_argument(
         "--api", choices=APIS, default="async",
         help="sqlkv API the ops go through (default async)",
+    )
+    p_bench.add_argument(
+        "--cache-mib", type=float, metavar="N",
+        help="chunk cache per database in MiB (default: sqlkv's default)",
     )
     p_bench.set_defaults(func=cmd_bench)
     return parser
