@@ -50,10 +50,10 @@ class _Doorbell:
         os.read(self.read_fd, 4096)
 
     def clear(self) -> None:
-        """Empty a bell whose read end is non-blocking."""
+        """Empty a bell whose read end is non-blocking (one read: should more than
+        4096 rings be pending, the loop's reader is called again)."""
         try:
-            while os.read(self.read_fd, 4096):
-                pass
+            os.read(self.read_fd, 4096)
         except BlockingIOError:
             pass
 
