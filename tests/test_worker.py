@@ -85,3 +85,24 @@ async def test_database_close_waits_for_calls_made_before_it():
     assert all(p.done() and p.exception() is None for p in pending)
     with pytest.raises(sqlkv.ClosedError):
         await db.query("SELECT 1")
+
+
+async def test_a_database_dropped_without_close_closes_its_engine_and_ends_its_thread():
+    import gc
+
+    import apsw
+
+    db = await sqlkv.SqliteVfs(backend="pages").open("app.db", sqlkv.MemoryStore())
+    await db.exec("CREATE TABLE t(x)")
+    worker, engine = db._worker, db._engine
+    del db
+    gc.collect()
+    worker._thread.join(10)
+    assert not worker._thread.is_alive()
+    with pytest.raises(apsw.ConnectionClosedError):
+        engine.conn.execute("SELECT 1")
+    for _ in range(100):  # the loop releases the pipes when it sees the thread's end
+        if worker._released:
+            break
+        await asyncio.sleep(0.01)
+    assert worker._released

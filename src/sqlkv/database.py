@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import weakref
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -79,6 +80,9 @@ class Database:
         self._loop = loop
         self._worker = worker
         self._closed = False
+        # Dropped without close(): close the engine on its thread and end the thread.
+        self._finalizer = weakref.finalize(self, worker.abandon, engine.close)
+        self._finalizer.atexit = False
 
     @property
     def backend(self) -> str:
@@ -130,6 +134,7 @@ class Database:
         if self._closed:
             return
         self._closed = True
+        self._finalizer.detach()
         # Queued after every call made before it, so those still run first.
         closing = self._worker.submit(self._engine.close)
         try:

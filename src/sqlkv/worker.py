@@ -78,6 +78,7 @@ class Worker:
         except NotImplementedError:  # a loop without add_reader: wake it another way
             self._watched = False
         self._stopping = False
+        self._released = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -99,7 +100,28 @@ class Worker:
             return
         future = self.submit(_STOP)
         self._stopping = True
-        await future  # if cancelled here, the pipes are left to the thread (a small leak)
+        await future  # if cancelled here, the pipes are left open (a small leak)
+        self._release()
+
+    def abandon(self, *last: Callable[[], Any]) -> None:
+        """Run the calls ``last``, then end the thread and release its pipes, unawaited.
+
+        For an owner dropped without being closed (its finalizer calls this, from
+        whatever thread the garbage collector runs on).
+        """
+        if self._stopping:
+            return
+        self._stopping = True
+        for fn in last:
+            self._jobs.append((None, fn, ()))
+        self._jobs.append((None, _STOP, ()))
+        self._to_thread.ring()
+
+    def _release(self) -> None:
+        """On the loop, once the thread has ended: stop watching and close the pipes."""
+        if self._released:
+            return
+        self._released = True
         if self._watched and not self._loop.is_closed():
             self._loop.remove_reader(self._to_loop.read_fd)
         self._to_thread.close()
@@ -111,6 +133,9 @@ class Worker:
         done = self._done
         while done:
             future, ok, value = done.popleft()
+            if future is None:  # the end of an abandoned worker
+                self._release()
+                return
             if future.cancelled():
                 continue
             if ok:
@@ -129,10 +154,12 @@ class Worker:
                     self._answer()
                     return
                 try:
-                    done.append((future, True, fn(*args)))
+                    outcome = (future, True, fn(*args))
                 except BaseException as exc:  # handed to the caller, whatever it is
-                    done.append((future, False, exc))
-                self._answer()
+                    outcome = (future, False, exc)
+                if future is not None:  # an abandoned worker's last calls answer nobody
+                    done.append(outcome)
+                    self._answer()
 
     def _answer(self) -> None:
         if self._watched:
