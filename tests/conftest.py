@@ -94,3 +94,13 @@ def store_16mib() -> sqlkv.MemoryStore:
     store = sqlkv.MemoryStore()
     make_16mib(store)
     return store
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Say how many crash points the fault-injection tests ran."""
+    import test_crash
+
+    if test_crash.CrashTally.points:
+        terminalreporter.write_line(
+            f"sqlkv fault injection: {test_crash.CrashTally.points} crash points run"
+        )

@@ -97,3 +97,95 @@ def copy_store(store: sqlkv.MemoryStore) -> sqlkv.MemoryStore:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+class FiveCallStore:
+    """A MemoryStore seen through the seed's five calls only (no write_batch)."""
+
+    def __init__(self) -> None:
+        self.inner = sqlkv.MemoryStore()
+
+    def get(self, key):
+        return self.inner.get(key)
+
+    def get_batch(self, keys):
+        return self.inner.get_batch(keys)
+
+    def put(self, key, value):
+        self.inner.put(key, value)
+
+    def put_batch(self, entries):
+        self.inner.put_batch(entries)
+
+    def delete_batch(self, keys):
+        self.inner.delete_batch(keys)
+
+
+class SqliteFileStore:
+    """A store in a local SQLite file (stdlib): its data stays on disk, not in
+    this process's memory, which makes it the store to measure memory against."""
+
+    def __init__(self, path, limits: sqlkv.StoreLimits | None = None) -> None:
+        import sqlite3
+        import threading
+
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._conn.executescript(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;"
+            "CREATE TABLE IF NOT EXISTS kv(k BLOB PRIMARY KEY, v BLOB) WITHOUT ROWID;"
+        )
+        self._lock = threading.Lock()
+        if limits is not None:
+            self.limits = limits
+
+    def get(self, key):
+        return self.get_batch([key])[0]
+
+    def get_batch(self, keys):
+        with self._lock:
+            found = {}
+            for key in keys:
+                row = self._conn.execute("SELECT v FROM kv WHERE k = ?", (key,)).fetchone()
+                found[key] = row[0] if row else None
+            return [found[k] for k in keys]
+
+    def put(self, key, value):
+        self.put_batch([(key, value)])
+
+    def put_batch(self, entries):
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._conn.executemany("INSERT OR REPLACE INTO kv VALUES (?, ?)", entries)
+            self._conn.execute("COMMIT")
+
+    def delete_batch(self, keys):
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._conn.executemany("DELETE FROM kv WHERE k = ?", [(k,) for k in keys])
+            self._conn.execute("COMMIT")
+
+    def close(self):
+        self._conn.close()
+
+
+def stored_chunks(store: sqlkv.MemoryStore, name: str, prefix: int = 9) -> list[int]:
+    """The chunk indices of file ``name`` (layout seed) that hold a value in ``store``."""
+    head = bytes([prefix, 1]) + name.encode() + b"\x00"
+    return sorted(int.from_bytes(k[len(head):], "big") for k in store._data if k.startswith(head))
+
+
+def stored_size(store: sqlkv.MemoryStore, name: str, prefix: int = 9) -> int:
+    """The file size that the FileMeta of ``name`` (layout seed) holds."""
+    return int.from_bytes(store._data[bytes([prefix, 0]) + name.encode()][2:], "little")
+
+
+def content(db) -> dict:
+    """Everything a database holds, comparable across backends: its schema and every table's rows."""
+    schema = db.query(
+        "SELECT type, name, tbl_name, sql FROM sqlite_schema ORDER BY type, name"
+    ).rows
+    tables = [name for kind, name, _, _ in schema if kind == "table" and not name.startswith("sqlite_")]
+    out = {"schema": schema, "user_version": db.query("PRAGMA user_version").rows}
+    for table in tables:
+        out[table] = sorted(db.query(f'SELECT * FROM "{table}"').rows, key=repr)
+    return out

@@ -20,28 +20,48 @@ from .store import StoreClient
 ENV_VAR = "SQLKV_BACKEND"
 
 
-def apsw_available() -> bool:
-    """Whether APSW imports. Only an ImportError counts as "not available"."""
+def apsw_import_error() -> ImportError | None:
+    """Why APSW cannot be imported, or ``None`` when it can.
+
+    Only an ImportError means "not installed"; any other failure of the import
+    (a broken build, say) is raised, not hidden behind the fallback.
+    """
     try:
         import apsw  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    except ImportError as exc:
+        return exc
+    return None
+
+
+def apsw_available() -> bool:
+    """Whether APSW imports. Only an ImportError counts as "not available"."""
+    return apsw_import_error() is None
+
+
+def _checked(backend: str, source: str) -> str:
+    if backend not in BACKENDS:
+        raise ConfigError(f"{source} must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend == "pages":
+        missing = apsw_import_error()
+        if missing is not None:
+            raise ConfigError(
+                f"{source} is 'pages', which needs APSW, and APSW cannot be imported "
+                f"({missing}); install it (pip install apsw) or use backend 'snapshot'"
+            ) from missing
+    return backend
 
 
 def resolve_backend(requested: str | None = None) -> str:
-    """The backend to use: ``requested``, else ``$SQLKV_BACKEND``, else the best available."""
+    """The backend to use: ``requested``, else ``$SQLKV_BACKEND``, else the best available.
+
+    An unknown name, or ``pages`` where APSW cannot be imported, is a
+    :class:`ConfigError` naming where the name came from.
+    """
     if requested is not None:
-        if requested not in BACKENDS:
-            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, not {requested!r}")
-        return requested
+        return _checked(requested, "backend")
     from_env = os.environ.get(ENV_VAR, "").strip()
     if from_env:
-        if from_env not in BACKENDS:
-            raise ConfigError(
-                f"{ENV_VAR}={from_env!r} is not a backend; use one of {', '.join(BACKENDS)}"
-            )
-        return from_env
+        return _checked(from_env, f"${ENV_VAR}")
     return "pages" if apsw_available() else "snapshot"
 
 

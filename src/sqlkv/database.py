@@ -24,7 +24,7 @@ from .backends import open_engine
 from .engine import Engine, QueryResult, RunResult
 from .errors import ClosedError, Error
 from .metrics import Stats
-from .options import DEFAULT_CACHE_BYTES, Options
+from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
 from .worker import Worker
 
 RowCallback = Callable[[list, list[str]], Any]
@@ -46,6 +46,7 @@ class SqliteVfs:
         *,
         layout: str = "seed",
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        max_dirty_bytes: int = DEFAULT_MAX_DIRTY_BYTES,
     ) -> None:
         self.options = Options(
             kv_prefix=kv_prefix,
@@ -53,6 +54,7 @@ class SqliteVfs:
             backend=backend,
             layout=layout,
             cache_bytes=cache_bytes,
+            max_dirty_bytes=max_dirty_bytes,
         )
 
     async def open(self, file_name: str, store: object, *, readonly: bool = False) -> "Database":

@@ -12,59 +12,38 @@ from typing import Any
 import apsw
 
 from .engine import (
+    SETUP_PRAGMAS,
+    EngineBase,
     QueryResult,
     RunResult,
+    cannot_bind,
     check_pragma,
-    check_sql,
     is_blank_sql,
     more_than_one_statement,
+    stats_pragma,
 )
 from .errors import Error, SqlError, StoreError, UnusableError
-from .options import Options
-from .storage import Storage
-from .store import StoreClient
 from .vfs import KvVfs, sqlite_path
 
 _vfs_ids = itertools.count(1)
 
-_SETUP = (
-    "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=MEMORY; PRAGMA temp_store=MEMORY;"
-)
+_SETUP = "".join(f"PRAGMA {pragma};" for pragma in SETUP_PRAGMAS)
 
 
 class _OneStatementOnly(Exception):
     pass
 
 
-class PagesEngine:
+class PagesEngine(EngineBase):
     """One open database on backend ``pages``."""
 
     backend = "pages"
 
-    def __init__(self, client: StoreClient, options: Options, name: str, readonly: bool) -> None:
-        self.client = client
-        self.stats = client.stats
-        self.options = options
-        self.name = name
-        self.readonly = readonly
-        self._broken: BaseException | None = None
-        self._open()
-
     # -- opening, and reopening after a store failure ---------------------------
 
     def _open(self) -> None:
-        options = self.options
-        self.storage = storage = Storage(
-            self.client,
-            options.make_layout(self.name),
-            self.name,
-            options.chunk_size,
-            options.cache_bytes,
-            readonly=self.readonly,
-        )
-        main = storage.open()
-        if self.readonly and not main.exists:
-            raise Error(f"database {self.name!r} does not exist (opened read-only)")
+        self._open_storage()
+        storage = self.storage
         self._vfs_name = f"sqlkv-{next(_vfs_ids)}"
         self._vfs = KvVfs(self._vfs_name, storage, self._on_pragma)
         flags = apsw.SQLITE_OPEN_READONLY if self.readonly else (
@@ -91,34 +70,22 @@ class PagesEngine:
         self._vfs.unregister()
         self.storage.close()
 
-    def _ready(self) -> None:
-        """Reopen the database if an earlier store failure made its state unknown."""
-        if self._broken is None:
-            return
-        self._discard()
-        self._open()
-        self._broken = None
-
     def _on_pragma(self, pragma: apsw.VFSFcntlPragma) -> bool:
         if self._pinned:
             check_pragma(pragma.name, pragma.value)
         if pragma.name.lower() == "sqlkv_stats":
-            if pragma.value is not None and pragma.value.lower() == "reset":
-                self.stats.reset()
-            pragma.result = self.stats.to_json()
+            pragma.result = stats_pragma(self.stats, pragma.value)
             return True
         return False
 
     # -- running statements -----------------------------------------------------
 
     def _execute(self, sql: str, params: Any, single: str | None) -> list[QueryResult]:
-        """Run ``sql``; one :class:`QueryResult` per statement. ``single``: the
-        public call's name when only one statement is allowed."""
-        check_sql(sql)
-        self._ready()
         results: list[QueryResult] = []
 
         def trace(cursor: apsw.Cursor, statement: str, bindings: Any) -> bool:
+            if is_blank_sql(statement):
+                return True  # APSW traces SQL with no statement at all; it has no result
             if single is not None and not results:
                 at = sql.find(statement)
                 if at >= 0 and not is_blank_sql(sql[at + len(statement):]):
@@ -151,25 +118,13 @@ class PagesEngine:
             raise
         except apsw.Error as exc:
             raise SqlError(str(exc), getattr(exc, "extendedresult", None)) from exc
+        except KeyError as exc:  # a mapping of parameters lacks a named one
+            raise cannot_bind(f"no value supplied for parameter {exc.args[0]!r}") from exc
         except (TypeError, ValueError, OverflowError) as exc:
-            raise SqlError(f"cannot run statement: {exc}") from exc
+            raise cannot_bind(exc) from exc
         finally:
             cursor.close(True)
         return results
 
-    def query(self, sql: str, params: Any = None) -> QueryResult:
-        results = self._execute(sql, params, "query")
-        return results[0] if results else QueryResult([])
-
-    def run(self, sql: str, params: Any = None) -> RunResult:
-        self._execute(sql, params, "run")
+    def _last_run(self) -> RunResult:
         return RunResult(self.conn.changes(), self.conn.last_insert_rowid())
-
-    def exec(self, sql: str) -> list[QueryResult]:
-        return self._execute(sql, None, None)
-
-    def close(self) -> None:
-        try:
-            self._discard()
-        finally:
-            self.client.close()

@@ -1,13 +1,16 @@
 """One file (a database, or a journal beside it) living in the store as chunks.
 
 A :class:`KvFile` offers what SQLite asks of a file: read, write, truncate,
-size, sync. Writes are buffered in memory; :meth:`KvFile.sync` turns them into
-one commit: the changed chunks, the new FileMeta and the deletion of chunks
-past the new end, handed to the storage's commit step (one atomic round trip
-when the store allows). Until then the store only ever holds committed states.
+size, and :meth:`KvFile.sync`, which commits every change since the last
+commit through the storage's :class:`~sqlkv.commit.Committer` (one atomic
+round trip when the store allows). Until then the store only ever holds
+committed states.
 
-Reads are served from the write buffer, then the chunk cache, then the store;
-every miss fetches its chunks and some read-ahead in one ``get_batch``.
+The current bytes of chunk ``i`` are, in order of precedence: its buffered
+write (``dirty``), its spilled copy in the staging area (a transaction whose
+changes outgrew the memory bound), its committed value (cache, then store),
+or zeros. Every cache miss fetches its chunks and some read-ahead in one
+``get_batch``.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .chunkcache import ChunkCache, ReadAhead
+from .commit import Staging
 from .errors import CorruptError, UnusableError
-from .layout import decode_file_meta, encode_file_meta
+from .layout import decode_file_meta
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -27,12 +31,13 @@ class KvFile:
 
     def __init__(self, storage: "Storage", name: str, meta_value: bytes | None) -> None:
         self.storage = storage
+        self.committer = storage.committer
         self.name = name
         self.chunk_size = cs = storage.chunk_size
         layout = storage.layout
         self.meta_key = layout.meta_key(name)
-        self._chunk_key = lambda i: layout.chunk_key(name, i)
         self._chunk_keys = lambda indices: layout.chunk_keys(name, indices)
+        self._chunk_key = lambda index: layout.chunk_key(name, index)
         self.exists = meta_value is not None
         self.committed_size = (
             decode_file_meta(meta_value, cs, self.meta_key) if meta_value is not None else 0
@@ -42,11 +47,22 @@ class KvFile:
         # no longer hold committed bytes (they read as zeros unless rewritten).
         self._low_water = self.committed_size
         self.dirty: dict[int, bytes | bytearray] = {}
+        self.staging = Staging()
+        self._max_dirty_chunks = max(1, storage.max_dirty_bytes // cs)
         self.cache = ChunkCache(storage.cache_bytes)
         self.read_ahead = ReadAhead(storage.max_read_chunks)
         self.failed: BaseException | None = None
+        # Read-only view of an interrupted commit: chunk index -> staging key.
+        self._overlay: dict[int, bytes] = {}
 
-    # -- helpers ---------------------------------------------------------------
+    def view_pending_commit(self, new_size: int, first_gone: int, overlay: dict[int, bytes]) -> None:
+        """Read-only: show the state an interrupted (committed) commit leads to."""
+        self.committed_size = self.size = new_size
+        self._low_water = min(new_size, first_gone * self.chunk_size)
+        self._overlay = overlay
+        self.exists = True
+
+    # -- where a chunk's bytes are ---------------------------------------------
 
     def _check(self) -> None:
         if self.failed is not None:
@@ -56,7 +72,9 @@ class KvFile:
 
     def _has_committed_bytes(self, index: int) -> bool:
         """Whether chunk ``index`` may hold committed bytes that are still part of the file."""
-        return index * self.chunk_size < min(self.committed_size, self._low_water)
+        return index in self._overlay or index * self.chunk_size < min(
+            self.committed_size, self._low_water
+        )
 
     def _checked(self, index: int, value: bytes | None) -> bytes:
         """A chunk value from the store, checked; a missing chunk reads as zeros."""
@@ -72,21 +90,34 @@ class KvFile:
     def prefetched(self, values: dict[int, bytes | None]) -> None:
         """Take chunks read ahead of time (at open) into the cache."""
         for i, value in values.items():
-            if self._has_committed_bytes(i):
+            if self._has_committed_bytes(i) and i not in self._overlay:
                 self.cache.put(i, self._checked(i, value))
 
     def _fetch(self, missing: list[int]) -> dict[int, bytes]:
-        """Fetch ``missing`` chunks, with read-ahead, in as few round trips as the store allows."""
+        """Fetch committed chunks ``missing``, with read-ahead, in as few round trips as allowed."""
         self.storage.stats.cache_misses += len(missing)
+        out: dict[int, bytes] = {}
+        overlaid = [i for i in missing if i in self._overlay]
+        if overlaid:
+            values = self.storage.client.get_batch([self._overlay[i] for i in overlaid])
+            out.update((i, self._checked(i, v)) for i, v in zip(overlaid, values))
+            missing = [i for i in missing if i not in self._overlay]
+            if not missing:
+                return out
         file_chunks = -(-self.committed_size // self.chunk_size)
         fits = self.committed_size <= self.cache.capacity
         wanted = dict.fromkeys(missing)
         for i in self.read_ahead.plan(missing[0], file_chunks, fits):
-            if i not in wanted and i not in self.cache and i not in self.dirty:
-                if self._has_committed_bytes(i):
-                    wanted[i] = None
+            if (
+                i not in wanted
+                and i not in self.cache
+                and i not in self.dirty
+                and i not in self.staging.indices
+                and i not in self._overlay
+                and self._has_committed_bytes(i)
+            ):
+                wanted[i] = None
         indices = list(wanted)
-        out: dict[int, bytes] = {}
         step = self.storage.max_read_chunks
         for start in range(0, len(indices), step):
             part = indices[start : start + step]
@@ -94,16 +125,23 @@ class KvFile:
             for i, value in zip(part, values):
                 value = self._checked(i, value)
                 self.cache.put(i, value)
-                out[i] = value
-        return {i: out[i] for i in missing}
+                if i in wanted:
+                    out[i] = value
+        return out
 
     def _load(self, indices) -> dict[int, bytes]:
-        """The committed bytes of every chunk in ``indices`` not rewritten since; one fetch for all misses."""
+        """The current bytes of every chunk in ``indices`` that is not buffered; one fetch per kind."""
         out: dict[int, bytes] = {}
         missing = []
+        staged = []
         cache = self.cache
         for i in indices:
-            if i in self.dirty or not self._has_committed_bytes(i):
+            if i in self.dirty:
+                continue
+            if i in self.staging.indices:
+                staged.append(i)
+                continue
+            if not self._has_committed_bytes(i):
                 continue
             chunk = cache.get(i)
             if chunk is None:
@@ -111,6 +149,9 @@ class KvFile:
             else:
                 out[i] = chunk
         self.storage.stats.cache_hits += len(out)
+        if staged:
+            for i, value in self.committer.read_staged(self.name, staged).items():
+                out[i] = self._checked(i, value)
         if missing:
             out.update(self._fetch(missing))
         return out
@@ -120,6 +161,10 @@ class KvFile:
         if chunk is not None:
             return chunk
         return loaded.get(index, b"")
+
+    def _current(self, indices: list[int]) -> dict[int, bytes | bytearray]:
+        loaded = self._load(indices)
+        return {i: self._chunk(i, loaded) for i in indices}
 
     # -- what SQLite asks of a file ---------------------------------------------
 
@@ -131,15 +176,15 @@ class KvFile:
             return b""
         cs = self.chunk_size
         first, last = offset // cs, (end - 1) // cs
-        fetched = self._load(range(first, last + 1))
+        loaded = self._load(range(first, last + 1))
         if first == last:
-            chunk = self._chunk(first, fetched)
+            chunk = self._chunk(first, loaded)
             start = offset - first * cs
             data = bytes(chunk[start : start + (end - offset)])
         else:
             parts = []
             for i in range(first, last + 1):
-                chunk = self._chunk(i, fetched)
+                chunk = self._chunk(i, loaded)
                 lo = max(offset, i * cs) - i * cs
                 hi = min(end, (i + 1) * cs) - i * cs
                 part = chunk[lo:hi]
@@ -151,8 +196,51 @@ class KvFile:
             data += bytes(end - offset - len(data))
         return data
 
+    def read_all(self) -> bytes:
+        """The whole file, fetched in as few round trips as the store's batch limits allow.
+
+        For an engine that loads a whole image at once (backend ``snapshot``):
+        chunks buffered or cached are used as they are, the others are fetched
+        without the read-ahead cap, and are not cached (a whole-file read would
+        only push out what the cache holds). Short or missing chunks read as zeros.
+        """
+        self._check()
+        cs = self.chunk_size
+        count = -(-self.size // cs)
+        loaded: dict[int, bytes] = {}
+        wanted: dict[int, bytes] = {}  # chunk index -> the key its current bytes are under
+        for i in range(count):
+            if i in self.dirty:
+                continue
+            if i in self.staging.indices:
+                wanted[i] = self.committer.staged_key(self.name, i)
+            elif i in self._overlay:
+                wanted[i] = self._overlay[i]
+            elif self._has_committed_bytes(i):
+                chunk = self.cache.get(i)
+                if chunk is None:
+                    wanted[i] = self._chunk_key(i)
+                else:
+                    loaded[i] = chunk
+        stats = self.storage.stats
+        stats.cache_hits += len(loaded)
+        stats.cache_misses += len(wanted)
+        indices = list(wanted)
+        step = self.storage.max_batch_chunks or len(indices) or 1
+        for start in range(0, len(indices), step):
+            part = indices[start : start + step]
+            values = self.storage.client.get_batch([wanted[i] for i in part])
+            for i, value in zip(part, values):
+                loaded[i] = self._checked(i, value)
+        parts = []
+        for i in range(count):
+            chunk = self._chunk(i, loaded)
+            want = min(cs, self.size - i * cs)
+            parts.append(chunk[:want] if len(chunk) >= want else bytes(chunk) + bytes(want - len(chunk)))
+        return b"".join(parts)
+
     def write(self, data: bytes, offset: int) -> None:
-        """Buffer ``data`` at ``offset``; nothing reaches the store before :meth:`sync`."""
+        """Buffer ``data`` at ``offset``; nothing becomes visible before :meth:`sync`."""
         self._check()
         cs = self.chunk_size
         end = offset + len(data)
@@ -161,11 +249,11 @@ class KvFile:
         partial = []
         for i in range(first, last + 1):
             start = i * cs
-            kept_end = min(start + cs, self.size)  # bytes of this chunk before the write
-            if i not in self.dirty and self._has_committed_bytes(i):
+            kept_end = min(start + cs, self.size)
+            if i not in self.dirty and (i in self.staging.indices or self._has_committed_bytes(i)):
                 if offset > start or end < kept_end:
                     partial.append(i)
-        fetched = self._load_list(partial)
+        base = self._current(partial) if partial else {}
         for i in range(first, last + 1):
             start = i * cs
             lo, hi = max(offset, start), min(end, start + cs)
@@ -173,7 +261,7 @@ class KvFile:
             if lo == start and hi == start + cs:
                 self.dirty[i] = piece if type(piece) is bytes else bytes(piece)
                 continue
-            chunk = fetched[i] if i in fetched else self.dirty.get(i, b"")
+            chunk = base[i] if i in base else self.dirty.get(i, b"")
             if type(chunk) is not bytearray:
                 chunk = bytearray(chunk)
             if len(chunk) < lo - start:
@@ -182,10 +270,17 @@ class KvFile:
             self.dirty[i] = chunk
         if end > self.size:
             self.size = end
+        if len(self.dirty) > self._max_dirty_chunks:
+            self._spill()
 
-    def _load_list(self, indices: list[int]) -> dict[int, bytes | bytearray]:
-        loaded = self._load(indices)
-        return {i: self._chunk(i, loaded) for i in indices}
+    def _spill(self) -> None:
+        """Move the buffered chunks to the staging area: memory stays within the bound."""
+        try:
+            self.committer.stage(self.name, self.staging, {i: bytes(c) for i, c in self.dirty.items()})
+        except BaseException as exc:
+            self.failed = exc
+            raise
+        self.dirty.clear()
 
     def truncate(self, size: int) -> None:
         """Set the file's size; bytes past a shrunken end are gone, growth reads as zeros."""
@@ -193,15 +288,19 @@ class KvFile:
         cs = self.chunk_size
         if size < self.size:
             tail = size // cs
+            if size % cs and tail not in self.dirty and (
+                tail in self.staging.indices or self._has_committed_bytes(tail)
+            ):
+                # The new last chunk keeps only its bytes before the end.
+                self.dirty[tail] = bytearray(self._current([tail])[tail])
             for i in [i for i in self.dirty if i * cs >= size]:
                 del self.dirty[i]
-            if size % cs:
-                # The new last chunk keeps only its bytes before the end.
-                if tail not in self.dirty and self._has_committed_bytes(tail):
-                    self.dirty[tail] = bytearray(self._load_list([tail])[tail])
-                chunk = self.dirty.get(tail)
-                if chunk is not None and len(chunk) > size - tail * cs:
-                    self.dirty[tail] = chunk[: size - tail * cs]
+            chunk = self.dirty.get(tail)
+            if chunk is not None and len(chunk) > size - tail * cs:
+                self.dirty[tail] = chunk[: size - tail * cs]
+            gone = [i for i in self.staging.indices if i * cs >= size or i == tail]
+            if gone:
+                self.committer.drop_staged(self.name, self.staging, gone)
             self._low_water = min(self._low_water, size)
         self.size = size
 
@@ -212,50 +311,51 @@ class KvFile:
     @property
     def pending(self) -> bool:
         """Whether there are changes not yet committed."""
-        return bool(self.dirty) or self.size != self.committed_size or (
-            self._low_water < self.committed_size
+        return (
+            bool(self.dirty)
+            or bool(self.staging)
+            or self.size != self.committed_size
+            or self._low_water < self.committed_size
         )
 
     def sync(self) -> None:
-        """Commit the buffered changes: changed chunks, FileMeta, deletions, atomically."""
+        """Commit every change since the last commit, atomically."""
         self._check()
         if not self.pending:
             return
         cs = self.chunk_size
         size = self.size
         new_chunks = -(-size // cs)
-        old_chunks = -(-self.committed_size // cs)
-        puts = []
-        written: dict[int, bytes] = {}
-        for i in sorted(self.dirty):
+        # The buffer is moved, not copied, into the commit: memory stays at one copy.
+        chunks: dict[int, bytes] = {}
+        dirty = self.dirty
+        for i in sorted(dirty):
+            chunk = dirty.pop(i)
             if i >= new_chunks:
                 continue
             want = min(cs, size - i * cs)
-            chunk = self.dirty[i]
             if len(chunk) > want:
                 chunk = chunk[:want]
             elif len(chunk) < want and i == new_chunks - 1:
                 chunk = bytes(chunk) + bytes(want - len(chunk))
-            value = bytes(chunk)
-            written[i] = value
-            puts.append((self._chunk_key(i), value))
-        puts.append((self.meta_key, encode_file_meta(size)))
+            chunks[i] = chunk if type(chunk) is bytes else bytes(chunk)
+        old_chunks = -(-self.committed_size // cs)
         first_gone = -(-min(self._low_water, size) // cs)
-        gone = [i for i in range(first_gone, old_chunks) if i not in written]
+        staged = set(self.staging.indices)
         try:
-            self.storage.commit(self, puts, self._chunk_keys(gone))
+            self.committer.commit(
+                self.name, chunks, size, first_gone, old_chunks, self.staging if self.staging else None
+            )
         except BaseException as exc:
             self.failed = exc
             raise
-        for i in gone:
+        for i in range(first_gone, old_chunks):
+            self.cache.discard(i)
+        for i in staged:
             self.cache.discard(i)
         self.committed_size = self._low_water = size
         self.exists = True
         self.dirty.clear()
-        for i, value in written.items():
+        self.staging = Staging()
+        for i, value in chunks.items():
             self.cache.put(i, value)
-
-    def rollback(self) -> None:
-        """Drop every buffered change (nothing was sent to the store)."""
-        self.dirty.clear()
-        self.size = self._low_water = self.committed_size

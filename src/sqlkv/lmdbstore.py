@@ -12,7 +12,11 @@ import os
 import threading
 from collections.abc import Iterator
 
-import lmdb
+try:
+    import lmdb
+except ImportError as exc:  # sqlkv imports and works without it; only this store needs it
+    lmdb = None
+    _LMDB_MISSING = str(exc)
 
 from .errors import ConfigError, StoreError
 from .store import StoreLimits
@@ -67,6 +71,11 @@ class LmdbStore:
     limits = StoreLimits(atomic_batches=True)
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
+        if lmdb is None:
+            raise ConfigError(
+                f"LmdbStore needs the lmdb package, which cannot be imported ({_LMDB_MISSING}); "
+                "pip install lmdb"
+            )
         self.path = os.fspath(path)
         self._shared = _SharedEnv.acquire(self.path)
         self._env = self._shared.env

@@ -10,6 +10,7 @@ from .layout import LAYOUTS, Layout, make_layout
 BACKENDS = ("pages", "snapshot")
 
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
+DEFAULT_MAX_DIRTY_BYTES = 64 * 1024 * 1024
 
 
 def _positive_int(field_name: str, value: object) -> int:
@@ -28,6 +29,9 @@ class Options:
     chunk. ``backend``: ``"pages"``, ``"snapshot"`` or ``None`` (choose at run
     time, see :func:`sqlkv.backends.resolve_backend`). ``layout``: ``"seed"`` or
     ``"rivet-v2"``. ``cache_bytes``: the chunk cache's size per database.
+    ``max_dirty_bytes``: the most changed chunks a transaction keeps in
+    memory; past it they are spilled to the store's staging area and the
+    commit is staged (see commit.py), so memory stays bounded at any size.
     """
 
     kv_prefix: int = 9
@@ -35,6 +39,7 @@ class Options:
     backend: str | None = None
     layout: str = "seed"
     cache_bytes: int = DEFAULT_CACHE_BYTES
+    max_dirty_bytes: int = DEFAULT_MAX_DIRTY_BYTES
 
     def __post_init__(self) -> None:
         prefix = self.kv_prefix
@@ -44,6 +49,7 @@ class Options:
             raise ConfigError(f"kv_prefix must be in 0..255, not {prefix}")
         _positive_int("chunk_size", self.chunk_size)
         _positive_int("cache_bytes", self.cache_bytes)
+        _positive_int("max_dirty_bytes", self.max_dirty_bytes)
         if self.backend is not None and self.backend not in BACKENDS:
             raise ConfigError(
                 f"backend must be one of {', '.join(BACKENDS)} or None, not {self.backend!r}"

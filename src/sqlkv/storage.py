@@ -8,7 +8,8 @@ FileMeta and its first chunks come back in a single ``get_batch``.
 
 from __future__ import annotations
 
-from . import commit as commit_step
+from . import journal as hot_journal
+from .commit import Committer
 from .errors import ConfigError, Error, StoreLimitError
 from .kvfile import KvFile
 from .layout import Layout, decode_file_meta
@@ -33,6 +34,7 @@ class Storage:
         chunk_size: int,
         cache_bytes: int,
         readonly: bool = False,
+        max_dirty_bytes: int = 64 * 1024 * 1024,
     ) -> None:
         self.client = client
         self.stats: Stats = client.stats
@@ -41,6 +43,7 @@ class Storage:
         self.chunk_size = chunk_size
         self.cache_bytes = cache_bytes
         self.readonly = readonly
+        self.max_dirty_bytes = max_dirty_bytes
         #: Expected store values that make every commit conditional (writer fencing).
         self.fence: dict[bytes, bytes | None] | None = None
         self.failure: BaseException | None = None
@@ -50,27 +53,83 @@ class Storage:
                 f"chunk_size {chunk_size} exceeds the store's largest value "
                 f"({limits.max_value_bytes} bytes)"
             )
-        max_read = MAX_READ_AHEAD_CHUNKS
+        #: The most chunks one ``get_batch`` may ask for within the store's limits
+        #: (``None``: no limit), for reading a whole file at once.
+        self.max_batch_chunks: int | None = None
         if limits.max_batch_keys is not None:
-            max_read = min(max_read, limits.max_batch_keys)
+            self.max_batch_chunks = limits.max_batch_keys
         if limits.max_batch_bytes is not None:
-            max_read = min(max_read, limits.max_batch_bytes // (chunk_size + 64))
+            by_bytes = max(1, limits.max_batch_bytes // (chunk_size + 64))
+            self.max_batch_chunks = min(self.max_batch_chunks or by_bytes, by_bytes)
+        max_read = min(MAX_READ_AHEAD_CHUNKS, self.max_batch_chunks or MAX_READ_AHEAD_CHUNKS)
         self.max_read_chunks = max(1, min(max_read, cache_bytes // (4 * chunk_size)))
+        self.committer = Committer(client, layout, chunk_size, lambda: self.fence)
         self.main: KvFile | None = None
         self._files: dict[str, KvFile] = {}
         self._known_meta: dict[str, bytes | None] = {}
+        # Files SQLite must not see (a journal already dealt with at open).
+        self._hidden: set[str] = set()
 
     def open(self) -> KvFile:
-        """Read the FileMeta of the database and of the files SQLite looks for beside
-        it (journal, WAL), and the database's first chunks: one round trip."""
-        layout, name = self.layout, self.main_name
-        prefetch = range(max(1, min(16, OPEN_PREFETCH_BYTES // self.chunk_size)))
+        """Open the database file: one round trip when nothing was left half done.
+
+        Reads, in one ``get_batch``, the FileMeta of the database and of the
+        files SQLite looks for beside it (journal, WAL), the keys that tell
+        whether a commit was interrupted, and the database's first chunks.
+        An interrupted commit is then finished or discarded (see commit.py);
+        a read-only open, which must not write, shows the state it leads to.
+        """
+        layout, name, committer = self.layout, self.main_name, self.committer
         names = [name, name + "-journal", name + "-wal"]
-        keys = [layout.meta_key(n) for n in names] + layout.chunk_keys(name, prefetch)
-        values = self.client.get_batch(keys)
-        self._known_meta.update(zip(names, values))
+        keys = [layout.meta_key(n) for n in names] + committer.recovery_keys(name)
+        prefetch = range(max(1, min(16, OPEN_PREFETCH_BYTES // self.chunk_size)))
+        if self.max_batch_chunks is not None:  # stay within one batch when the store allows
+            prefetch = range(min(len(prefetch), max(0, self.max_batch_chunks - len(keys))))
+        keys += layout.chunk_keys(name, prefetch)
+        values = []
+        for batch in committer.key_batches(keys):
+            values += self.client.get_batch(batch)
+        metas, (record, piece0), chunks = values[:3], values[3:5], values[5:]
+        self._known_meta.update(zip(names, metas))
+        main = None
+        if record is not None or piece0 is not None:
+            if self.readonly:
+                if record is not None:
+                    pending, overlay = committer.pending_record(name, record)
+                    main = self.file(name)
+                    main.view_pending_commit(pending.new_size, pending.first_gone, overlay)
+            elif committer.recover(name, record, piece0):
+                main = self._reopen_main(prefetch)
+        if main is None:
+            main = self.file(name)
+            main.prefetched(dict(zip(prefetch, chunks)))
+        self.main = main
+        if metas[1] is not None:
+            self._roll_back_hot_journal(main, name + "-journal")
+        return main
+
+    def _roll_back_hot_journal(self, main: KvFile, journal_name: str) -> None:
+        """Roll back a journal another implementation left (see journal.py)."""
+        journal = self.file(journal_name)
+        self._hidden.add(journal_name)
+        if not hot_journal.is_hot(journal, main):
+            return
+        super_name = hot_journal.super_journal_name(journal)
+        if super_name and not self.exists(super_name):
+            return  # its multi-file transaction committed: nothing to undo
+        hot_journal.play_back(journal, main)
+        if not self.readonly:
+            main.sync()
+            self.delete(journal_name)
+
+    def _reopen_main(self, prefetch: range) -> KvFile:
+        """Read the database's FileMeta and first chunks again (after a recovery)."""
+        layout, name = self.layout, self.main_name
+        values = self.client.get_batch([layout.meta_key(name)] + layout.chunk_keys(name, prefetch))
+        self._known_meta[name] = values[0]
+        self._files.pop(name, None)
         main = self.file(name)
-        main.prefetched(dict(zip(prefetch, values[len(names):])))
+        main.prefetched(dict(zip(prefetch, values[1:])))
         self.main = main
         return main
 
@@ -87,6 +146,8 @@ class Storage:
 
     def exists(self, name: str) -> bool:
         """Whether the file ``name`` exists in the store with a size above zero."""
+        if name in self._hidden:
+            return False
         kvfile = self._files.get(name)
         if kvfile is not None:
             return kvfile.size > 0
@@ -103,20 +164,14 @@ class Storage:
         kvfile = self.file(name)
         chunks = -(-kvfile.committed_size // self.chunk_size)
         keys = self.layout.chunk_keys(name, range(chunks)) + [kvfile.meta_key]
-        step = self.client.limits.max_batch_keys or len(keys)
-        for start in range(0, len(keys), step):
-            self.client.delete_batch(keys[start : start + step])
+        for batch in self.committer.key_batches(keys):
+            self.committer.write([], batch)
         self._files.pop(name, None)
         self._known_meta[name] = None
 
     def _check_writable(self) -> None:
         if self.readonly:
             raise Error(f"database {self.main_name!r} was opened read-only")
-
-    def commit(self, kvfile: KvFile, puts: list, deletes: list) -> None:
-        """Commit one file's changes (called by :meth:`KvFile.sync`)."""
-        self._check_writable()
-        commit_step.commit(self.client, puts, deletes, self.fence)
 
     def close(self) -> None:
         self._files.clear()

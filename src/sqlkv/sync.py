@@ -19,7 +19,7 @@ from .backends import open_engine
 from .engine import Engine, QueryResult, RunResult
 from .errors import ClosedError
 from .metrics import Stats
-from .options import DEFAULT_CACHE_BYTES, Options
+from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
 
 
 def connect(
@@ -31,6 +31,7 @@ def connect(
     backend: str | None = None,
     layout: str = "seed",
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    max_dirty_bytes: int = DEFAULT_MAX_DIRTY_BYTES,
     readonly: bool = False,
 ) -> "Connection":
     """Open (creating if needed) the database ``file_name`` in ``store``, synchronously."""
@@ -40,6 +41,7 @@ def connect(
         backend=backend,
         layout=layout,
         cache_bytes=cache_bytes,
+        max_dirty_bytes=max_dirty_bytes,
     )
     return Connection(open_engine(options, store, file_name, readonly=readonly), file_name)
 

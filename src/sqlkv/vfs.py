@@ -1,10 +1,14 @@
 """An APSW VFS that serves one database's files from its :class:`Storage`.
 
-SQLite runs with ``locking_mode=EXCLUSIVE`` and ``journal_mode=MEMORY``: it
-writes the pages a transaction changed, then calls ``xSync`` on the database
-once, after its last write. The file buffers those writes and commits them at
-``xSync`` (see kvfile.py). Locks are this process's alone (fencing between
-processes is the lease's job), so the lock calls succeed at once.
+SQLite runs with ``locking_mode=EXCLUSIVE`` and ``journal_mode=MEMORY``. A
+write transaction writes the pages it changed, syncs the database once, may
+then truncate it (VACUUM shrinks the file after the sync), and finally sends
+``SQLITE_FCNTL_COMMIT_PHASETWO``. The file buffers every write and truncation
+and commits them all at that file control: one atomic round trip. A rollback
+that had spilled pages writes the old pages back and syncs, but sends no
+COMMIT_PHASETWO: what it wrote back equals the committed bytes and stays
+buffered. Locks are this process's alone (fencing between processes is the
+lease's job), so the lock calls succeed at once.
 
 Temporary files (sorts, temp tables; rare with ``temp_store=MEMORY``) go to
 the default VFS. A second database file (``ATTACH`` of a name) is refused.
@@ -16,7 +20,8 @@ from collections.abc import Callable
 
 import apsw
 
-from .errors import ConfigError, Error
+from .engine import attach_refused
+from .errors import Error
 from .kvfile import KvFile
 from .storage import Storage
 
@@ -43,8 +48,14 @@ def _store_name(path: str) -> str:
 class KvVfsFile:
     """What SQLite calls on an open file, handed to a :class:`KvFile`."""
 
-    def __init__(self, kvfile: KvFile, on_pragma: Callable[[apsw.VFSFcntlPragma], bool] | None) -> None:
+    def __init__(
+        self,
+        kvfile: KvFile,
+        on_pragma: Callable[[apsw.VFSFcntlPragma], bool] | None,
+        commit_on_sync: bool = False,
+    ) -> None:
         self.kvfile = kvfile
+        self._commit_on_sync = commit_on_sync
         self.xRead = kvfile.read
         self.xWrite = kvfile.write
         self.xTruncate = kvfile.truncate
@@ -52,7 +63,8 @@ class KvVfsFile:
         self._on_pragma = on_pragma
 
     def xSync(self, flags: int) -> None:
-        self.kvfile.sync()
+        if self._commit_on_sync:
+            self.kvfile.sync()
 
     def xLock(self, level: int) -> None:
         pass
@@ -64,6 +76,9 @@ class KvVfsFile:
         return False
 
     def xFileControl(self, op: int, ptr: int) -> bool:
+        if op == apsw.SQLITE_FCNTL_COMMIT_PHASETWO:
+            self.kvfile.sync()
+            return True
         if op == apsw.SQLITE_FCNTL_PRAGMA and self._on_pragma is not None:
             return self._on_pragma(apsw.VFSFcntlPragma(ptr))
         return False
@@ -82,11 +97,19 @@ class KvVfs(apsw.VFS):
     """A VFS registered under ``vfs_name`` for one database; unregister it at close."""
 
     def __init__(
-        self, vfs_name: str, storage: Storage, on_pragma: Callable[[apsw.VFSFcntlPragma], bool]
+        self,
+        vfs_name: str,
+        storage: Storage,
+        on_pragma: Callable[[apsw.VFSFcntlPragma], bool] | None,
+        commit_on_sync: bool = False,
     ) -> None:
+        """``commit_on_sync``: commit at every ``xSync`` instead of at
+        COMMIT_PHASETWO, for a connection that only rolls back a hot journal
+        (a rollback syncs but never sends COMMIT_PHASETWO)."""
         super().__init__(vfs_name, "")
         self.storage = storage
         self._on_pragma = on_pragma
+        self._commit_on_sync = commit_on_sync
 
     def xOpen(self, name, flags):
         wanted = flags[0]
@@ -96,10 +119,7 @@ class KvVfs(apsw.VFS):
         store_name = _store_name(path)
         storage = self.storage
         if wanted & apsw.SQLITE_OPEN_MAIN_DB and store_name != storage.main_name:
-            raise ConfigError(
-                f"cannot open {store_name!r} beside {storage.main_name!r}: ATTACH of another "
-                "file is not supported (each database is opened on its own)"
-            )
+            raise attach_refused(store_name, storage.main_name)
         if wanted & apsw.SQLITE_OPEN_WAL:
             raise Error("WAL files are not supported: journal_mode is pinned to MEMORY")
         kvfile = storage.file(store_name)
@@ -108,7 +128,7 @@ class KvVfs(apsw.VFS):
         else:
             flags[1] = wanted
         on_pragma = self._on_pragma if store_name == storage.main_name else None
-        return KvVfsFile(kvfile, on_pragma)
+        return KvVfsFile(kvfile, on_pragma, self._commit_on_sync)
 
     def xAccess(self, pathname: str, flags: int) -> bool:
         return self.storage.exists(_store_name(pathname))

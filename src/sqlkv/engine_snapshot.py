@@ -1,0 +1,315 @@
+"""Backend ``snapshot``: Python's own ``sqlite3`` on the whole database image in memory.
+
+The zero-dependency fallback, for platforms where APSW is not installed.
+
+Opening reads the database's FileMeta and first chunks (one round trip), then
+every other chunk in as few ``get_batch`` calls as the store's limits allow,
+and hands the image to SQLite (``Connection.deserialize``). From then on
+SQLite works on that image in memory, by design: SQLite's own page cache and
+sqlkv's chunk cache do not apply, reads cost no round trip, and the database
+must fit in memory (and within SQLite's in-memory file limit, 1 GiB by default).
+
+After each statement that may have changed the database and left no
+transaction open, the engine takes the new image (``Connection.serialize``),
+compares it chunk by chunk with the last committed one and hands only the
+changed chunks to the database's :class:`~sqlkv.kvfile.KvFile`, whose
+``sync`` commits them with the new FileMeta (and the deletion of chunks past a
+shrunken end): one atomic round trip when the store allows, exactly as backend
+``pages`` commits, in the same layout. A transaction the user opens with
+``BEGIN`` commits when it ends, however many calls it spans.
+
+Statements that cannot have changed the database take no image at all: an
+authorizer notes, while SQLite prepares each statement, every action that is
+not a read, and SQLite's count of changed rows covers INSERT, UPDATE and
+DELETE. So SELECTs cost nothing but SQLite's own work, and a rolled-back
+transaction writes nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from typing import Any
+
+from .engine import (
+    SETUP_PRAGMAS,
+    EngineBase,
+    QueryResult,
+    RunResult,
+    attach_refused,
+    cannot_bind,
+    check_pragma,
+    more_than_one_statement,
+    split_statements,
+    stats_pragma,
+)
+from .errors import Error, SqlError
+
+#: Actions that read, or only begin and end transactions. INSERT, UPDATE and
+#: DELETE are not noted either: SQLite's count of changed rows covers them.
+_QUIET_ACTIONS = frozenset(
+    {
+        sqlite3.SQLITE_SELECT,
+        sqlite3.SQLITE_READ,
+        sqlite3.SQLITE_FUNCTION,
+        sqlite3.SQLITE_RECURSIVE,
+        sqlite3.SQLITE_TRANSACTION,
+        sqlite3.SQLITE_SAVEPOINT,
+        sqlite3.SQLITE_INSERT,
+        sqlite3.SQLITE_UPDATE,
+        sqlite3.SQLITE_DELETE,
+    }
+)
+
+#: PRAGMAs that only read, though they take an argument.
+_READING_PRAGMAS = frozenset(
+    {
+        "foreign_key_check",
+        "foreign_key_list",
+        "index_info",
+        "index_list",
+        "index_xinfo",
+        "integrity_check",
+        "quick_check",
+        "table_info",
+        "table_xinfo",
+    }
+)
+#: PRAGMAs that change the database without taking a value.
+_WRITING_PRAGMAS = frozenset({"incremental_vacuum", "optimize"})
+
+#: Files ATTACH may open: a new temporary or in-memory database, never a file.
+_ATTACHABLE = ("", ":memory:")
+
+#: Chunks compared at once before comparing them one by one.
+_BLOCK_CHUNKS = 256
+
+_NO_REQUEST = object()
+
+_CONNECT_OPTIONS: dict[str, Any] = {
+    "uri": True,
+    "isolation_level": None,  # statements autocommit unless the user says BEGIN
+    "check_same_thread": False,  # the engine is called from one thread at a time, not always the same
+    # Every statement is prepared anew, so the authorizer sees each of them.
+    "cached_statements": 0,
+}
+
+#: Where SQLite's build default differs from backend pages' (Debian builds
+#: with SECURE_DELETE on), the setting pages has, so both write the same pages.
+_PARITY_PRAGMAS = ("secure_delete=OFF",)
+
+
+def changed_chunks(old: bytes, new: bytes, chunk_size: int) -> list[int]:
+    """The indices of the chunks of ``new`` that differ from the same chunks of ``old``.
+
+    A chunk differs in its bytes or in its length (the last chunk of an image
+    that grew or shrank). Whole blocks of chunks are compared first, so an
+    image with a few changed chunks costs a few hundred comparisons, none of
+    which copies bytes.
+    """
+    size = len(new)
+    view = memoryview(new)
+    block = chunk_size * _BLOCK_CHUNKS
+    changed = []
+    for start in range(0, size, block):
+        if old.startswith(view[start : start + block], start):
+            continue
+        for offset in range(start, min(start + block, size), chunk_size):
+            if not old.startswith(view[offset : offset + chunk_size], offset):
+                changed.append(offset // chunk_size)
+    last = (size - 1) // chunk_size
+    if size % chunk_size and len(old) > size and last not in changed[-1:]:
+        changed.append(last)  # the same bytes, but the old chunk went on past them
+    return changed
+
+
+def _read_only_connection(image: bytes) -> sqlite3.Connection:
+    """A connection on ``image`` that SQLite itself keeps from writing the database.
+
+    ``deserialize`` cannot be asked for a read-only image from Python, so the
+    image is copied into a named in-memory database and opened again with
+    ``mode=ro``: writes fail as on a read-only file, temporary tables still work.
+    """
+    uri = f"file:/sqlkv-{uuid.uuid4().hex}?vfs=memdb"
+    holder = sqlite3.connect(uri, uri=True)
+    try:
+        if image:
+            loader = sqlite3.connect(":memory:")
+            try:
+                loader.deserialize(image)
+                loader.backup(holder)
+            finally:
+                loader.close()
+        return sqlite3.connect(uri + "&mode=ro", **_CONNECT_OPTIONS)
+    finally:
+        holder.close()
+
+
+class SnapshotEngine(EngineBase):
+    """One open database on backend ``snapshot`` (see the module docstring)."""
+
+    backend = "snapshot"
+
+    #: Images taken to look for changes (for tests: reads must take none).
+    images_taken = 0
+
+    # -- opening, and reopening after a store failure ---------------------------
+
+    def _open(self) -> None:
+        self._main = self._open_storage()
+        image = self._main.read_all()
+        if self.readonly:
+            conn = _read_only_connection(image)
+        else:
+            conn = sqlite3.connect("file:sqlkv?vfs=memdb", **_CONNECT_OPTIONS)
+        try:
+            if image and not self.readonly:
+                conn.deserialize(image)
+            for pragma in SETUP_PRAGMAS + _PARITY_PRAGMAS:
+                conn.execute(f"PRAGMA {pragma}").fetchall()
+        except BaseException as exc:
+            conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise SqlError(f"cannot open {self.name!r}: {exc}") from exc
+            raise
+        # Installed after the setup, whose pragmas set the pinned values.
+        conn.set_authorizer(self._authorize)
+        self.conn = conn
+        self._image = image
+        self._maybe_changed = False
+        self._changes_seen = conn.total_changes
+        self._refusal: Error | None = None
+        self._stats_request: object = _NO_REQUEST
+
+    def _discard(self) -> None:
+        conn = self.__dict__.pop("conn", None)
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self.storage.close()
+
+    # -- what SQLite is about to do ---------------------------------------------
+
+    def _authorize(
+        self, action: int, arg1: str | None, arg2: str | None, schema: str | None, source: str | None
+    ) -> int:
+        """SQLite's authorizer: note possible writes, refuse what would break the commit protocol."""
+        if action in _QUIET_ACTIONS:
+            return sqlite3.SQLITE_OK
+        if action == sqlite3.SQLITE_PRAGMA and arg1 is not None:
+            return self._authorize_pragma(arg1, arg2, schema)
+        if action == sqlite3.SQLITE_ATTACH and arg1 not in _ATTACHABLE:
+            return self._refuse(attach_refused(str(arg1), self.name))
+        self._maybe_changed = True
+        return sqlite3.SQLITE_OK
+
+    def _authorize_pragma(self, name: str, value: str | None, schema: str | None) -> int:
+        lowered = name.lower()
+        if schema in (None, "main"):
+            if lowered == "sqlkv_stats":
+                self._stats_request = value
+                return sqlite3.SQLITE_OK
+            try:
+                check_pragma(name, value)
+            except Error as exc:
+                return self._refuse(exc)
+        if lowered in _WRITING_PRAGMAS or (value is not None and lowered not in _READING_PRAGMAS):
+            self._maybe_changed = True
+        return sqlite3.SQLITE_OK
+
+    def _refuse(self, error: Error) -> int:
+        self._refusal = error
+        return sqlite3.SQLITE_DENY
+
+    # -- running statements -----------------------------------------------------
+
+    def _execute(self, sql: str, params: Any, single: str | None) -> list[QueryResult]:
+        statements = split_statements(sql)
+        if single is not None and len(statements) > 1:
+            raise more_than_one_statement(single)
+        results = []
+        for statement in statements:
+            try:
+                results.append(self._run_one(statement, params))
+            finally:
+                self._commit_if_done()
+        return results
+
+    def _run_one(self, statement: str, params: Any) -> QueryResult:
+        self._refusal = None
+        self._stats_request = _NO_REQUEST
+        cursor = self.conn.cursor()
+        try:
+            if params is None:
+                cursor.execute(statement)
+            else:
+                cursor.execute(statement, params)
+            rows = cursor.fetchall()
+            description = cursor.description
+        except (sqlite3.Error, sqlite3.Warning) as exc:
+            if self._refusal is not None:
+                raise self._refusal from None
+            raise SqlError(str(exc), getattr(exc, "sqlite_errorcode", None)) from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise cannot_bind(exc) from exc
+        finally:
+            cursor.close()
+        if self._stats_request is not _NO_REQUEST:
+            # As SQLite answers a PRAGMA a VFS handles (backend pages): one row,
+            # one column, named by its own text.
+            text = stats_pragma(self.stats, self._stats_request)  # type: ignore[arg-type]
+            return QueryResult([text], [(text,)])
+        return QueryResult([d[0] for d in description] if description else [], rows)
+
+    def _last_run(self) -> RunResult:
+        changes, rowid = self.conn.execute("SELECT changes(), last_insert_rowid()").fetchone()
+        return RunResult(changes, rowid)
+
+    # -- committing ---------------------------------------------------------------
+
+    def _commit_if_done(self) -> None:
+        """Commit what the last statement changed, once no transaction is open."""
+        conn = self.conn
+        if conn.in_transaction or self.readonly:
+            return
+        changes = conn.total_changes
+        if not self._maybe_changed and changes == self._changes_seen:
+            return
+        self._maybe_changed = False
+        self._changes_seen = changes
+        try:
+            self.images_taken += 1
+            self._commit(self._serialize())
+        except BaseException as exc:
+            self._broken = exc
+            raise
+
+    def _serialize(self) -> bytes:
+        """The database's image as it is now (``b""`` while it has no page at all)."""
+        try:
+            return self.conn.serialize()
+        except sqlite3.OperationalError:
+            # SQLite cannot serialize an empty database (a zero-byte allocation fails).
+            if self.conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+                return b""
+            raise
+
+    def _commit(self, image: bytes) -> None:
+        """Make ``image`` the committed state, writing only the chunks that changed."""
+        old = self._image
+        if image == old:
+            return
+        main = self._main
+        cs = main.chunk_size
+        size = len(image)
+        changed = changed_chunks(old, image, cs)
+        if size < main.size:
+            # To a chunk boundary: a shortened last chunk is among the changed
+            # ones and is written whole, with no need to read the old one.
+            main.truncate(size - size % cs)
+        for i in changed:
+            main.write(image[i * cs : (i + 1) * cs], i * cs)
+        main.sync()
+        self._image = image

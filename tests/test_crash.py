@@ -1,0 +1,168 @@
+"""Crash at every store call, reopen, and check what survived.
+
+For each seeded workload and store configuration, a dry run counts the store
+calls the workload makes; then, for every call index N, the workload runs
+again on a fresh store that "crashes" at call N (that call and every later
+one never reach it; on a non-atomic store the crashing batch lands in part).
+Reopening the surviving store must give ``PRAGMA integrity_check`` = ok and
+exactly the content after the last acknowledged transaction, or after the
+interrupted one: never anything else. The recovery must leave no staging key.
+
+CI runs a bounded slice (``CRASH_SEEDS``); ``pytest -m slow`` runs many more.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import sqlkv
+from helpers import FiveCallStore
+from sqlkv.testing import FaultyStore, InjectedFault, StoreCrashed
+from workload import content, make_workload, model_states
+
+#: Store configurations: what the store can do, and the options the database uses.
+CONFIGS = {
+    # Atomic, unlimited, with write_batch: every commit is one batch.
+    "one-batch": (lambda: sqlkv.MemoryStore(), None, {}),
+    # Only the five calls, at most 12 keys a batch: bigger commits are staged.
+    "small-batches": (lambda: FiveCallStore(), sqlkv.StoreLimits(max_batch_keys=12), {}),
+    # Batches not atomic (a crashing batch lands in part): every commit is staged.
+    "non-atomic": (
+        lambda: FiveCallStore(),
+        sqlkv.StoreLimits(atomic_batches=False, max_batch_keys=12),
+        {},
+    ),
+    # A 24 KiB memory bound: big transactions spill to staging while they run.
+    "spill": (lambda: sqlkv.MemoryStore(), None, {"max_dirty_bytes": 24 * 1024}),
+}
+
+#: 25-transaction workloads: about 650 crash points per seed and configuration on
+#: backend pages, so CI's slice runs over 5,000 per backend.
+TRANSACTIONS = 25
+CRASH_SEEDS = list(range(1, 8))
+SLOW_SEEDS = list(range(8, 60))
+
+EXT_MARK = b"\x09\x02"  # sqlkv's own keys beside app.db (layout seed, prefix 9)
+
+
+class CrashTally:
+    points = 0
+
+
+def run_workload(store, backend: str, options: dict, workload: list[str]) -> tuple[int, BaseException | None]:
+    """Run until the store fails; the number of acknowledged transactions, and the error."""
+    done = 0
+    try:
+        db = sqlkv.connect(store, "app.db", backend=backend, **options)
+    except sqlkv.Error as exc:
+        return 0, exc
+    try:
+        for sql in workload:
+            db.exec(sql)
+            done += 1
+    except sqlkv.Error as exc:
+        return done, exc
+    finally:
+        try:
+            db.close()
+        except sqlkv.Error:
+            pass
+    return done, None
+
+
+def surviving_content(store, backend: str) -> tuple:
+    with sqlkv.connect(store, "app.db", backend=backend) as db:
+        assert db.query("PRAGMA integrity_check").rows == [("ok",)]
+        return content(lambda sql: db.query(sql).rows)
+
+
+def caused_by_the_store(exc: BaseException) -> bool:
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, (StoreCrashed, InjectedFault)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def crash_everywhere(backend: str, config: str, seed: int) -> int:
+    make_store, limits, options = CONFIGS[config]
+    workload = make_workload(seed, TRANSACTIONS)
+    states = model_states(workload)
+
+    dry = FaultyStore(make_store(), limits=limits)
+    done, error = run_workload(dry, backend, options, workload)
+    assert error is None and done == len(workload)
+    assert surviving_content(dry.inner, backend) == states[-1]
+    total = dry.calls
+
+    for n in range(1, total + 1):
+        base = make_store()
+        faulty = FaultyStore(base, crash_at=n, limits=limits, seed=n)
+        done, error = run_workload(faulty, backend, options, workload)
+        assert error is not None, f"no failure with a crash at call {n} of {total}"
+        assert isinstance(error, (sqlkv.StoreError, sqlkv.UnusableError)), repr(error)
+        assert caused_by_the_store(error), f"crash at {n}: {error!r} does not name the store's fault"
+        got = surviving_content(base, backend)
+        assert got in (states[done], states[min(done + 1, len(workload))]), (
+            f"{backend}/{config}/seed {seed}: crash at call {n} of {total} after "
+            f"{done} acknowledged transactions left a state that is neither"
+        )
+        inner = base.inner if isinstance(base, FiveCallStore) else base
+        leftovers = [k for k in inner._data if k.startswith(EXT_MARK)]
+        assert not leftovers, f"crash at {n}: recovery left staging keys {leftovers[:3]}"
+    CrashTally.points += total
+    return total
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("seed", CRASH_SEEDS)
+def test_crash_at_every_call(backend, config, seed):
+    crash_everywhere(backend, config, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@pytest.mark.parametrize("seed", SLOW_SEEDS)
+def test_crash_at_every_call_long(backend, config, seed):
+    crash_everywhere(backend, config, seed)
+
+
+@pytest.mark.parametrize("lose_reply", [False, True], ids=["not-sent", "reply-lost"])
+@pytest.mark.parametrize("config", ["one-batch", "small-batches"])
+def test_transient_failure_then_the_same_database_goes_on(backend, config, lose_reply):
+    """After one failed call the same Database serves exactly what the store
+    holds (never pages of a failed commit), and keeps working."""
+    make_store, limits, options = CONFIGS[config]
+    workload = make_workload(7, transactions=6)
+    states = model_states(workload)
+    dry = FaultyStore(make_store(), limits=limits)
+    run_workload(dry, backend, options, workload)
+    for n in range(1, dry.calls + 1):
+        base = make_store()
+        faulty = FaultyStore(base, fail_at=n, limits=limits, lose_reply=lose_reply)
+        try:
+            db = sqlkv.connect(faulty, "app.db", backend=backend, **options)
+        except sqlkv.StoreError:
+            continue  # the open itself failed; nothing to go on with
+        with db:
+            done = 0
+            failed = False
+            for sql in workload:
+                try:
+                    db.exec(sql)
+                except (sqlkv.StoreError, sqlkv.UnusableError) as exc:
+                    assert caused_by_the_store(exc)
+                    failed = True
+                    break
+                done += 1
+            if not failed:
+                continue
+            served = content(lambda sql: db.query(sql).rows)
+            assert served == surviving_content(base, backend)
+            assert served in (states[done], states[done + 1])
+            db.exec("CREATE TABLE IF NOT EXISTS after_failure(x); INSERT INTO after_failure VALUES (1)")
+            assert db.query("SELECT count(*) FROM after_failure").rows == [(1,)]
+        with sqlkv.connect(base, "app.db", backend=backend) as again:
+            assert again.query("SELECT count(*) FROM after_failure").rows == [(1,)]
+            assert again.query("PRAGMA integrity_check").rows == [("ok",)]

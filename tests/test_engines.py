@@ -1,0 +1,237 @@
+"""Both engines behave alike: pragmas, statements, errors, read-only opens, store
+failures, and round trips (beyond test_roundtrips.py).
+
+Every test runs on both backends (the ``backend`` fixture).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import sqlkv
+from helpers import CountingStore, copy_store, integrity, stored_size
+
+
+# -- pinned settings, pragmas, statements --------------------------------------
+
+
+def test_sqlkv_stats_pragma_returns_the_stats_and_resets_them(connect_db):
+    store = CountingStore()
+    db = connect_db(store)
+    db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    result = db.query("PRAGMA sqlkv_stats")
+    # As SQLite answers a pragma a VFS handles: one row, one column named by the text.
+    (text,) = result.columns
+    assert result.rows == [(text,)]
+    stats = json.loads(text)
+    assert stats["commits"] == 2 and stats["round_trips"] == store.total
+    assert stats["calls"]["put_batch"] == store.calls["put_batch"] == 2
+    (reset,), = db.query("PRAGMA sqlkv_stats=reset").rows
+    assert json.loads(reset)["round_trips"] == 0 and db.stats.round_trips == 0
+    db.run("INSERT INTO t VALUES (2)")
+    assert json.loads(db.query("PRAGMA sqlkv_stats").rows[0][0])["commits"] == 1
+
+
+def test_attach_of_a_file_is_refused_in_memory_is_fine(connect_db):
+    store = sqlkv.MemoryStore()
+    db = connect_db(store)
+    db.exec("CREATE TABLE t(x)")
+    before = dict(store._data)
+    for sql in ("ATTACH 'other.db' AS o", "VACUUM INTO 'copy.db'"):
+        with pytest.raises(sqlkv.ConfigError, match="ATTACH of another file is not supported"):
+            db.exec(sql)
+    assert store._data == before
+    results = db.exec(
+        "ATTACH ':memory:' AS m; CREATE TABLE m.z(a); INSERT INTO m.z VALUES (1);"
+        "SELECT a FROM m.z; DETACH m"
+    )
+    assert [r.rows for r in results] == [[], [], [], [(1,)], []]
+
+
+def test_statements_are_split_where_sqlite_splits_them(connect_db):
+    db = connect_db()
+    results = db.exec(
+        "CREATE TABLE t(x, \"odd;name\"); CREATE TABLE log(x);"
+        "CREATE TRIGGER tr AFTER INSERT ON t BEGIN INSERT INTO log VALUES (new.x); "
+        "INSERT INTO log VALUES (new.x * 10); END;"
+        "INSERT INTO t VALUES (2, 'a;b') /* ; */; -- ;\n"
+        "SELECT x, \"odd;name\" FROM t; SELECT x FROM log ORDER BY rowid"
+    )
+    assert [r.columns for r in results] == [[], [], [], [], ["x", "odd;name"], ["x"]]
+    assert results[4].rows == [(2, "a;b")]
+    assert results[5].rows == [(2,), (20,)]
+
+
+@pytest.mark.parametrize("sql", ["", "   ", ";", " ; ;", "-- nothing", "/* nothing */"])
+def test_sql_without_a_statement_has_no_result(connect_db, sql):
+    db = connect_db()
+    assert db.exec(sql) == []
+    assert db.query(sql) == sqlkv.QueryResult([])
+
+
+def test_query_refuses_several_statements_before_running_any(connect_db):
+    db = connect_db()
+    db.exec("CREATE TABLE t(x)")
+    with pytest.raises(sqlkv.Error, match=r"query\(\) runs exactly one statement"):
+        db.query("INSERT INTO t VALUES (1); SELECT 1")
+    assert db.query("SELECT count(*) FROM t").rows == [(0,)]
+
+
+@pytest.mark.parametrize(
+    "sql, params",
+    [
+        ("SELECT :a", {"b": 1}),
+        ("SELECT ?", []),
+        ("SELECT ?", [1, 2]),
+        ("SELECT ?", [object()]),
+        ("SELECT ?", 5),
+        ("SELECT ?", [2**63]),
+    ],
+)
+def test_bad_parameters_are_sql_errors(connect_db, sql, params):
+    db = connect_db()
+    with pytest.raises(sqlkv.SqlError):
+        db.query(sql, params)
+    assert db.query("SELECT 1").rows == [(1,)]
+
+
+def test_run_reports_sqlites_changes_and_last_rowid(connect_db):
+    db = connect_db()
+    db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, x)")
+    assert db.run("INSERT INTO t(x) VALUES (1), (2), (3)") == sqlkv.RunResult(3, 3)
+    assert db.run("UPDATE t SET x = x + 1 WHERE id > 1") == sqlkv.RunResult(2, 3)
+    assert db.run("DELETE FROM t WHERE id = 1") == sqlkv.RunResult(1, 3)
+
+
+def test_a_write_that_fails_in_a_trigger_leaves_nothing(connect_db):
+    store = sqlkv.MemoryStore()
+    db = connect_db(store)
+    db.exec(
+        "CREATE TABLE t(x); CREATE TRIGGER no_big BEFORE INSERT ON t WHEN new.x > 9 "
+        "BEGIN SELECT RAISE(ABORT, 'too big'); END; INSERT INTO t VALUES (1)"
+    )
+    before = dict(store._data)
+    with pytest.raises(sqlkv.SqlError, match="too big"):
+        db.exec("INSERT INTO t VALUES (2); INSERT INTO t VALUES (10)")
+    # The first INSERT was its own transaction and is committed; the second left nothing.
+    assert store._data != before
+    assert db.query("SELECT x FROM t ORDER BY x").rows == [(1,), (2,)]
+
+
+# -- read-only opens -------------------------------------------------------------
+
+
+def test_read_only_open_reads_and_refuses_writes(connect_db):
+    store = sqlkv.MemoryStore()
+    with connect_db(store) as db:
+        db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    before = dict(store._data)
+    db = connect_db(store, readonly=True)
+    assert db.query("SELECT x FROM t").rows == [(1,)]
+    for sql in ("INSERT INTO t VALUES (2)", "CREATE TABLE u(y)", "PRAGMA user_version=7", "VACUUM"):
+        with pytest.raises(sqlkv.SqlError, match="attempt to write a readonly database"):
+            db.exec(sql)
+    # Temporary tables are not the database: they work as on a read-only file.
+    db.exec("CREATE TEMP TABLE scratch(y); INSERT INTO scratch VALUES (5)")
+    assert db.query("SELECT y FROM scratch").rows == [(5,)]
+    assert db.query("SELECT x FROM t").rows == [(1,)]
+    assert store._data == before
+
+
+def test_read_only_open_of_a_missing_database_is_an_error(backend):
+    store = sqlkv.MemoryStore()
+    with pytest.raises(sqlkv.Error, match="does not exist"):
+        sqlkv.connect(store, "missing.db", backend=backend, readonly=True)
+    assert len(store) == 0
+
+
+# -- store failures --------------------------------------------------------------
+
+
+class Boom(Exception):
+    pass
+
+
+class FailingStore(CountingStore):
+    """Fails the next ``fail`` calls of ``put_batch`` with :class:`Boom`."""
+
+    fail = 0
+
+    def put_batch(self, entries):
+        if self.fail:
+            self.fail -= 1
+            self.calls["put_batch"] += 1
+            raise Boom("the store is down")
+        return super().put_batch(entries)
+
+
+def test_a_failed_commit_of_a_user_transaction_is_gone_after_the_error(connect_db):
+    store = FailingStore()
+    db = connect_db(store)
+    db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    db.exec("BEGIN; INSERT INTO t VALUES (2)")
+    db.run("INSERT INTO t VALUES (3)")
+    store.fail = 1
+    with pytest.raises(sqlkv.StoreError):
+        db.exec("COMMIT")
+    assert db.query("SELECT x FROM t ORDER BY x").rows == [(1,)]
+
+
+# -- round trips -------------------------------------------------------------------
+
+
+def test_a_transaction_over_several_calls_commits_once_when_it_ends(connect_db):
+    store = CountingStore()
+    db = connect_db(store)
+    db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    store.reset()
+    db.exec("BEGIN")
+    for i in range(5):
+        db.run("INSERT INTO t(v) VALUES (?)", [str(i)])
+        assert db.query("SELECT count(*) FROM t").rows == [(i + 1,)]
+    assert store.total == 0
+    db.exec("COMMIT")
+    assert store.calls == {"put_batch": 1}
+    # Two transactions in one exec are two commits, as SQLite commits twice.
+    store.reset()
+    db.exec("INSERT INTO t(v) VALUES ('x'); UPDATE t SET v = 'y' WHERE id = 1;")
+    assert store.calls == {"put_batch": 2}
+
+
+def test_a_write_of_no_row_and_a_rolled_back_spill_cost_nothing(connect_db):
+    store = CountingStore()
+    db = connect_db(store)
+    db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t(v) VALUES ('a'), ('b')")
+    store.reset()
+    db.run("UPDATE t SET v = 'never' WHERE id = 99")
+    # A rollback of a transaction that spilled SQLite's page cache (pages writes
+    # the old pages back: they equal the committed ones and are not sent).
+    db.exec("PRAGMA cache_size = 10")
+    db.exec(
+        "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
+        "INSERT INTO t(v) SELECT printf('%.1000c', 'b') FROM n"
+    )
+    db.exec("ROLLBACK")
+    assert store.total == 0
+    assert db.query("SELECT v FROM t ORDER BY id").rows == [("a",), ("b",)]
+
+
+def test_bytes_written_per_single_row_update_on_16mib(backend, store_16mib):
+    """The README's figure: the WORKLOADS.md updates write a chunk or so each, never the database."""
+    store = CountingStore(copy_store(store_16mib))
+    size = stored_size(store_16mib, "bench.db")
+    with sqlkv.connect(store, "bench.db", backend=backend) as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(16000,)]
+        for i in range(10):
+            store.reset()
+            db.stats.reset()
+            k = 1 + (i * 104729) % 16000
+            assert db.run(f"UPDATE t SET v = '{'u' * 100}' WHERE id = {k}").changes == 1
+            assert store.calls == {"put_batch": 1}
+            chunks = [key for key in store.keys_written if key[1] == 1]
+            assert 1 <= len(chunks) <= 3, f"{len(chunks)} chunks written for one row"
+            assert db.stats.bytes_written < 4 * 4096 + 100
+        assert integrity(db) == [("ok",)]
+    assert stored_size(store.inner, "bench.db") == size

@@ -1,0 +1,274 @@
+"""Recovery at open: hot journals left by other implementations, interrupted
+staged commits, read-only views; and atomic commits larger than a batch."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+import sqlkv
+from helpers import CountingStore, FiveCallStore
+from sqlkv.layout import SeedLayout, encode_file_meta
+from sqlkv.testing import FaultyStore, StoreCrashed
+
+LAYOUT = SeedLayout(9)
+
+
+def put_file(store, name: str, data: bytes, chunk_size: int = 4096) -> None:
+    """Put a file into the store as another implementation of the layout would."""
+    entries = [(LAYOUT.meta_key(name), encode_file_meta(len(data)))]
+    for i in range(0, len(data), chunk_size):
+        entries.append((LAYOUT.chunk_key(name, i // chunk_size), data[i : i + chunk_size]))
+    store.put_batch(entries)
+
+
+def crashed_sqlite_files(tmp_path) -> tuple[bytes, bytes, list]:
+    """A database file and its hot journal, as a crash in mid-transaction leaves them.
+
+    Stdlib sqlite3 in journal_mode=DELETE with a tiny page cache: the big
+    transaction spills changed pages into the database file (after syncing
+    their originals into the journal), and we copy both files before it ends.
+    """
+    path = tmp_path / "source.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(
+        "PRAGMA journal_mode=DELETE; PRAGMA cache_size=5;"
+        "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);"
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 300) "
+        "INSERT INTO t(v) SELECT printf('%.300c', 'a') FROM n;"
+    )
+    expected = conn.execute("SELECT id, v FROM t").fetchall()
+    conn.execute("BEGIN")
+    conn.execute("UPDATE t SET v = printf('%.300c', 'Z')")
+    conn.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 500) "
+        "INSERT INTO t(v) SELECT printf('%.900c', 'b') FROM n"
+    )
+    db_image = path.read_bytes()
+    journal_image = (tmp_path / "source.db-journal").read_bytes()
+    conn.execute("ROLLBACK")
+    conn.close()
+    return db_image, journal_image, expected
+
+
+def test_the_crash_image_really_is_inconsistent_without_its_journal(tmp_path):
+    db_image, journal_image, expected = crashed_sqlite_files(tmp_path)
+    assert journal_image[:8] == bytes.fromhex("d9d505f920a163d7")
+    alone = sqlite3.connect(":memory:")
+    alone.deserialize(db_image)
+    assert alone.execute("SELECT id, v FROM t").fetchall() != expected
+
+
+def test_hot_journal_is_rolled_back_on_open(tmp_path, backend):
+    db_image, journal_image, expected = crashed_sqlite_files(tmp_path)
+    store = sqlkv.MemoryStore()
+    put_file(store, "app.db", db_image)
+    put_file(store, "app.db-journal", journal_image)
+    with sqlkv.connect(store, "app.db", backend=backend) as db:
+        assert db.query("SELECT id, v FROM t").rows == expected
+        assert db.query("PRAGMA integrity_check").rows == [("ok",)]
+    # The journal is gone and the rollback is committed.
+    assert store.get(LAYOUT.meta_key("app.db-journal")) is None
+    assert not [k for k in store._data if b"app.db-journal" in k]
+    with sqlkv.connect(store, "app.db", backend=backend) as db:
+        assert db.query("SELECT id, v FROM t").rows == expected
+
+
+def test_hot_journal_read_only_open_shows_the_rolled_back_state_and_writes_nothing(tmp_path, backend):
+    db_image, journal_image, expected = crashed_sqlite_files(tmp_path)
+    store = CountingStore()
+    put_file(store.inner, "app.db", db_image)
+    put_file(store.inner, "app.db-journal", journal_image)
+    before = dict(store.inner._data)
+    with sqlkv.connect(store, "app.db", backend=backend, readonly=True) as db:
+        assert db.query("SELECT id, v FROM t").rows == expected
+        assert db.query("PRAGMA integrity_check").rows == [("ok",)]
+    assert store.calls["put_batch"] == store.calls["put"] == store.calls["delete_batch"] == 0
+    assert store.inner._data == before
+
+
+def test_crash_during_hot_journal_rollback_replays_to_the_same_state(tmp_path, backend):
+    db_image, journal_image, expected = crashed_sqlite_files(tmp_path)
+    template = sqlkv.MemoryStore()
+    put_file(template, "app.db", db_image)
+    put_file(template, "app.db-journal", journal_image)
+    dry = FaultyStore(sqlkv.MemoryStore())
+    dry.inner._data = dict(template._data)
+    sqlkv.connect(dry, "app.db", backend=backend).close()
+    for n in range(1, dry.calls + 1):
+        base = sqlkv.MemoryStore()
+        base._data = dict(template._data)
+        with pytest.raises(sqlkv.StoreError) as info:
+            sqlkv.connect(FaultyStore(base, crash_at=n), "app.db", backend=backend)
+        assert isinstance(info.value.__cause__, StoreCrashed)
+        with sqlkv.connect(base, "app.db", backend=backend) as db:
+            assert db.query("SELECT id, v FROM t").rows == expected
+            assert db.query("PRAGMA integrity_check").rows == [("ok",)]
+
+
+def test_journals_that_are_not_hot_are_left_alone(tmp_path, backend):
+    db_image, journal_image, expected = crashed_sqlite_files(tmp_path)
+    store = sqlkv.MemoryStore()
+    source = sqlite3.connect(tmp_path / "source.db")
+    clean = source.serialize()
+    source.close()
+    put_file(store, "app.db", clean)
+    # A journal whose header was zeroed (journal_mode=PERSIST after a commit).
+    put_file(store, "app.db-journal", bytes(len(journal_image)))
+    with sqlkv.connect(store, "app.db", backend=backend) as db:
+        assert db.query("SELECT id, v FROM t").rows == expected
+    assert store.get(LAYOUT.meta_key("app.db-journal")) is not None
+
+
+def test_journal_of_a_committed_multi_file_transaction_is_not_rolled_back(tmp_path, backend):
+    db_image, journal_image, _ = crashed_sqlite_files(tmp_path)
+    # Name a super-journal at the end of the journal; it does not exist in the store,
+    # so the multi-file transaction had committed and the database must stay as it is.
+    name = b"other.db-mj01"
+    trailer = (
+        (0x40000000 // 4096 + 1).to_bytes(4, "big") + name
+        + len(name).to_bytes(4, "big") + sum(name).to_bytes(4, "big")
+        + bytes.fromhex("d9d505f920a163d7")
+    )
+    store = sqlkv.MemoryStore()
+    put_file(store, "app.db", db_image)
+    put_file(store, "app.db-journal", journal_image + trailer)
+    alone = sqlite3.connect(":memory:")
+    alone.deserialize(db_image)
+    as_written = alone.execute("SELECT count(*) FROM t").fetchall()
+    assert as_written != [(300,)]  # rolling back would give the 300 original rows
+    with sqlkv.connect(store, "app.db", backend=backend) as db:
+        assert db.query("SELECT count(*) FROM t").rows == as_written
+
+
+BIG_TX = (
+    "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows}) "
+    "INSERT INTO t(v) SELECT printf('%.1000c', 'q') FROM n; COMMIT;"
+)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [sqlkv.RIVET_ACTOR_LIMITS, sqlkv.StoreLimits(max_batch_keys=128), sqlkv.StoreLimits(max_batch_bytes=40_000)],
+    ids=["rivet-actor", "128-keys", "40-KB"],
+)
+def test_commits_larger_than_a_batch_stay_within_the_limits(backend, limits):
+    """FaultyStore raises LimitViolation on any call over the declared limits."""
+    base = sqlkv.MemoryStore()
+    store = FaultyStore(base, limits=limits)
+    with sqlkv.connect(store, "app.db", backend=backend) as db:
+        db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        before = store.calls
+        db.exec(BIG_TX.format(rows=2000))  # about 2 MB: far over one batch
+        staged_calls = store.calls - before
+        before = store.calls
+        db.run("INSERT INTO t(v) VALUES ('small')")
+        assert store.calls - before == 1  # a commit that fits is still one round trip
+        assert db.query("SELECT count(*) FROM t").rows == [(2001,)]
+    assert staged_calls > 10
+    assert not [k for k in base._data if k.startswith(b"\x09\x02")]
+    with sqlkv.connect(base, "app.db", backend=backend) as db:
+        assert db.query("SELECT count(*), sum(length(v)) FROM t").rows == [(2001, 2000 * 1000 + 5)]
+        assert db.query("PRAGMA integrity_check").rows == [("ok",)]
+
+
+def test_transaction_over_the_memory_bound_spills_and_commits(connect_db):
+    store = sqlkv.MemoryStore()
+    db = connect_db(store, max_dirty_bytes=64 * 1024, backend="pages")
+    db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    db.stats.reset()
+    db.exec(BIG_TX.format(rows=1000))
+    # Spilled during the transaction, then a staged commit: many round trips, one commit.
+    assert db.stats.commits == 1 and db.stats.round_trips > 5
+    assert db.query("SELECT count(*) FROM t").rows == [(1000,)]
+    # A rollback of a spilled transaction leaves the committed state.
+    db.exec("BEGIN; UPDATE t SET v = 'gone'; " + BIG_TX.format(rows=500).replace("BEGIN; ", "").replace("COMMIT;", "ROLLBACK;"))
+    assert db.query("SELECT count(*), min(v) = max(v) FROM t").rows == [(1000, 1)]
+
+
+def test_read_only_open_of_an_interrupted_commit_matches_recovery(backend):
+    """Crash a staged commit at every call; a read-only open (which writes
+    nothing) and a writable open (which finishes or discards) agree."""
+    limits = sqlkv.StoreLimits(max_batch_keys=16)
+
+    def workload(store):
+        with sqlkv.connect(store, "app.db", backend=backend) as db:
+            db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            db.exec(BIG_TX.format(rows=150))
+
+    dry = FaultyStore(FiveCallStore(), limits=limits)
+    workload(dry)
+    for n in range(1, dry.calls + 1):
+        base = FiveCallStore()
+        try:
+            workload(FaultyStore(base, crash_at=n, limits=limits))
+        except sqlkv.StoreError:
+            pass
+        before = dict(base.inner._data)
+        if not before:
+            continue
+        try:
+            with sqlkv.connect(base, "app.db", backend=backend, readonly=True) as db:
+                seen = db.query("SELECT count(*) FROM t").rows
+        except sqlkv.SqlError as exc:
+            assert "no such table" in str(exc)
+            seen = None
+        assert base.inner._data == before, f"read-only open at crash {n} wrote"
+        with sqlkv.connect(base, "app.db", backend=backend) as db:
+            try:
+                recovered = db.query("SELECT count(*) FROM t").rows
+            except sqlkv.SqlError:
+                recovered = None
+        assert seen == recovered and recovered in (None, [(0,)], [(150,)])
+
+
+def test_memory_stays_bounded_during_a_large_import(tmp_path):
+    """A 48 MiB import with a 2 MiB bound, into LMDB (whose memory is not
+    Python's): Python's peak allocation stays near the bound, not the import."""
+    import tracemalloc
+
+    store = sqlkv.LmdbStore(tmp_path / "data")
+    try:
+        with sqlkv.connect(store, "app.db", max_dirty_bytes=2 * 1024 * 1024, cache_bytes=1024 * 1024) as db:
+            db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+            tracemalloc.start()
+            db.exec(
+                "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 48000) "
+                "INSERT INTO t(v) SELECT zeroblob(1000) FROM n; COMMIT;"
+            )
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            assert db.query("SELECT count(*) FROM t").rows == [(48000,)]
+        assert peak < 12 * 1024 * 1024, f"peak Python allocation {peak} bytes"
+    finally:
+        store.close()
+
+
+def run_import(mib: int) -> dict:
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    result = subprocess.run(
+        [sys.executable, str(here / "import_memory.py"), str(mib)],
+        capture_output=True, text=True, cwd=here, timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_import_into_a_128_key_store_has_bounded_rss():
+    report = run_import(128)
+    assert report["rows"] == 128 * 1024 and report["quick_check"] == "ok"
+    assert report["max_rss_mib"] < 200, report
+
+
+@pytest.mark.slow
+def test_one_gib_import_into_a_128_key_store_has_bounded_rss():
+    """Measured: 1 GiB in one transaction, 15,830 round trips, peak RSS 116 MiB."""
+    report = run_import(1024)
+    assert report["rows"] == 1024 * 1024 and report["quick_check"] == "ok"
+    assert report["max_rss_mib"] < 200, report
