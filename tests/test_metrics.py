@@ -21,9 +21,9 @@ def same_counts(stats: sqlkv.Stats, meter: sqlkv.Stats) -> None:
         assert getattr(stats, name) == getattr(meter, name), name
 
 
-def test_stats_count_each_commit_as_one_round_trip():
+def test_stats_count_each_commit_as_one_round_trip(backend):
     store = metered(sqlkv.MemoryStore())
-    with sqlkv.connect(store, "app.db", backend="pages") as db:
+    with sqlkv.connect(store, "app.db", backend=backend) as db:
         db.stats.reset()
         store.meter.reset()
         db.exec("CREATE TABLE t(x)")
@@ -54,8 +54,8 @@ def test_a_scan_reads_ahead_hits_outnumber_misses(store_16mib):
         same_counts(stats, store.meter)
 
 
-def test_pragma_sqlkv_stats_is_db_stats_as_json():
-    with sqlkv.connect(sqlkv.MemoryStore(), "app.db", backend="pages") as db:
+def test_pragma_sqlkv_stats_is_db_stats_as_json(backend):
+    with sqlkv.connect(sqlkv.MemoryStore(), "app.db", backend=backend) as db:
         db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
         (row,) = db.query("PRAGMA sqlkv_stats").rows
         shown = json.loads(row[0])
@@ -66,8 +66,8 @@ def test_pragma_sqlkv_stats_is_db_stats_as_json():
                 "cache_misses", "store_seconds"} <= set(shown)
 
 
-async def test_pragma_sqlkv_stats_reset_through_the_async_api():
-    vfs = sqlkv.SqliteVfs(backend="pages")
+async def test_pragma_sqlkv_stats_reset_through_the_async_api(backend):
+    vfs = sqlkv.SqliteVfs(backend=backend)
     async with await vfs.open("app.db", sqlkv.MemoryStore()) as db:
         await db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
         assert db.stats.commits == 2
@@ -78,9 +78,9 @@ async def test_pragma_sqlkv_stats_reset_through_the_async_api():
         assert db.stats.commits == 1
 
 
-def test_store_seconds_is_time_waiting_on_the_store():
+def test_store_seconds_is_time_waiting_on_the_store(backend):
     store = metered(sqlkv.MemoryStore(), latency_ms=2)
-    with sqlkv.connect(store, "app.db", backend="pages") as db:
+    with sqlkv.connect(store, "app.db", backend=backend) as db:
         db.stats.reset()
         store.meter.reset()
         for i in range(5):
