@@ -31,23 +31,24 @@ def test_corrupt_database_opens_and_integrity_check_reports_it(backend):
     assert store._data == before
 
 
-def test_unknown_file_meta_version_is_refused_without_writing(backend):
+@pytest.mark.parametrize(
+    "meta, chunk_size, problem",
+    [
+        (b"\x01\x00\x00\x10", 4096, "FileMeta at key 09006170702e6462 is 4 bytes"),
+        (b"\x07\x00" + (8192).to_bytes(8, "little"), 4096, "unknown version 7"),
+        (b"\x01\x00" + (2**32 * 512 + 1).to_bytes(8, "little"), 512, r"beyond 2\^32 chunks"),
+    ],
+    ids=["wrong-length", "unknown-version", "too-large"],
+)
+def test_bad_file_meta_is_refused_without_writing(backend, meta, chunk_size, problem):
     store = sqlkv.MemoryStore()
-    with sqlkv.connect(store, "app.db", backend=backend) as db:
+    with sqlkv.connect(store, "app.db", chunk_size=chunk_size, backend=backend) as db:
         db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
-    store.put(b"\x09\x00app.db", b"\x07\x00" + store.get(b"\x09\x00app.db")[2:])
+    store.put(b"\x09\x00app.db", meta)
     before = dict(store._data)
-    with pytest.raises(sqlkv.CorruptError, match="unknown version 7"):
-        sqlkv.connect(store, "app.db", backend=backend)
+    with pytest.raises(sqlkv.CorruptError, match=problem):
+        sqlkv.connect(store, "app.db", chunk_size=chunk_size, backend=backend)
     assert store._data == before
-
-
-def test_file_meta_beyond_two_to_the_32_chunks_is_refused(backend):
-    store = sqlkv.MemoryStore()
-    store.put(b"\x09\x00app.db", b"\x01\x00" + (2**32 * 512 + 1).to_bytes(8, "little"))
-    with pytest.raises(sqlkv.CorruptError, match="beyond 2"):
-        sqlkv.connect(store, "app.db", chunk_size=512, backend=backend)
-    assert len(store) == 1
 
 
 def test_garbage_commit_record_is_a_clear_error(backend):

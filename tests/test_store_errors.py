@@ -118,14 +118,3 @@ def test_chunk_longer_than_chunk_size_is_corrupt(connect_db):
         db.query("SELECT * FROM t")
     store.put(key, before[key])
     assert store._data == before
-
-
-def test_bad_file_meta_is_refused_and_nothing_changes(backend):
-    store = sqlkv.MemoryStore()
-    with sqlkv.connect(store, "app.db", backend=backend) as db:
-        db.exec("CREATE TABLE t(x)")
-    store.put(b"\x09\x00app.db", b"\x01\x00\x00\x10")
-    before = dict(store._data)
-    with pytest.raises(sqlkv.CorruptError, match="FileMeta at key 09006170702e6462 is 4 bytes"):
-        sqlkv.connect(store, "app.db", backend=backend)
-    assert store._data == before

@@ -71,20 +71,13 @@ class SqliteVfs:
         return Database(engine, file_name, loop, worker)
 
 
-class Database:
-    """An open database (async). Made by :meth:`SqliteVfs.open`."""
+class OpenDatabase:
+    """What the async :class:`Database` and the sync :class:`~sqlkv.sync.Connection`
+    share: the engine behind them, its name, backend and counters."""
 
-    def __init__(
-        self, engine: Engine, name: str, loop: asyncio.AbstractEventLoop, worker: Worker
-    ) -> None:
-        self._engine = engine
-        self.name = name
-        self._loop = loop
-        self._worker = worker
-        self._closed = False
-        # Dropped without close(): close the engine on its thread and end the thread.
-        self._finalizer = weakref.finalize(self, worker.abandon, engine.close)
-        self._finalizer.atexit = False
+    _engine: Engine
+    name: str
+    _closed: bool
 
     @property
     def backend(self) -> str:
@@ -99,6 +92,22 @@ class Database:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class Database(OpenDatabase):
+    """An open database (async). Made by :meth:`SqliteVfs.open`."""
+
+    def __init__(
+        self, engine: Engine, name: str, loop: asyncio.AbstractEventLoop, worker: Worker
+    ) -> None:
+        self._engine = engine
+        self.name = name
+        self._loop = loop
+        self._worker = worker
+        self._closed = False
+        # Dropped without close(): close the engine on its thread and end the thread.
+        self._finalizer = weakref.finalize(self, worker.abandon, engine.close)
+        self._finalizer.atexit = False
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         # The worker runs calls one at a time in the order queued: no lock needed.

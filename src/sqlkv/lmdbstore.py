@@ -19,7 +19,7 @@ except ImportError as exc:  # sqlkv imports and works without it; only this stor
     _LMDB_MISSING = str(exc)
 
 from .errors import ConfigError, StoreError
-from .store import StoreLimits
+from .store import StoreLimits, expectations_hold
 
 _INITIAL_MAP_SIZE = 64 * 1024 * 1024
 _MAX_KEY_SIZE = 511  # LMDB's default compile-time key limit
@@ -173,7 +173,7 @@ class LmdbStore:
             self._check_key(k)
 
         def body(txn):
-            if expect and any(txn.get(k) != v for k, v in expect.items()):
+            if not expectations_hold(txn.get, expect):
                 return False
             for k in deletes:
                 txn.delete(k)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from .store import StoreLimits
+from .store import StoreLimits, expectations_hold
 
 
 class MemoryStore:
@@ -51,7 +51,7 @@ class MemoryStore:
         """Apply ``puts`` and ``deletes`` at once if every expectation holds."""
         with self._lock:
             data = self._data
-            if expect and any(data.get(k) != v for k, v in expect.items()):
+            if not expectations_hold(data.get, expect):
                 return False
             for k in deletes:
                 data.pop(k, None)

@@ -34,7 +34,7 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -107,6 +107,14 @@ def store_limits(store: object) -> StoreLimits:
     if not isinstance(limits, StoreLimits):
         raise ConfigError(f"store {type(store).__name__}.limits must be a StoreLimits")
     return limits
+
+
+def expectations_hold(get: Callable[[bytes], bytes | None], expect: dict[bytes, bytes | None] | None) -> bool:
+    """Whether every ``key: value`` of ``expect`` is what ``get`` finds (``None``: absent).
+
+    For stores implementing ``write_batch`` inside their own atomic step.
+    """
+    return not expect or all(get(key) == value for key, value in expect.items())
 
 
 def _as_value(value: object, key: bytes, call: str) -> bytes | None:

@@ -16,9 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 from .backends import open_engine
+from .database import OpenDatabase
 from .engine import Engine, QueryResult, RunResult
 from .errors import ClosedError
-from .metrics import Stats
 from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
 
 
@@ -46,7 +46,7 @@ def connect(
     return Connection(open_engine(options, store, file_name, readonly=readonly), file_name)
 
 
-class Connection:
+class Connection(OpenDatabase):
     """An open database (sync). Made by :func:`connect`."""
 
     def __init__(self, engine: Engine, name: str) -> None:
@@ -54,18 +54,6 @@ class Connection:
         self.name = name
         self._lock = threading.Lock()
         self._closed = False
-
-    @property
-    def backend(self) -> str:
-        return self._engine.backend
-
-    @property
-    def stats(self) -> Stats:
-        return self._engine.stats
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         with self._lock:
