@@ -9,6 +9,7 @@ import os
 from collections import Counter
 
 import sqlkv
+from sqlkv.bench import setup_16mib_sql
 
 
 class CountingStore:
@@ -94,12 +95,8 @@ def integrity(db_conn) -> list:
 def make_16mib(store, name: str = "bench.db", backend: str = "pages") -> None:
     """The WORKLOADS.md point-select database: 16,000 rows of 1,000-byte text."""
     with sqlkv.connect(store, name, backend=backend) as db:
-        db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
-        for start in range(0, 16000, 500):
-            values = ",".join(
-                f"({i + 1}, '{str(i + 1).rjust(1000, 'x')}')" for i in range(start, start + 500)
-            )
-            db.exec(f"BEGIN; INSERT INTO t(id, v) VALUES {values}; COMMIT;")
+        for sql in setup_16mib_sql():
+            db.exec(sql)
 
 
 def copy_store(store: sqlkv.MemoryStore) -> sqlkv.MemoryStore:

@@ -1,4 +1,4 @@
-"""Driving tests/worker.py processes from a test."""
+"""Driving tests/writer_process.py processes from a test."""
 
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-WORKER = str(Path(__file__).resolve().parent / "worker.py")
+WORKER = str(Path(__file__).resolve().parent / "writer_process.py")
 ANSWER_SECONDS = 60
 
 
 class Worker:
-    """A ``worker.py serve`` process holding (or trying to hold) one database."""
+    """A ``writer_process.py serve`` process holding (or trying to hold) one database."""
 
     def __init__(self, url: str, name: str, lease_seconds: float) -> None:
         self.process = subprocess.Popen(
@@ -55,7 +55,7 @@ def run_load(
     url: str, name: str, writer: str, *, seconds: float, max_commits: int, session: int = 0,
     lease_seconds: float = 5.0,
 ) -> subprocess.Popen:
-    """Start a ``worker.py load`` process; its JSON report is its only stdout line."""
+    """Start a ``writer_process.py load`` process; its JSON report is its only stdout line."""
     return subprocess.Popen(
         [sys.executable, WORKER, "load", url, name, str(lease_seconds), str(seconds),
          str(max_commits), writer, str(session)],

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import weakref
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -26,6 +26,7 @@ from .errors import ClosedError, Error
 from .lease import DEFAULT_LEASE_SECONDS
 from .metrics import Stats
 from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
+from .worker import Worker
 
 RowCallback = Callable[[list, list[str]], Any]
 
@@ -71,17 +72,16 @@ class SqliteVfs:
         ``readonly=True`` takes no lease and never writes.
         """
         loop = asyncio.get_running_loop()
-        worker = ThreadPoolExecutor(1, thread_name_prefix="sqlkv")
+        worker = Worker(loop)
         try:
-            engine = await loop.run_in_executor(
-                worker,
+            engine = await worker.submit(
                 partial(
                     open_engine, self.options, store, file_name,
                     readonly=readonly, loop=loop, lock_timeout=lock_timeout,
-                ),
+                )
             )
         except BaseException:
-            worker.shutdown(wait=False)
+            await worker.stop()
             raise
         return Database(engine, file_name, loop, worker)
 
@@ -113,25 +113,24 @@ class Database(OpenDatabase):
     """An open database (async). Made by :meth:`SqliteVfs.open`."""
 
     def __init__(
-        self, engine: Engine, name: str, loop: asyncio.AbstractEventLoop, worker: ThreadPoolExecutor
+        self, engine: Engine, name: str, loop: asyncio.AbstractEventLoop, worker: Worker
     ) -> None:
         self._engine = engine
         self.name = name
         self._loop = loop
         self._worker = worker
-        self._lock = asyncio.Lock()
         self._closed = False
+        # Dropped without close(): close the engine on its thread and end the thread.
+        self._finalizer = weakref.finalize(self, worker.abandon, engine.close)
+        self._finalizer.atexit = False
 
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        # The worker runs calls one at a time in the order queued: no lock needed.
         if self._closed:
             raise ClosedError(f"database {self.name!r} is closed")
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:
+        if asyncio.get_running_loop() is not self._loop:
             raise Error(f"database {self.name!r} was opened on another event loop")
-        async with self._lock:
-            if self._closed:
-                raise ClosedError(f"database {self.name!r} is closed")
-            return await loop.run_in_executor(self._worker, fn, *args)
+        return await self._worker.submit(fn, *args)
 
     async def exec(self, sql: str, callback: RowCallback | None = None) -> list[QueryResult]:
         """Run every statement of ``sql``; ``callback(row, columns)`` for each result row.
@@ -160,14 +159,14 @@ class Database(OpenDatabase):
         """Close the database; later calls raise :class:`ClosedError`. Closing twice is fine."""
         if self._closed:
             return
-        async with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            try:
-                await asyncio.get_running_loop().run_in_executor(self._worker, self._engine.close)
-            finally:
-                self._worker.shutdown(wait=False)
+        self._closed = True
+        self._finalizer.detach()
+        # Queued after every call made before it, so those still run first.
+        closing = self._worker.submit(self._engine.close)
+        try:
+            await closing
+        finally:
+            await self._worker.stop()
 
     async def __aenter__(self) -> "Database":
         return self

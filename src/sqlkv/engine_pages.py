@@ -99,8 +99,13 @@ class PagesEngine(EngineBase):
 
         cursor = self.conn.cursor()
         cursor.exec_trace = trace
+        # query/run: one statement, often the same text again with new params:
+        # worth APSW's statement cache. exec: a script, where caching each of
+        # its statements (keyed by the text that remains) cost 10.8 us against
+        # 3.3 us per statement for 100-statement scripts.
+        can_cache = single is not None
         try:
-            for row in cursor.execute(sql, params):
+            for row in cursor.execute(sql, params, can_cache=can_cache):
                 results[-1].rows.append(row)
         except _OneStatementOnly:
             raise more_than_one_statement(single) from None

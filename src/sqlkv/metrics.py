@@ -8,6 +8,7 @@ commits. Read them with ``db.stats()`` or ``PRAGMA sqlkv_stats``.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
 ROUND_TRIP_KINDS = ("get", "get_batch", "put", "put_batch", "delete_batch", "write_batch")
@@ -35,8 +36,21 @@ class Stats:
 
     def reset(self) -> None:
         """Set every counter back to zero."""
-        fresh = Stats()
-        self.__dict__.update(fresh.__dict__)
+        self.__dict__.update(type(self)().__dict__)
+
+    def count_read(self, keys: int, values: Iterable[bytes | None]) -> None:
+        """Account for ``keys`` keys read, answered with ``values`` (their bytes count)."""
+        self.keys_read += keys
+        self.bytes_read += sum(len(v) for v in values if v is not None)
+
+    def count_written(self, entries: Iterable[tuple[bytes, bytes]]) -> None:
+        """Account for ``entries`` written: their keys, and key plus value bytes."""
+        n = size = 0
+        for key, value in entries:
+            n += 1
+            size += len(key) + len(value)
+        self.keys_written += n
+        self.bytes_written += size
 
     def as_dict(self) -> dict:
         """A plain dict of the counters, with ``round_trips`` added."""

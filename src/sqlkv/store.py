@@ -223,9 +223,7 @@ class StoreClient:
 
     def get(self, key: bytes) -> bytes | None:
         value = _as_value(self._call("get", self.store.get, key), key, "get")
-        self.stats.keys_read += 1
-        if value is not None:
-            self.stats.bytes_read += len(value)
+        self.stats.count_read(1, (value,))
         return value
 
     def get_batch(self, keys: Sequence[bytes]) -> list[bytes | None]:
@@ -244,21 +242,19 @@ class StoreClient:
                 f"store get_batch returned {len(values)} values for {len(keys)} keys"
             )
         out = [_as_value(v, k, "get_batch") for k, v in zip(keys, values)]
-        self.stats.keys_read += len(keys)
-        self.stats.bytes_read += sum(len(v) for v in out if v is not None)
+        self.stats.count_read(len(keys), out)
         return out
 
     def put(self, key: bytes, value: bytes) -> None:
         self._call("put", self.store.put, key, value)
-        self.stats.keys_written += 1
-        self.stats.bytes_written += len(key) + len(value)
+        self.stats.count_written(((key, value),))
 
     def put_batch(self, entries: Iterable[tuple[bytes, bytes]]) -> None:
         entries = list(entries)
         if not entries:
             return
         self._call("put_batch", self.store.put_batch, entries)
-        self._count_puts(entries)
+        self.stats.count_written(entries)
 
     def delete_batch(self, keys: Iterable[bytes]) -> None:
         keys = list(keys)
@@ -288,7 +284,7 @@ class StoreClient:
                     f"store write_batch returned a {type(applied).__name__}, expected a bool"
                 )
             if applied:
-                self._count_puts(puts)
+                self.stats.count_written(puts)
                 self.stats.keys_deleted += len(deletes)
             return applied
         if expect:
@@ -299,7 +295,3 @@ class StoreClient:
         self.put_batch(puts)
         self.delete_batch(deletes)
         return True
-
-    def _count_puts(self, entries: list[tuple[bytes, bytes]]) -> None:
-        self.stats.keys_written += len(entries)
-        self.stats.bytes_written += sum(len(k) + len(v) for k, v in entries)

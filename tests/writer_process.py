@@ -1,12 +1,12 @@
 """A separate process that opens a database, for tests of several writers.
 
-    python worker.py serve STORE_URL NAME LEASE_SECONDS
+    python writer_process.py serve STORE_URL NAME LEASE_SECONDS
         Reads one JSON command per line on stdin and answers one JSON line:
         {"op": "open", "lock_timeout": 0}  {"op": "exec", "sql": "..."}
         {"op": "close"}  {"op": "exit"}. An answer is {"ok": true, "rows": [...]}
         or {"ok": false, "error": "LockedError", "message": "..."}.
 
-    python worker.py load STORE_URL NAME LEASE_SECONDS SECONDS MAX_COMMITS WRITER SESSION
+    python writer_process.py load STORE_URL NAME LEASE_SECONDS SECONDS MAX_COMMITS WRITER SESSION
         Commits rows (WRITER, i) one transaction each, for at most SECONDS and
         MAX_COMMITS commits, then prints one JSON line: the rows acknowledged,
         commits, store round trips, seconds. With SESSION > 0 the database is

@@ -1,0 +1,108 @@
+"""The worker thread behind the async API: order, errors, cancellation, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+
+import pytest
+
+import sqlkv
+from sqlkv.worker import Worker
+
+
+async def test_calls_run_one_at_a_time_in_the_order_made():
+    worker = Worker(asyncio.get_running_loop())
+    seen: list[int] = []
+    running = []
+
+    def job(i: int) -> int:
+        running.append(i)
+        assert len(running) == 1, "two calls ran at once"
+        time.sleep(0.001)
+        seen.append(i)
+        running.remove(i)
+        return i * i
+
+    results = await asyncio.wait_for(asyncio.gather(*(worker.submit(job, i) for i in range(30))), 30)
+    assert results == [i * i for i in range(30)]
+    assert seen == list(range(30))
+    await worker.stop()
+
+
+async def test_calls_run_off_the_event_loop_thread():
+    worker = Worker(asyncio.get_running_loop())
+    assert await worker.submit(threading.get_ident) != threading.get_ident()
+    await worker.stop()
+
+
+async def test_an_exception_reaches_the_caller_and_the_worker_goes_on():
+    worker = Worker(asyncio.get_running_loop())
+
+    def fail() -> None:
+        raise KeyError("nope")
+
+    with pytest.raises(KeyError, match="nope"):
+        await worker.submit(fail)
+    assert await worker.submit(lambda: 7) == 7
+    await worker.stop()
+
+
+async def test_a_cancelled_call_does_not_stop_the_next():
+    worker = Worker(asyncio.get_running_loop())
+    release = threading.Event()
+    slow = worker.submit(release.wait, 10)
+    slow.cancel()
+    release.set()
+    assert await asyncio.wait_for(worker.submit(lambda: "next"), 10) == "next"
+    await worker.stop()
+
+
+async def test_stop_runs_queued_calls_then_ends_the_thread_and_closes_its_pipes():
+    worker = Worker(asyncio.get_running_loop())
+    done = []
+    futures = [worker.submit(done.append, i) for i in range(5)]
+    fds = (worker._to_thread.read_fd, worker._to_loop.read_fd)
+    await worker.stop()
+    assert done == list(range(5)) and all(f.done() for f in futures)
+    worker._thread.join(10)
+    assert not worker._thread.is_alive()
+    for fd in fds:
+        with pytest.raises(OSError):
+            os.fstat(fd)
+    with pytest.raises(RuntimeError, match="stopped"):
+        worker.submit(lambda: None)
+
+
+async def test_database_close_waits_for_calls_made_before_it():
+    db = await sqlkv.SqliteVfs(backend="pages").open("app.db", sqlkv.MemoryStore())
+    await db.exec("CREATE TABLE t(k INTEGER PRIMARY KEY)")
+    pending = [asyncio.ensure_future(db.run(f"INSERT INTO t VALUES ({k})")) for k in range(20)]
+    await asyncio.sleep(0)  # let every insert be queued before close
+    await db.close()
+    assert all(p.done() and p.exception() is None for p in pending)
+    with pytest.raises(sqlkv.ClosedError):
+        await db.query("SELECT 1")
+
+
+async def test_a_database_dropped_without_close_closes_its_engine_and_ends_its_thread():
+    import gc
+
+    import apsw
+
+    db = await sqlkv.SqliteVfs(backend="pages").open("app.db", sqlkv.MemoryStore())
+    await db.exec("CREATE TABLE t(x)")
+    worker, engine = db._worker, db._engine
+    del db
+    gc.collect()
+    worker._thread.join(10)
+    assert not worker._thread.is_alive()
+    with pytest.raises(apsw.ConnectionClosedError):
+        engine.conn.execute("SELECT 1")
+    for _ in range(100):  # the loop releases the pipes when it sees the thread's end
+        if worker._released:
+            break
+        await asyncio.sleep(0.01)
+    assert worker._released
