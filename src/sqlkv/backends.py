@@ -14,7 +14,7 @@ import os
 from .engine import Engine
 from .errors import ConfigError
 from .layout import check_file_name
-from .lease import check_lease_options, take_lease
+from .lease import LeaseRequest, check_lease_options
 from .options import BACKENDS, Options
 from .store import StoreClient
 
@@ -86,19 +86,19 @@ def open_engine(
     check_lease_options(options.lease_seconds, lock_timeout)
     backend = resolve_backend(options.backend)
     client = StoreClient(store, loop=loop)
+    lease = None
+    if not readonly and options.lease_seconds is not None:
+        lease = LeaseRequest(
+            store, options.make_layout(file_name), file_name, options.lease_seconds, lock_timeout, loop
+        )
     try:
-        if not readonly and options.lease_seconds is not None:
-            layout = options.make_layout(file_name)
-            client.lease = take_lease(
-                store, layout, file_name, options.lease_seconds, lock_timeout, loop
-            )
         if backend == "pages":
             from .engine_pages import PagesEngine
 
-            return PagesEngine(client, options, file_name, readonly)
+            return PagesEngine(client, options, file_name, readonly, lease)
         from .engine_snapshot import SnapshotEngine
 
-        return SnapshotEngine(client, options, file_name, readonly)
+        return SnapshotEngine(client, options, file_name, readonly, lease)
     except BaseException:
         client.close()
         raise

@@ -206,7 +206,7 @@ class SqlkvSession(Session):
         self.backend = backend
         self.api = api
         # One writer, like the systems compared: no writer lease, which on a
-        # store with write_batch adds two round trips to an open and one to a close.
+        # store with write_batch adds a round trip to an open and one to a close.
         self.options: dict[str, Any] = {"backend": backend, "lease_seconds": None}
         if cache_bytes is not None:
             self.options["cache_bytes"] = cache_bytes

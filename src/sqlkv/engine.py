@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from .errors import ConfigError, Error, PinnedSettingError, SqlError
 from .kvfile import KvFile
+from .lease import LeaseRequest
 from .metrics import Stats
 from .options import Options
 from .storage import Storage
@@ -154,8 +155,16 @@ class EngineBase:
 
     backend = ""
 
-    def __init__(self, client: StoreClient, options: Options, name: str, readonly: bool) -> None:
+    def __init__(
+        self,
+        client: StoreClient,
+        options: Options,
+        name: str,
+        readonly: bool,
+        lease: LeaseRequest | None = None,
+    ) -> None:
         self.client = client
+        self._lease_request = lease
         self.stats = client.stats
         self.options = options
         self.name = name
@@ -175,7 +184,7 @@ class EngineBase:
             readonly=self.readonly,
             max_dirty_bytes=options.max_dirty_bytes,
         )
-        main = self.storage.open()
+        main = self.storage.open(self._lease_request)
         if self.readonly and not main.exists:
             raise Error(f"database {self.name!r} does not exist (opened read-only)")
         return main

@@ -10,18 +10,23 @@ on it. Two keys of sqlkv's own sit beside the database (``Layout.ext_key``):
   time in ms, u64) and the holder's token.
 
 Both are absent while nobody holds the lease, so a database that is closed
-holds only its layout's keys.
+holds only its layout's keys (and a failed open leaves the store as it was).
 
-Taking: read both keys (one ``get_batch``); if the expiry key is absent or
-past, one conditional ``write_batch`` sets generation + 1 and a new expiry,
-expecting both values just read, so of two writers racing for it one wins.
-Renewing (every third of the lease, on a thread of the lease's own): rewrite
-the expiry, expecting the generation key to still be ours. Releasing (at
-close, or when the open fails): delete both keys, same expectation; the next
-writer starts again at generation 1, with a token of its own.
+Taking: both keys are read in the database's first ``get_batch`` at open
+(see :meth:`Storage.open`); if the expiry key is absent or past, one
+conditional ``write_batch`` sets generation + 1 and a new expiry, expecting
+both values just read, so of two writers racing for it one wins. When the
+expiry key was absent, nobody could commit between that read and the take
+(every committer holds the lease), so what the same batch read is current;
+when it was there but past, its holder may still have committed until the
+take, so the database is read again. Renewing (every third of the lease, on
+a thread of the lease's own): rewrite the expiry, expecting the generation
+key to still be ours. Releasing (at close, or when the open fails): delete
+both keys, same expectation; the next writer starts again at generation 1,
+with a token of its own, so a writer fenced before never matches again.
 
 Fencing: every commit expects the generation key to hold ours
-(:attr:`Storage.fence`). A writer that lost its lease (paused past the expiry,
+(:attr:`StoreClient.fence`). A writer that lost its lease (paused past the expiry,
 cut off from the store) while another took it over is refused at its next
 commit with :class:`FencedError`, and nothing of that commit is written.
 
@@ -150,56 +155,81 @@ class Lease:
             self.client.close()
 
 
-def take_lease(
-    store: object,
-    layout: Layout,
-    name: str,
-    seconds: float,
-    wait: float = 0.0,
-    loop: asyncio.AbstractEventLoop | None = None,
-) -> Lease | None:
-    """Take the write lease of database ``name`` in ``store``, waiting up to
-    ``wait`` seconds for another writer's lease to end.
+class LeaseRequest:
+    """A writer's wish to take the lease of database ``name`` at open.
 
-    Raises :class:`LockedError` if another writer still holds it then.
-    Returns ``None`` for a store without ``write_batch`` (it cannot fence).
-    The lease has its own store client, so its round trips are not in the
-    database's ``stats``.
+    :meth:`Storage.open` reads :meth:`keys` in its first batch and hands the
+    values to :meth:`take`. ``wait`` is how long to wait for another writer's
+    lease to end; ``loop`` runs an async store's calls.
     """
-    client = StoreClient(store, loop=loop)
-    if not client.can_write_batch:
-        return None
-    try:
-        return _take(client, layout, name, seconds, wait)
-    except BaseException:
-        client.close()
-        raise
 
+    def __init__(
+        self,
+        store: object,
+        layout: Layout,
+        name: str,
+        seconds: float,
+        wait: float = 0.0,
+        loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        self.store = store
+        self.name = name
+        self.seconds = seconds
+        self.wait = wait
+        self.loop = loop
+        self.gen_key = layout.ext_key(name, EXT_LEASE)
+        self.expiry_key = layout.ext_key(name, EXT_LEASE, b"e")
 
-def _take(client: StoreClient, layout: Layout, name: str, seconds: float, wait: float) -> Lease:
-    gen_key = layout.ext_key(name, EXT_LEASE)
-    expiry_key = layout.ext_key(name, EXT_LEASE, b"e")
-    token = os.urandom(16)
-    deadline = time.monotonic() + wait
-    for _ in range(MAX_TAKE_RACES):
-        gen_value, expiry_value = client.get_batch([gen_key, expiry_key])
-        generation = _decode(gen_value, gen_key)[0] if gen_value is not None else 0
-        now = _now_ms()
-        expiry = _decode(expiry_value, expiry_key)[0] if expiry_value is not None else 0
-        if expiry <= now:
-            puts = [
-                (gen_key, _encode(generation + 1, token)),
-                (expiry_key, _encode(now + int(seconds * 1000), token)),
-            ]
-            if client.write_batch(puts, [], {gen_key: gen_value, expiry_key: expiry_value}):
-                return Lease(client, gen_key, expiry_key, generation + 1, token, seconds, name)
-            continue  # another writer wrote first: look again
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise LockedError(
-                f"database {name!r} is open for writing elsewhere (lease generation "
-                f"{generation}, ends in {(expiry - now) / 1000:.1f} s); open it with "
-                "readonly=True, or pass lock_timeout to wait for the lease"
-            )
-        time.sleep(min(left, (expiry - now) / 1000, POLL_SECONDS))
-    raise LockedError(f"database {name!r}: lost {MAX_TAKE_RACES} races for its lease to other writers")
+    def keys(self) -> list[bytes]:
+        return [self.gen_key, self.expiry_key]
+
+    def take(self, values: list[bytes | None]) -> tuple["Lease | None", bool]:
+        """Take the lease, given the values of :meth:`keys` just read.
+
+        Returns the lease (``None`` for a store without ``write_batch``: it
+        cannot fence) and whether what was read beside those values is still
+        current. Raises :class:`LockedError` if another writer still holds the
+        lease after ``wait`` seconds. The lease has a store client of its own,
+        so its round trips (renewals) are not in the database's ``stats``.
+        """
+        client = StoreClient(self.store, loop=self.loop)
+        if not client.can_write_batch:
+            return None, True
+        try:
+            return self._take(client, values)
+        except BaseException:
+            client.close()
+            raise
+
+    def _take(self, client: StoreClient, values: list[bytes | None]) -> tuple["Lease", bool]:
+        gen_key, expiry_key, name = self.gen_key, self.expiry_key, self.name
+        token = os.urandom(16)
+        deadline = time.monotonic() + self.wait
+        gen_value, expiry_value = values
+        first = True
+        for _ in range(MAX_TAKE_RACES):
+            if not first:
+                gen_value, expiry_value = client.get_batch([gen_key, expiry_key])
+            generation = _decode(gen_value, gen_key)[0] if gen_value is not None else 0
+            now = _now_ms()
+            expiry = _decode(expiry_value, expiry_key)[0] if expiry_value is not None else 0
+            if expiry <= now:
+                puts = [
+                    (gen_key, _encode(generation + 1, token)),
+                    (expiry_key, _encode(now + int(self.seconds * 1000), token)),
+                ]
+                if client.write_batch(puts, [], {gen_key: gen_value, expiry_key: expiry_value}):
+                    lease = Lease(client, gen_key, expiry_key, generation + 1, token, self.seconds, name)
+                    return lease, first and expiry_value is None
+                first = False
+                continue  # another writer wrote first: look again
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise LockedError(
+                    f"database {name!r} is open for writing elsewhere (lease generation "
+                    f"{generation}, ends in {(expiry - now) / 1000:.1f} s); open it with "
+                    "readonly=True, or pass lock_timeout to wait for the lease"
+                )
+            time.sleep(min(left, (expiry - now) / 1000, POLL_SECONDS))
+            first = False
+        raise LockedError(f"database {name!r}: lost {MAX_TAKE_RACES} races for its lease to other writers")

@@ -3,10 +3,13 @@
 The one object both engines talk to. It owns the store client, the layout,
 the chunk files (the database and, rarely, a journal beside it) and the commit
 step. Opening costs one round trip: the database's FileMeta, its journal's
-FileMeta and its first chunks come back in a single ``get_batch``.
+FileMeta, its first chunks (and a writer's lease keys) come back in a single
+``get_batch``; a writer then takes its lease in one conditional write.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 from . import journal as hot_journal
 from .commit import Committer
@@ -15,6 +18,9 @@ from .kvfile import KvFile
 from .layout import Layout, decode_file_meta
 from .metrics import Stats
 from .store import StoreClient
+
+if TYPE_CHECKING:
+    from .lease import LeaseRequest
 
 #: Bytes of the database read ahead at open, in the same round trip as its FileMeta:
 #: page 1 and the first root pages, enough for most queries' schema look-up.
@@ -44,8 +50,6 @@ class Storage:
         self.cache_bytes = cache_bytes
         self.readonly = readonly
         self.max_dirty_bytes = max_dirty_bytes
-        #: Expected store values that make every commit conditional (writer fencing).
-        self.fence: dict[bytes, bytes | None] | None = client.fence
         self.failure: BaseException | None = None
         limits = client.limits
         if limits.max_value_bytes is not None and chunk_size > limits.max_value_bytes:
@@ -63,14 +67,15 @@ class Storage:
             self.max_batch_chunks = min(self.max_batch_chunks or by_bytes, by_bytes)
         max_read = min(MAX_READ_AHEAD_CHUNKS, self.max_batch_chunks or MAX_READ_AHEAD_CHUNKS)
         self.max_read_chunks = max(1, min(max_read, cache_bytes // (4 * chunk_size)))
-        self.committer = Committer(client, layout, chunk_size, lambda: self.fence)
+        # Every commit is conditional on the writer's lease, once it holds one (writer fencing).
+        self.committer = Committer(client, layout, chunk_size, lambda: client.fence)
         self.main: KvFile | None = None
         self._files: dict[str, KvFile] = {}
         self._known_meta: dict[str, bytes | None] = {}
         # Files SQLite must not see (a journal already dealt with at open).
         self._hidden: set[str] = set()
 
-    def open(self) -> KvFile:
+    def open(self, lease: "LeaseRequest | None" = None) -> KvFile:
         """Open the database file: one round trip when nothing was left half done.
 
         Reads, in one ``get_batch``, the FileMeta of the database and of the
@@ -78,10 +83,18 @@ class Storage:
         whether a commit was interrupted, and the database's first chunks.
         An interrupted commit is then finished or discarded (see commit.py);
         a read-only open, which must not write, shows the state it leads to.
+
+        A writer's ``lease`` request is served in the same round trip: the
+        lease keys are read with the rest and the lease is taken (one
+        conditional write) before anything is recovered (see lease.py).
         """
         layout, name, committer = self.layout, self.main_name, self.committer
         names = [name, name + "-journal", name + "-wal"]
         keys = [layout.meta_key(n) for n in names] + committer.recovery_keys(name)
+        # A store without write_batch cannot fence: it opens without a lease.
+        take_lease = lease is not None and self.client.lease is None and self.client.can_write_batch
+        lease_keys = lease.keys() if take_lease else []
+        keys += lease_keys
         prefetch = range(max(1, min(16, OPEN_PREFETCH_BYTES // self.chunk_size)))
         if self.max_batch_chunks is not None:  # stay within one batch when the store allows
             prefetch = range(min(len(prefetch), max(0, self.max_batch_chunks - len(keys))))
@@ -89,7 +102,12 @@ class Storage:
         values = []
         for batch in committer.key_batches(keys):
             values += self.client.get_batch(batch)
-        metas, (record, piece0), chunks = values[:3], values[3:5], values[5:]
+        metas, (record, piece0) = values[:3], values[3:5]
+        chunks = values[5 + len(lease_keys):]
+        if take_lease:
+            self.client.lease, current = lease.take(values[5:7])
+            if not current:  # its last holder could have committed until now
+                return self.open()
         self._known_meta.update(zip(names, metas))
         main = None
         if record is not None or piece0 is not None:
