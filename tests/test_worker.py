@@ -106,3 +106,56 @@ async def test_a_database_dropped_without_close_closes_its_engine_and_ends_its_t
             break
         await asyncio.sleep(0.01)
     assert worker._released
+
+
+async def test_call_spins_only_for_sync_stores(backend):
+    from helpers import AsyncMemoryStore
+
+    vfs = sqlkv.SqliteVfs(backend=backend)
+    sync_db = await vfs.open("a.db", sqlkv.MemoryStore())
+    async_db = await vfs.open("a.db", AsyncMemoryStore())
+    try:
+        assert sync_db._worker._spin > 0
+        # An async store's coroutines run on the loop: the loop must never wait without sleeping.
+        assert async_db._worker._spin == 0
+        assert (await async_db.query("SELECT 1")).rows == [(1,)]
+    finally:
+        await sync_db.close()
+        await async_db.close()
+
+
+async def test_spinning_off_by_environment(monkeypatch):
+    monkeypatch.setenv("SQLKV_ASYNC_SPIN_US", "0")
+    worker = Worker(asyncio.get_running_loop())
+    try:
+        assert worker._spin == 0
+        assert await worker.call(lambda: 41 + 1) == 42
+    finally:
+        await worker.stop()
+
+
+async def test_call_returns_results_and_errors_in_order():
+    worker = Worker(asyncio.get_running_loop())
+    try:
+        results = [await worker.call(lambda i=i: i * i) for i in range(50)]
+        assert results == [i * i for i in range(50)]
+        with pytest.raises(ZeroDivisionError):
+            await worker.call(lambda: 1 / 0)
+        assert await worker.call(time.sleep, 0.002) is None  # longer than the spin: awaited
+    finally:
+        await worker.stop()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")
+async def test_worker_follows_the_loops_core():
+    import ctypes
+
+    worker = Worker(asyncio.get_running_loop())
+    try:
+        if not worker._follow:
+            pytest.skip("this system does not let a thread choose its core")
+        cpu = await worker.call(ctypes.CDLL(None).sched_getcpu)
+        assert os.sched_getaffinity(worker._thread.native_id) == {worker._cpu}
+        assert cpu == worker._cpu
+    finally:
+        await worker.stop()

@@ -83,6 +83,8 @@ class SqliteVfs:
         except BaseException:
             await worker.stop()
             raise
+        if engine.client.is_async:
+            worker.no_spin()
         return Database(engine, file_name, loop, worker)
 
 
@@ -130,7 +132,7 @@ class Database(OpenDatabase):
             raise ClosedError(f"database {self.name!r} is closed")
         if asyncio.get_running_loop() is not self._loop:
             raise Error(f"database {self.name!r} was opened on another event loop")
-        return await self._worker.submit(fn, *args)
+        return await self._worker.call(fn, *args)
 
     async def exec(self, sql: str, callback: RowCallback | None = None) -> list[QueryResult]:
         """Run every statement of ``sql``; ``callback(row, columns)`` for each result row.

@@ -10,9 +10,25 @@ itself (a locked queue, a condition variable, a wrapped concurrent future, a
 wake-up through the loop's self-pipe). Here each direction is a deque and a
 pipe used as a doorbell: the loop appends a call and rings, the thread appends
 the outcome and rings back; the loop watches its bell with ``add_reader`` and
-settles every finished call at once. Measured on a 2-core VM
-(benchmarks/async_overhead.py), the async API's added cost per ``SELECT 1``
-fell from about 230 µs to about 25 µs; see BENCHMARKS.md.
+settles every finished call at once.
+
+What a hand-off costs is mostly waking the other thread's core: on a VM whose
+idle cores halt, a wake-up across cores costs around 100 µs, within one core
+about 10 µs (benchmarks/thread_handoff.py). So on Linux the worker follows
+the event loop: before each call it is placed on the core the loop's thread
+runs on (only the worker's own affinity changes, never the caller's thread),
+and the loop, waiting on its bell, is woken on the core that just ran it. The
+calls run one at a time and the loop awaits each, so they lose no parallelism
+that mattered. ``SQLKV_WORKER_FOLLOWS_LOOP=0`` turns it off.
+
+The other wake-up is the loop's own: waiting in ``epoll`` for a call that
+takes 50 µs lets its core halt, and waking it costs more than the call. So
+:meth:`Worker.call` first waits a little without sleeping: up to
+``SQLKV_ASYNC_SPIN_US`` (default 100) microseconds, yielding the CPU and the
+GIL at every turn, it looks for the answer itself; a call that takes longer
+(a store round trip) is awaited as usual. The loop is thus held up to that
+long per call. A database on an async store never does it (its store's
+coroutines need the loop), and ``SQLKV_ASYNC_SPIN_US=0`` turns it off.
 """
 
 from __future__ import annotations
@@ -20,11 +36,39 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 _STOP = object()
+
+
+def _cpu_probe() -> Callable[[], int] | None:
+    """``sched_getcpu`` from the C library (Linux), or ``None`` where there is none."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    try:
+        import ctypes
+
+        getcpu = ctypes.CDLL(None).sched_getcpu
+    except (OSError, AttributeError):
+        return None
+    getcpu.restype = ctypes.c_int
+    getcpu.argtypes = []
+    return getcpu
+
+
+_sched_getcpu = _cpu_probe()
+
+_yield = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
+
+
+def _spin_seconds() -> float:
+    try:
+        return max(0.0, float(os.environ.get("SQLKV_ASYNC_SPIN_US", "100"))) / 1e6
+    except ValueError:
+        return 100 / 1e6
 
 
 class _Doorbell:
@@ -65,8 +109,9 @@ class _Doorbell:
 class Worker:
     """A thread running calls in order for the event loop ``loop`` (see the module docstring)."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, name: str = "sqlkv") -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, name: str = "sqlkv", spin: bool = True) -> None:
         self._loop = loop
+        self._spin = _spin_seconds() if spin else 0.0
         self._jobs: deque[tuple[asyncio.Future, Any, tuple]] = deque()
         self._done: deque[tuple[asyncio.Future, bool, Any]] = deque()
         self._to_thread = _Doorbell()
@@ -79,6 +124,10 @@ class Worker:
             self._watched = False
         self._stopping = False
         self._released = False
+        self._follow = _sched_getcpu is not None and os.environ.get(
+            "SQLKV_WORKER_FOLLOWS_LOOP", "1"
+        ) != "0"
+        self._cpu = -1
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -88,8 +137,43 @@ class Worker:
             raise RuntimeError("this worker is stopped")
         future = self._loop.create_future()
         self._jobs.append((future, fn, args))
+        if self._follow:
+            self._follow_loop()
         self._to_thread.ring()
         return future
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the thread and return its result (see the module docstring)."""
+        future = self.submit(fn, *args)
+        if self._spin:
+            deadline = time.perf_counter() + self._spin
+            done = self._done
+            while not done:
+                if time.perf_counter() >= deadline:
+                    break
+                _yield()
+            if done:
+                self._deliver()
+        return await future
+
+    def no_spin(self) -> None:
+        """Never wait for an answer without sleeping (the store's coroutines need the loop)."""
+        self._spin = 0.0
+
+    def _follow_loop(self) -> None:
+        """Place the worker on the core the loop runs on now (see the module docstring)."""
+        cpu = _sched_getcpu()
+        if cpu == self._cpu or cpu < 0:
+            return
+        tid = self._thread.native_id
+        if tid is None:
+            return
+        try:
+            os.sched_setaffinity(tid, {cpu})
+        except OSError:  # not allowed here (a container's policy): stop trying
+            self._follow = False
+            return
+        self._cpu = cpu
 
     async def stop(self) -> None:
         """Wait for the calls already queued, end the thread and release its pipes.
