@@ -74,3 +74,30 @@ def test_version_names_the_backend(capsys, monkeypatch):
 def test_no_command_prints_help(capsys):
     assert main([]) == 2
     assert "usage" in capsys.readouterr().out
+
+
+def test_exec_waits_for_the_lease_of_a_killed_command(tmp_path):
+    """A command killed mid-way leaves its lease until it expires; the next one waits."""
+    import signal
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import sqlkv, time, sys\n"
+         f"s = sqlkv.LmdbStore({str(tmp_path / 'sqlkv-data')!r})\n"
+         "db = sqlkv.connect(s, 'app.db', lease_seconds=1.5)\n"
+         "db.exec('CREATE TABLE t(x)')\n"
+         "print('ready', flush=True)\n"
+         "time.sleep(60)\n"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=30)
+        refused = run_cli("exec", "--lock-timeout", "0", "app.db", "INSERT INTO t VALUES (1)", cwd=tmp_path)
+        assert refused.returncode == 1 and "open for writing elsewhere" in refused.stderr
+        waited = run_cli("exec", "app.db", "INSERT INTO t VALUES (2); SELECT x FROM t", cwd=tmp_path)
+        assert waited.returncode == 0, waited.stderr
+        assert "2" in waited.stdout
+    finally:
+        holder.kill()

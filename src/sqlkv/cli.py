@@ -28,6 +28,9 @@ from .sync import connect
 from .urls import open_store
 
 DEFAULT_STORE = "lmdb://./sqlkv-data"
+#: Longer than a writer's lease (10 s), so a command never fails on the lease
+#: of one that was killed.
+DEFAULT_LOCK_TIMEOUT = 15.0
 
 
 def _store_url(args: argparse.Namespace) -> str:
@@ -45,7 +48,7 @@ def _cell(value: object) -> str:
 def cmd_exec(args: argparse.Namespace, out: Console) -> int:
     store = open_store(_store_url(args))
     try:
-        with connect(store, args.db, backend=args.backend) as db:
+        with connect(store, args.db, backend=args.backend, lock_timeout=args.lock_timeout) as db:
             results = db.exec(args.sql)
     finally:
         close = getattr(store, "close", None)
@@ -151,6 +154,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_exec.add_argument("sql", help="one or more SQL statements")
     p_exec.add_argument("--store", help=f"store URL (default {DEFAULT_STORE}, or $SQLKV_STORE)")
     p_exec.add_argument("--backend", choices=("pages", "snapshot"), help="engine to use")
+    p_exec.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=DEFAULT_LOCK_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for another writer's lease (default %(default)s: a lease "
+        "left by a command that was killed expires by then)",
+    )
     p_exec.set_defaults(func=cmd_exec)
 
     from .bench import APIS, SYSTEMS, WORKLOADS
