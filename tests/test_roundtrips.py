@@ -9,19 +9,8 @@ from __future__ import annotations
 import pytest
 
 import sqlkv
-from helpers import CountingStore, copy_store
-from sqlkv.layout import SeedLayout, decode_file_meta
+from helpers import CountingStore, copy_store, stored_chunks, stored_size
 
-LAYOUT = SeedLayout(9)
-
-
-def chunk_keys(store: sqlkv.MemoryStore, name: str) -> list[bytes]:
-    head = b"\x09\x01" + name.encode() + b"\x00"
-    return sorted(k for k in store._data if k.startswith(head))
-
-
-def file_size(store: sqlkv.MemoryStore, name: str) -> int:
-    return decode_file_meta(store.get(LAYOUT.meta_key(name)), 4096)
 
 
 def test_one_put_batch_per_write_transaction(connect_db):
@@ -88,7 +77,7 @@ def test_cold_point_query_on_16mib_takes_at_most_3_round_trips(store_16mib, back
             assert db.stats.bytes_read <= 64 * 1024, db.stats.bytes_read
         else:
             # snapshot loads the whole image at open, in as few batches as the store allows.
-            assert db.stats.bytes_read >= file_size(store_16mib, "bench.db")
+            assert db.stats.bytes_read >= stored_size(store_16mib, "bench.db")
 
 
 @pytest.mark.parametrize(
@@ -120,15 +109,15 @@ def test_shrink_leaves_no_chunk_past_the_end(connect_db):
         "CREATE TABLE t(v); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
         "WHERE i < 2000) INSERT INTO t SELECT randomblob(1000) FROM n;"
     )
-    big = file_size(store, "app.db")
-    assert len(chunk_keys(store, "app.db")) == big // 4096
+    big = stored_size(store, "app.db")
+    assert len(stored_chunks(store, "app.db")) == big // 4096
     db.exec("DELETE FROM t")
     db.exec("VACUUM")
-    small = file_size(store, "app.db")
+    small = stored_size(store, "app.db")
     assert small < big // 50
-    keys = chunk_keys(store, "app.db")
-    assert len(keys) == -(-small // 4096)
-    assert all(int.from_bytes(k[-4:], "big") * 4096 < small for k in keys)
+    chunks = stored_chunks(store, "app.db")
+    assert len(chunks) == -(-small // 4096)
+    assert all(i * 4096 < small for i in chunks)
     assert db.query("SELECT count(*) FROM t").rows == [(0,)]
 
 
@@ -144,8 +133,8 @@ def test_shrink_on_a_five_call_store(connect_db):
     store.reset()
     db.exec("VACUUM")
     assert store.calls["put_batch"] == 1 and store.calls["delete_batch"] == 1, store.calls
-    size = file_size(store.inner, "app.db")
-    assert len(chunk_keys(store.inner, "app.db")) == -(-size // 4096)
+    size = stored_size(store.inner, "app.db")
+    assert len(stored_chunks(store.inner, "app.db")) == -(-size // 4096)
 
 
 @pytest.mark.parametrize("pragma", ["journal_mode=WAL", "journal_mode=OFF", "journal_mode=DELETE",
