@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from .errors import ConfigError, Error, PinnedSettingError, SqlError
@@ -232,3 +233,43 @@ class EngineBase:
             self._discard()
         finally:
             self.client.close()
+
+    # -- for the DB-API (dbapi2.py) ------------------------------------------------
+
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (SQLite is not in autocommit mode)."""
+        return self.conn.in_transaction  # APSW's and sqlite3's connections both say
+
+    def last_run(self) -> RunResult:
+        """Rows changed by the last statement, and the last rowid inserted."""
+        return self._last_run()
+
+    # -- SQL functions of the caller's (for the DB-API's create_function) -------
+
+    def create_function(
+        self, name: str, num_params: int, func: Callable[..., Any] | None, deterministic: bool = False
+    ) -> None:
+        """Define (or with ``func=None`` remove) an SQL function, as ``sqlite3`` does.
+
+        Kept, and defined again when the database is reopened after a store failure.
+        """
+        self._functions = getattr(self, "_functions", {})
+        self._functions[(name, num_params)] = (func, deterministic)
+        self._functions_conn = None
+        self._restore_functions()
+
+    def _restore_functions(self) -> None:
+        """Define the caller's functions on SQLite's connection, if it is a new one."""
+        functions = getattr(self, "_functions", None)
+        conn = getattr(self, "conn", None)
+        if not functions or self._functions_conn is conn:
+            return
+        for (name, num_params), (func, deterministic) in functions.items():
+            self._define_function(name, num_params, func, deterministic)
+        self._functions_conn = conn
+
+    def _define_function(
+        self, name: str, num_params: int, func: Callable[..., Any] | None, deterministic: bool
+    ) -> None:
+        raise NotImplementedError

@@ -7,6 +7,8 @@ commits each transaction in one round trip (see vfs.py and kvfile.py).
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import apsw
@@ -18,6 +20,7 @@ from .engine import (
     RunResult,
     cannot_bind,
     check_pragma,
+    check_sql,
     is_blank_sql,
     more_than_one_statement,
     stats_pragma,
@@ -132,3 +135,110 @@ class PagesEngine(EngineBase):
 
     def _last_run(self) -> RunResult:
         return RunResult(self.conn.changes(), self.conn.last_insert_rowid())
+
+    # -- streaming, for the DB-API (dbapi2.py) ---------------------------------
+
+    def iterate(self, sql: str, params: Any = None) -> tuple[list[str], Iterator[tuple]]:
+        """Run one statement and return its column names and an iterator of its rows.
+
+        The statement has run to its first row (so errors such as a UNIQUE
+        violation are raised here); each further row is stepped only when the
+        iterator is asked for it, so a large result is never held whole.
+        Closing the iterator (or dropping it) ends the statement.
+        """
+        check_sql(sql)
+        self._ready()
+        self._restore_functions()
+        columns: list[str] = []
+        cursor = self.conn.cursor()
+        cursor.exec_trace = _one_statement_trace(sql, columns)
+        try:
+            with self._translated_errors("iterate"):
+                cursor.execute(sql, params, can_cache=True)
+        except BaseException:
+            cursor.close(True)
+            raise
+        rows = self._rows_of(cursor)
+        next(rows)
+        return columns, rows
+
+    def _rows_of(self, cursor: apsw.Cursor) -> Iterator[tuple]:
+        try:
+            yield ()  # primed by iterate(), so that close() always runs the finally
+            while True:
+                with self._translated_errors("iterate"):
+                    try:
+                        row = next(cursor)
+                    except StopIteration:
+                        return
+                yield row
+        finally:
+            cursor.close(True)
+
+    @contextmanager
+    def _translated_errors(self, call: str) -> Iterator[None]:
+        """What a failing statement raises, as ``sqlkv`` errors (see :meth:`_execute`)."""
+        try:
+            yield
+        except _OneStatementOnly:
+            raise more_than_one_statement(call) from None
+        except (StoreError, UnusableError) as exc:
+            self._broken = exc
+            if isinstance(exc, UnusableError) and isinstance(exc.__cause__, Error):
+                raise exc.__cause__ from exc.__cause__.__cause__
+            raise
+        except Error:
+            if self.storage.main is not None and self.storage.main.failed is not None:
+                self._broken = self.storage.main.failed
+            raise
+        except apsw.Error as exc:
+            raise SqlError(str(exc), getattr(exc, "extendedresult", None)) from exc
+        except KeyError as exc:
+            raise cannot_bind(f"no value supplied for parameter {exc.args[0]!r}") from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise cannot_bind(exc) from exc
+
+    def run_many(self, sql: str, seq_of_params: Iterable[Any]) -> int:
+        """Run one statement once per set of parameters; the rows it changed in all.
+
+        Rows the statement returns are discarded.
+        """
+        check_sql(sql)
+        self._ready()
+        self._restore_functions()
+        before = self.conn.total_changes()
+        cursor = self.conn.cursor()
+        cursor.exec_trace = _one_statement_trace(sql, [])
+        try:
+            with self._translated_errors("run_many"):
+                for _ in cursor.executemany(sql, seq_of_params, can_cache=True):
+                    pass
+        finally:
+            cursor.close(True)
+        return self.conn.total_changes() - before
+
+    def _define_function(
+        self, name: str, num_params: int, func: Callable[..., Any] | None, deterministic: bool
+    ) -> None:
+        self.conn.create_scalar_function(name, func, num_params, deterministic=deterministic)
+
+
+def _one_statement_trace(sql: str, columns: list[str]) -> Callable[[apsw.Cursor, str, Any], bool]:
+    """An APSW exec trace that refuses ``sql`` when it holds more than one
+    statement (before any runs) and puts the first one's column names in ``columns``."""
+    seen: list[str] = []
+
+    def trace(cursor: apsw.Cursor, statement: str, bindings: Any) -> bool:
+        if seen or is_blank_sql(statement):
+            return True  # seen: executemany runs the one statement again
+        at = sql.find(statement)
+        if at >= 0 and not is_blank_sql(sql[at + len(statement):]):
+            raise _OneStatementOnly()
+        seen.append(statement)
+        try:
+            columns.extend(d[0] for d in cursor.get_description())
+        except apsw.ExecutionCompleteError:
+            pass
+        return True
+
+    return trace

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from .engine import (
@@ -39,6 +41,7 @@ from .engine import (
     attach_refused,
     cannot_bind,
     check_pragma,
+    check_sql,
     more_than_one_statement,
     split_statements,
     stats_pragma,
@@ -313,3 +316,91 @@ class SnapshotEngine(EngineBase):
             main.write(image[i * cs : (i + 1) * cs], i * cs)
         main.sync()
         self._image = image
+
+    # -- streaming, for the DB-API (dbapi2.py) ---------------------------------
+
+    def iterate(self, sql: str, params: Any = None) -> tuple[list[str], Iterator[tuple]]:
+        """Run one statement and return its column names and an iterator of its rows.
+
+        As backend ``pages`` does: the statement has run to its first row, and
+        each further row is stepped when asked for. What the statement changed
+        is committed once it has ended (its rows all read, or the iterator
+        closed) and no transaction is open.
+        """
+        statement = self._one_statement(sql, "iterate")
+        if statement is None:
+            return [], iter(())
+        self._refusal = None
+        self._stats_request = _NO_REQUEST
+        cursor = self.conn.cursor()
+        try:
+            with self._translated_errors():
+                cursor.execute(statement, () if params is None else params)
+        except BaseException:
+            cursor.close()
+            self._commit_if_done()
+            raise
+        if self._stats_request is not _NO_REQUEST:
+            cursor.close()
+            text = stats_pragma(self.stats, self._stats_request)  # type: ignore[arg-type]
+            return [text], iter([(text,)])
+        description = cursor.description
+        rows = self._rows_of(cursor)
+        next(rows)
+        return [d[0] for d in description] if description else [], rows
+
+    def _one_statement(self, sql: str, call: str) -> str | None:
+        """The one statement of ``sql`` (``None`` if blank), the database ready to run it."""
+        check_sql(sql)
+        self._ready()
+        self._restore_functions()
+        statements = split_statements(sql)
+        if len(statements) > 1:
+            raise more_than_one_statement(call)
+        return statements[0] if statements else None
+
+    def _rows_of(self, cursor: sqlite3.Cursor) -> Iterator[tuple]:
+        try:
+            yield ()  # primed by iterate(), so that close() always runs the finally
+            while True:
+                with self._translated_errors():
+                    row = cursor.fetchone()
+                if row is None:
+                    return
+                yield row
+        finally:
+            cursor.close()
+            self._commit_if_done()
+
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        """What a failing statement raises, as ``sqlkv`` errors (see :meth:`_run_one`)."""
+        try:
+            yield
+        except (sqlite3.Error, sqlite3.Warning) as exc:
+            if self._refusal is not None:
+                raise self._refusal from None
+            raise SqlError(str(exc), getattr(exc, "sqlite_errorcode", None)) from exc
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise cannot_bind(exc) from exc
+
+    def run_many(self, sql: str, seq_of_params: Iterable[Any]) -> int:
+        """Run one statement once per set of parameters; the rows it changed in all."""
+        statement = self._one_statement(sql, "run_many")
+        if statement is None:
+            return 0
+        self._refusal = None
+        before = self.conn.total_changes
+        cursor = self.conn.cursor()
+        try:
+            with self._translated_errors():
+                cursor.executemany(statement, seq_of_params)
+        finally:
+            cursor.close()
+            self._commit_if_done()
+        return self.conn.total_changes - before
+
+    def _define_function(
+        self, name: str, num_params: int, func: Callable[..., Any] | None, deterministic: bool
+    ) -> None:
+        self.conn.create_function(name, num_params, func, deterministic=deterministic)
