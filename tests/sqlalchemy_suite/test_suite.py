@@ -1,0 +1,3 @@
+"""SQLAlchemy's compliance suite, every test of it, against the ``sqlkv`` dialect."""
+
+from sqlalchemy.testing.suite import *  # noqa: F401,F403
