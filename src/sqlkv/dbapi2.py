@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import itertools
 import os
 import sqlite3
 import time
@@ -704,52 +705,43 @@ class Cursor:
 
     # -- fetching ----------------------------------------------------------------------
 
-    def _next_row(self) -> Any:
+    def _take(self, count: int | None) -> list[Any]:
+        """Up to ``count`` more rows (all of them for ``None``), stepped out of SQLite now."""
         self._engine()
         rows = self._rows
         if rows is None:
-            return None
+            return []
         with _translated():
-            row = next(rows, None)
-        if row is None:
+            out = list(rows if count is None else itertools.islice(rows, count))
+        if count is None or len(out) < count:
             self._rows = None
             self._statement_done(self.connection._engine)
-            return None
         factory = self.row_factory
-        return row if factory is None else factory(self, row)
+        if factory is not None:
+            out = [factory(self, row) for row in out]
+        return out
 
     def fetchone(self) -> Any:
         """The next row, or ``None`` when there is none."""
-        return self._next_row()
+        got = self._take(1)
+        return got[0] if got else None
 
     def fetchmany(self, size: int | None = None) -> list[Any]:
         """Up to ``size`` (default :attr:`arraysize`) more rows."""
-        wanted = self.arraysize if size is None else size
-        out = []
-        while len(out) < wanted:
-            row = self._next_row()
-            if row is None:
-                break
-            out.append(row)
-        return out
+        return self._take(self.arraysize if size is None else max(size, 0))
 
     def fetchall(self) -> list[Any]:
         """Every remaining row."""
-        out = []
-        while True:
-            row = self._next_row()
-            if row is None:
-                return out
-            out.append(row)
+        return self._take(None)
 
     def __iter__(self) -> "Cursor":
         return self
 
     def __next__(self) -> Any:
-        row = self._next_row()
-        if row is None:
+        got = self._take(1)
+        if not got:
             raise StopIteration
-        return row
+        return got[0]
 
     def __enter__(self) -> "Cursor":
         return self

@@ -165,13 +165,8 @@ class PagesEngine(EngineBase):
     def _rows_of(self, cursor: apsw.Cursor) -> Iterator[tuple]:
         try:
             yield ()  # primed by iterate(), so that close() always runs the finally
-            while True:
-                with self._translated_errors("iterate"):
-                    try:
-                        row = next(cursor)
-                    except StopIteration:
-                        return
-                yield row
+            with self._translated_errors("iterate"):
+                yield from cursor
         finally:
             cursor.close(True)
 

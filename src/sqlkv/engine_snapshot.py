@@ -362,12 +362,8 @@ class SnapshotEngine(EngineBase):
     def _rows_of(self, cursor: sqlite3.Cursor) -> Iterator[tuple]:
         try:
             yield ()  # primed by iterate(), so that close() always runs the finally
-            while True:
-                with self._translated_errors():
-                    row = cursor.fetchone()
-                if row is None:
-                    return
-                yield row
+            with self._translated_errors():
+                yield from cursor
         finally:
             cursor.close()
             self._commit_if_done()
