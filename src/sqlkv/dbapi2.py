@@ -277,11 +277,11 @@ def _adapt(params: Any) -> Any:
     if params is None:
         return None
     if isinstance(params, Mapping):
-        if all(type(v) in _PLAIN for v in params.values()):
+        if _PLAIN.issuperset(map(type, params.values())):
             return params
         return {k: _adapt_value(v) for k, v in params.items()}
     if isinstance(params, (list, tuple)):
-        if all(type(v) in _PLAIN for v in params):
+        if _PLAIN.issuperset(map(type, params)):
             return params
         return tuple(_adapt_value(v) for v in params)
     return params  # not a sequence: the engine refuses it
