@@ -89,6 +89,12 @@ def script(module: Any, conn: Any) -> Log:
     step("many from generator", lambda: cur.executemany(
         "UPDATE t SET score = score * 2 WHERE name = ?", (("n%d" % i,) for i in range(3))) and None)
     state("after executemany update", cur)
+    step("trigger", lambda: conn.execute(
+        "CREATE TRIGGER audit AFTER UPDATE ON t BEGIN INSERT INTO t(name) VALUES ('t' || new.id); END"
+    ) and None)
+    step("many with trigger", lambda: cur.executemany(
+        "UPDATE t SET score = 1 WHERE name = ?", [("n5",), ("n6",), ("none",)]).rowcount)
+    step("drop trigger", lambda: conn.execute("DROP TRIGGER audit") and None)
     step("many select", lambda: cur.executemany("SELECT ?", [(1,)]))
     step("many unique", lambda: cur.executemany("INSERT INTO t(name) VALUES (?)", [("x",), ("a",)]))
     step("select", lambda: cur.execute("SELECT id, name, score, data FROM t ORDER BY id") and None)

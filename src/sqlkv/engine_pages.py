@@ -194,23 +194,36 @@ class PagesEngine(EngineBase):
             raise cannot_bind(exc) from exc
 
     def run_many(self, sql: str, seq_of_params: Iterable[Any]) -> int:
-        """Run one statement once per set of parameters; the rows it changed in all.
+        """Run one statement once per set of parameters; the rows it changed in all
+        (the sum of ``changes()`` after each, so rows changed by triggers do not count).
 
         Rows the statement returns are discarded.
         """
         check_sql(sql)
         self._ready()
         self._restore_functions()
-        before = self.conn.total_changes()
+        checked = _one_statement_trace(sql, [])
+        runs = [0, 0]  # executions seen, rows they changed (as sqlite3_changes counts: no trigger's)
+        last: list[Any] = [None, True]  # the last statement text traced, and whether it is blank
+
+        def trace(cursor: apsw.Cursor, statement: str, bindings: Any) -> bool:
+            if statement is not last[0]:
+                last[0], last[1] = statement, is_blank_sql(statement)
+            if not last[1]:
+                if runs[0]:
+                    runs[1] += self.conn.changes()  # the execution before this one
+                runs[0] += 1
+            return checked(cursor, statement, bindings)
+
         cursor = self.conn.cursor()
-        cursor.exec_trace = _one_statement_trace(sql, [])
+        cursor.exec_trace = trace
         try:
             with self._translated_errors("run_many"):
                 for _ in cursor.executemany(sql, seq_of_params, can_cache=True):
                     pass
         finally:
             cursor.close(True)
-        return self.conn.total_changes() - before
+        return runs[1] + (self.conn.changes() if runs[0] else 0)
 
     def _define_function(
         self, name: str, num_params: int, func: Callable[..., Any] | None, deterministic: bool

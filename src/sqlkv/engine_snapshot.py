@@ -381,20 +381,20 @@ class SnapshotEngine(EngineBase):
             raise cannot_bind(exc) from exc
 
     def run_many(self, sql: str, seq_of_params: Iterable[Any]) -> int:
-        """Run one statement once per set of parameters; the rows it changed in all."""
+        """Run one statement once per set of parameters; the rows it changed in all
+        (the sum of ``changes()`` after each, so rows changed by triggers do not count)."""
         statement = self._one_statement(sql, "run_many")
         if statement is None:
             return 0
         self._refusal = None
-        before = self.conn.total_changes
         cursor = self.conn.cursor()
         try:
             with self._translated_errors():
                 cursor.executemany(statement, seq_of_params)
+            return max(cursor.rowcount, 0)  # sqlite3's sum of changes() after each
         finally:
             cursor.close()
             self._commit_if_done()
-        return self.conn.total_changes - before
 
     def _define_function(
         self, name: str, num_params: int, func: Callable[..., Any] | None, deterministic: bool
