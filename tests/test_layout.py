@@ -102,3 +102,35 @@ def test_rivet_v2_layout_end_to_end(connect_db):
     assert all(k[:2] == b"\x08\x01" for k in store._data)
     db = connect_db(store, "actor.db", layout="rivet-v2")
     assert db.query("SELECT x FROM t").rows == [(42,)]
+
+
+def test_rivet_v2_refuses_a_kv_prefix_it_cannot_honour(connect_db):
+    """Issue 9 item 11. Reproduction: in one MemoryStore,
+    ``connect(store, "a.db", layout="rivet-v2")`` creates table ``a``; then
+    ``connect(store, "b.db", layout="rivet-v2", kv_prefix=2)`` opened and showed
+    table ``a``: the prefix (and the name) were silently ignored. Now the prefix
+    is refused before anything is read or written."""
+    store = sqlkv.MemoryStore()
+    db = connect_db(store, "a.db", layout="rivet-v2")
+    db.exec("CREATE TABLE a(x)")
+    db.close()
+    before = dict(store._data)
+    with pytest.raises(sqlkv.ConfigError, match="rivet-v2 has no prefix byte.*kv_prefix 2"):
+        sqlkv.connect(store, "b.db", layout="rivet-v2", kv_prefix=2)
+    with pytest.raises(sqlkv.ConfigError, match="kv_prefix 2"):
+        sqlkv.SqliteVfs(layout="rivet-v2", kv_prefix=2)
+    assert store._data == before
+
+
+def test_rivet_v2_names_only_label_the_one_database_per_key_space(connect_db):
+    """Layout rivet-v2 has no place for a file name: the store (key space) is the
+    database, and the name it is opened with is not part of any key (README,
+    Options). So opening another name in the same store opens that same
+    database, as documented, and no key holds either name."""
+    store = sqlkv.MemoryStore()
+    db = connect_db(store, "actor-1", layout="rivet-v2")
+    db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (7)")
+    db.close()
+    assert not any(b"actor" in key for key in store._data)
+    db = connect_db(store, "any-other-name.db", layout="rivet-v2")
+    assert db.query("SELECT x FROM t").rows == [(7,)]

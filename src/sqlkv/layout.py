@@ -7,8 +7,10 @@ Two layouts are supported (see the project's LAYOUT.md):
     chunk ``prefix 01 name 00 index(u32be)``
 
 ``rivet-v2``
-    One database per key space; the file name only selects a tag
-    (main 0, journal 1, WAL 2, shared memory 3).
+    One database per key space, with no prefix byte; the file name is not
+    part of any key: the main name only labels the database, and a file's
+    suffix beside it selects a tag (main 0, journal 1, WAL 2, shared memory 3).
+    ``kv_prefix`` cannot be honoured and is refused (options.py).
     meta  ``08 01 00 tag``
     chunk ``08 01 01 tag index(u32be)``
 
