@@ -1,11 +1,18 @@
-"""The byte layout of LAYOUT.md, checked against the keys actually written."""
+"""The byte layout of docs/layout.md, checked against the keys actually written."""
 
 from __future__ import annotations
+
+import struct
+from pathlib import Path
 
 import pytest
 
 import sqlkv
 from sqlkv.layout import (
+    EXT_COMMIT_RECORD,
+    EXT_LEASE,
+    EXT_STAGED_CHUNK,
+    EXT_STAGED_MANIFEST,
     RivetV2Layout,
     SeedLayout,
     decode_file_meta,
@@ -134,3 +141,29 @@ def test_rivet_v2_names_only_label_the_one_database_per_key_space(connect_db):
     assert not any(b"actor" in key for key in store._data)
     db = connect_db(store, "any-other-name.db", layout="rivet-v2")
     assert db.query("SELECT x FROM t").rows == [(7,)]
+
+
+def test_the_vectors_of_docs_layout_md_are_the_keys_the_code_makes():
+    """docs/layout.md gives test vectors; each must be what layout.py computes."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "layout.md").read_text()
+    seed, rivet = SeedLayout(9), RivetV2Layout("actor.db")
+    u32 = struct.Struct(">I").pack
+    keys = [
+        seed.meta_key("app.db"),
+        seed.chunk_key("app.db", 1),
+        seed.chunk_key("app.db", 0x01020304),
+        seed.ext_key("app.db", EXT_COMMIT_RECORD),
+        seed.ext_key("app.db", EXT_STAGED_MANIFEST, u32(0)),
+        seed.ext_key("app.db", EXT_STAGED_CHUNK, u32(5)),
+        seed.ext_key("app.db", EXT_LEASE),
+        seed.ext_key("app.db", EXT_LEASE, b"e"),
+        rivet.meta_key("actor.db"),
+        rivet.meta_key("actor.db-journal"),
+        rivet.chunk_key("actor.db", 1),
+        rivet.chunk_key("actor.db", 0x01020304),
+        rivet.ext_key("actor.db", EXT_COMMIT_RECORD),
+        rivet.ext_key("actor.db", EXT_LEASE, b"e"),
+        encode_file_meta(8192),
+    ]
+    for key in keys:
+        assert f"`{key.hex(' ')}`" in text, f"docs/layout.md lacks the vector {key.hex(' ')}"

@@ -2,7 +2,7 @@
 
     sqlkv exec [--store URL] DB "SQL"    run SQL, print result rows as tables
     sqlkv bench [--backend B] [--store URL] [--latency-ms N] [--workload W] [--format F]
-                                         the workloads of WORKLOADS.md, one JSON line each
+                                         the workloads of docs/workloads.md, one JSON line each
     sqlkv --version                      version, and the backend in use
 
 The default store is LMDB under ``./sqlkv-data`` (``$SQLKV_STORE`` overrides).
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench = sub.add_parser(
         "bench",
         help="run the benchmark workloads",
-        description="Run the workloads of WORKLOADS.md and print one JSON object per "
+        description="Run the workloads of docs/workloads.md and print one JSON object per "
         "workload (or a table). Counters cover the measured ops only.",
     )
     p_bench.add_argument(

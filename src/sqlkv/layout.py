@@ -1,6 +1,6 @@
 """Where a file's bytes live in the key-value store, byte for byte.
 
-Two layouts are supported (see the project's LAYOUT.md):
+Two layouts are supported (see docs/layout.md):
 
 ``seed`` (default)
     meta  ``prefix 00 name``
