@@ -93,7 +93,7 @@ def integrity(db_conn) -> list:
 
 
 def make_16mib(store, name: str = "bench.db", backend: str = "pages") -> None:
-    """The WORKLOADS.md point-select database: 16,000 rows of 1,000-byte text."""
+    """The docs/workloads.md point-select database: 16,000 rows of 1,000-byte text."""
     with sqlkv.connect(store, name, backend=backend) as db:
         for sql in setup_16mib_sql():
             db.exec(sql)

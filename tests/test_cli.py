@@ -65,6 +65,18 @@ def test_errors_are_clear_and_exit_nonzero(tmp_path):
     assert "Traceback" not in bad_sql.stderr + bad_url.stderr
 
 
+def test_data_and_errors_are_printed_literally_never_as_markup(tmp_path):
+    """Reproduction: ``sqlkv exec --store memory:// x.db 'SELECT * FROM [red]nope[/red]'``
+    crashed with rich's MarkupError (a traceback, no sqlkv error), since the
+    error text was read as rich markup; values and column names were too."""
+    bad = run_cli("exec", "--store", "memory://", "x.db", "SELECT * FROM [red]nope[/red]", cwd=tmp_path)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+    assert 'error: near "[/red]": syntax error' in bad.stderr
+    ok = run_cli("exec", "--store", "memory://", "x.db", "SELECT '[bold]v[/bold] [/]' AS \"[i]c\"", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    assert "[bold]v[/bold] [/]" in ok.stdout and "[i]c" in ok.stdout
+
+
 def test_version_names_the_backend(capsys, monkeypatch):
     monkeypatch.setenv("SQLKV_BACKEND", "pages")
     assert main(["--version"]) == 0

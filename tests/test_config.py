@@ -25,6 +25,8 @@ import sqlkv
         ({"backend": ""}, "backend"),
         ({"layout": "rivet-v3"}, "layout"),
         ({"layout": "rivet-v2", "chunk_size": 8192}, "chunk_size"),
+        ({"layout": "rivet-v2", "kv_prefix": 2}, "kv_prefix"),
+        ({"layout": "rivet-v2", "kv_prefix": 8}, "kv_prefix"),
         ({"cache_bytes": 0}, "cache_bytes"),
     ],
 )

@@ -1,11 +1,18 @@
-"""The byte layout of LAYOUT.md, checked against the keys actually written."""
+"""The byte layout of docs/layout.md, checked against the keys actually written."""
 
 from __future__ import annotations
+
+import struct
+from pathlib import Path
 
 import pytest
 
 import sqlkv
 from sqlkv.layout import (
+    EXT_COMMIT_RECORD,
+    EXT_LEASE,
+    EXT_STAGED_CHUNK,
+    EXT_STAGED_MANIFEST,
     RivetV2Layout,
     SeedLayout,
     decode_file_meta,
@@ -102,3 +109,61 @@ def test_rivet_v2_layout_end_to_end(connect_db):
     assert all(k[:2] == b"\x08\x01" for k in store._data)
     db = connect_db(store, "actor.db", layout="rivet-v2")
     assert db.query("SELECT x FROM t").rows == [(42,)]
+
+
+def test_rivet_v2_refuses_a_kv_prefix_it_cannot_honour(connect_db):
+    """Issue 9 item 11. Reproduction: in one MemoryStore,
+    ``connect(store, "a.db", layout="rivet-v2")`` creates table ``a``; then
+    ``connect(store, "b.db", layout="rivet-v2", kv_prefix=2)`` opened and showed
+    table ``a``: the prefix (and the name) were silently ignored. Now the prefix
+    is refused before anything is read or written."""
+    store = sqlkv.MemoryStore()
+    db = connect_db(store, "a.db", layout="rivet-v2")
+    db.exec("CREATE TABLE a(x)")
+    db.close()
+    before = dict(store._data)
+    with pytest.raises(sqlkv.ConfigError, match="rivet-v2 has no prefix byte.*kv_prefix 2"):
+        sqlkv.connect(store, "b.db", layout="rivet-v2", kv_prefix=2)
+    with pytest.raises(sqlkv.ConfigError, match="kv_prefix 2"):
+        sqlkv.SqliteVfs(layout="rivet-v2", kv_prefix=2)
+    assert store._data == before
+
+
+def test_rivet_v2_names_only_label_the_one_database_per_key_space(connect_db):
+    """Layout rivet-v2 has no place for a file name: the store (key space) is the
+    database, and the name it is opened with is not part of any key (README,
+    Options). So opening another name in the same store opens that same
+    database, as documented, and no key holds either name."""
+    store = sqlkv.MemoryStore()
+    db = connect_db(store, "actor-1", layout="rivet-v2")
+    db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (7)")
+    db.close()
+    assert not any(b"actor" in key for key in store._data)
+    db = connect_db(store, "any-other-name.db", layout="rivet-v2")
+    assert db.query("SELECT x FROM t").rows == [(7,)]
+
+
+def test_the_vectors_of_docs_layout_md_are_the_keys_the_code_makes():
+    """docs/layout.md gives test vectors; each must be what layout.py computes."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "layout.md").read_text()
+    seed, rivet = SeedLayout(9), RivetV2Layout("actor.db")
+    u32 = struct.Struct(">I").pack
+    keys = [
+        seed.meta_key("app.db"),
+        seed.chunk_key("app.db", 1),
+        seed.chunk_key("app.db", 0x01020304),
+        seed.ext_key("app.db", EXT_COMMIT_RECORD),
+        seed.ext_key("app.db", EXT_STAGED_MANIFEST, u32(0)),
+        seed.ext_key("app.db", EXT_STAGED_CHUNK, u32(5)),
+        seed.ext_key("app.db", EXT_LEASE),
+        seed.ext_key("app.db", EXT_LEASE, b"e"),
+        rivet.meta_key("actor.db"),
+        rivet.meta_key("actor.db-journal"),
+        rivet.chunk_key("actor.db", 1),
+        rivet.chunk_key("actor.db", 0x01020304),
+        rivet.ext_key("actor.db", EXT_COMMIT_RECORD),
+        rivet.ext_key("actor.db", EXT_LEASE, b"e"),
+        encode_file_meta(8192),
+    ]
+    for key in keys:
+        assert f"`{key.hex(' ')}`" in text, f"docs/layout.md lacks the vector {key.hex(' ')}"

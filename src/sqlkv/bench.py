@@ -1,4 +1,4 @@
-"""The benchmark behind ``sqlkv bench``: the five workloads of WORKLOADS.md.
+"""The benchmark behind ``sqlkv bench``: the five workloads of docs/workloads.md.
 
 Every system runs the same SQL strings, values inlined, on one database named
 ``bench.db``:
@@ -13,7 +13,7 @@ A store is metered at its door (:mod:`sqlkv.latency`), every call first
 sleeping ``latency_ms``; the counters are reset after each workload's setup,
 so only the measured ops count. The three 16 MiB workloads are one chain: a
 later one picked alone runs the earlier ones first, unmeasured, so it always
-starts from the state WORKLOADS.md describes.
+starts from the state docs/workloads.md describes.
 
 sqlkv opens ``bench.db`` without a writer lease (``lease_seconds=None``).
 
@@ -140,7 +140,7 @@ class Result:
         return self.store_seconds / self.kv_calls * 1000
 
     def as_dict(self) -> dict[str, Any]:
-        """The WORKLOADS.md fields, in its order, then ``chunks_written_per_op`` and
+        """The fields of docs/workloads.md, in its order, then ``chunks_written_per_op`` and
         ``round_trip_ms`` (the mean measured store call)."""
         rtt = self.round_trip_ms
         return {

@@ -2,7 +2,7 @@
 
     sqlkv exec [--store URL] DB "SQL"    run SQL, print result rows as tables
     sqlkv bench [--backend B] [--store URL] [--latency-ms N] [--workload W] [--format F]
-                                         the workloads of WORKLOADS.md, one JSON line each
+                                         the workloads of docs/workloads.md, one JSON line each
     sqlkv --version                      version, and the backend in use
 
 The default store is LMDB under ``./sqlkv-data`` (``$SQLKV_STORE`` overrides).
@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__
 from .backends import resolve_backend
@@ -37,12 +38,13 @@ def _store_url(args: argparse.Namespace) -> str:
     return args.store or os.environ.get("SQLKV_STORE") or DEFAULT_STORE
 
 
-def _cell(value: object) -> str:
+def _cell(value: object) -> Text:
+    """A result value as literal text: data is never read as rich markup."""
     if value is None:
-        return "NULL"
+        return Text("NULL")
     if isinstance(value, bytes):
-        return "x'" + value.hex() + "'"
-    return str(value)
+        return Text("x'" + value.hex() + "'")
+    return Text(str(value))
 
 
 def cmd_exec(args: argparse.Namespace, out: Console) -> int:
@@ -57,7 +59,9 @@ def cmd_exec(args: argparse.Namespace, out: Console) -> int:
     for result in results:
         if not result.columns:
             continue
-        table = Table(*result.columns, show_edge=True, header_style="bold")
+        table = Table(show_edge=True, header_style="bold")
+        for column in result.columns:
+            table.add_column(Text(column))
         for row in result.rows:
             table.add_row(*(_cell(v) for v in row))
         out.print(table)
@@ -169,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_bench = sub.add_parser(
         "bench",
         help="run the benchmark workloads",
-        description="Run the workloads of WORKLOADS.md and print one JSON object per "
+        description="Run the workloads of docs/workloads.md and print one JSON object per "
         "workload (or a table). Counters cover the measured ops only.",
     )
     p_bench.add_argument(
@@ -211,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             backend = resolve_backend()
         except Error as exc:
             backend = f"none ({exc})"
-        out.print(f"sqlkv {__version__} (backend: {backend})")
+        out.print(Text(f"sqlkv {__version__} (backend: {backend})"))
         return 0
     if not getattr(args, "func", None):
         parser.print_help()
@@ -219,9 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args, out)
     except Error as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False)
+        # Messages quote SQL, names and store errors: print them as literal text.
+        err.print(Text.assemble(("error:", "bold red"), f" {exc}"))
         if exc.__cause__ is not None:
-            err.print(f"  caused by: {type(exc.__cause__).__name__}: {exc.__cause__}", highlight=False)
+            err.print(Text(f"  caused by: {type(exc.__cause__).__name__}: {exc.__cause__}"))
         return 1
 
 

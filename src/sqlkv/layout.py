@@ -1,14 +1,16 @@
 """Where a file's bytes live in the key-value store, byte for byte.
 
-Two layouts are supported (see the project's LAYOUT.md):
+Two layouts are supported (see docs/layout.md):
 
 ``seed`` (default)
     meta  ``prefix 00 name``
     chunk ``prefix 01 name 00 index(u32be)``
 
 ``rivet-v2``
-    One database per key space; the file name only selects a tag
-    (main 0, journal 1, WAL 2, shared memory 3).
+    One database per key space, with no prefix byte; the file name is not
+    part of any key: the main name only labels the database, and a file's
+    suffix beside it selects a tag (main 0, journal 1, WAL 2, shared memory 3).
+    ``kv_prefix`` cannot be honoured and is refused (options.py).
     meta  ``08 01 00 tag``
     chunk ``08 01 01 tag index(u32be)``
 
