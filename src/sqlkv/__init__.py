@@ -30,7 +30,15 @@ from .errors import (
 from .lmdbstore import LmdbStore
 from .memory import MemoryStore
 from .metrics import Stats
-from .store import RIVET_ACTOR_LIMITS, KvStore, StoreLimits
+from .store import (
+    RIVET_ACTOR_LIMITS,
+    AnyKvStore,
+    AsyncKvStore,
+    KvStore,
+    StoreCapabilities,
+    StoreLimits,
+    store_capabilities,
+)
 from .sync import Connection, connect
 from .urls import open_store
 
@@ -48,6 +56,8 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'sqlkv' has no attribute {name!r}")
 
 __all__ = [
+    "AnyKvStore",
+    "AsyncKvStore",
     "AsyncRedisStore",
     "ClosedError",
     "ConfigError",
@@ -68,6 +78,7 @@ __all__ = [
     "SqlError",
     "SqliteVfs",
     "Stats",
+    "StoreCapabilities",
     "StoreError",
     "StoreLimitError",
     "StoreLimits",
@@ -75,5 +86,6 @@ __all__ = [
     "UnusableError",
     "connect",
     "open_store",
+    "store_capabilities",
     "resolve_backend",
 ]

@@ -36,7 +36,7 @@ from typing import Any
 from .errors import ConfigError, Error
 from .latency import Meter, metered
 from .layout import decode_file_meta, make_layout
-from .store import StoreClient
+from .store import AnyKvStore, StoreClient
 
 DB_NAME = "bench.db"
 
@@ -296,7 +296,7 @@ class Sqlite3FileSession(Session):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def fresh_store(url: str) -> tuple[object, Callable[[], None]]:
+def fresh_store(url: str) -> tuple[AnyKvStore, Callable[[], None]]:
     """A store from ``url`` holding no ``bench.db``, and what to call when done with it.
 
     ``memory://`` is a new store; ``lmdb://DIR`` a new LMDB environment in a
@@ -318,7 +318,7 @@ def fresh_store(url: str) -> tuple[object, Callable[[], None]]:
     return store, lambda: None
 
 
-def _delete_database(store: object) -> None:
+def _delete_database(store: AnyKvStore) -> None:
     """Delete ``bench.db`` (and a journal beside it) from ``store``."""
     layout = make_layout("seed", 9, DB_NAME)
     client = StoreClient(store)

@@ -14,13 +14,12 @@ when the inner store has it, its ``write_batch`` call.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 from dataclasses import dataclass
 
 from .errors import ConfigError
 from .metrics import Stats
-from .store import STORE_METHODS
+from .store import store_capabilities
 
 
 @dataclass
@@ -41,10 +40,9 @@ class MeteredStore:
         self.latency = latency_ms / 1000.0
         self.chunk_prefix = chunk_prefix
         self.meter = Meter()
-        limits = getattr(inner, "limits", None)
-        if limits is not None:
-            self.limits = limits
-        if callable(getattr(inner, "write_batch", None)):
+        self.inner_capabilities = capabilities = store_capabilities(inner)
+        self.limits = capabilities.limits
+        if capabilities.write_batch:
             self.write_batch = self._write_batch
 
     def _call(self, kind: str, *args: object) -> object:
@@ -95,9 +93,8 @@ class MeteredStore:
         return self._call("write_batch", puts, deletes, expect)
 
     def close(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            close()
+        if self.inner_capabilities.close:
+            self.inner.close()
 
 
 class AsyncMeteredStore(MeteredStore):
@@ -140,5 +137,5 @@ def metered(store: object, latency_ms: float = 0.0, chunk_prefix: bytes = b"") -
     """
     if latency_ms < 0:
         raise ConfigError(f"latency_ms must not be negative, not {latency_ms}")
-    is_async = any(inspect.iscoroutinefunction(getattr(store, m, None)) for m in STORE_METHODS)
+    is_async = store_capabilities(store).is_async
     return (AsyncMeteredStore if is_async else MeteredStore)(store, latency_ms, chunk_prefix)

@@ -65,7 +65,7 @@ from collections import OrderedDict
 
 from .errors import ConfigError, CorruptError, Error, LockedError
 from .layout import EXT_LEASE, Layout
-from .store import StoreClient
+from .store import AnyKvStore, StoreClient
 
 DEFAULT_LEASE_SECONDS = 10.0
 #: The longest a writer waiting for a lease sleeps before looking again.
@@ -224,7 +224,7 @@ class LeaseRequest:
 
     def __init__(
         self,
-        store: object,
+        store: AnyKvStore,
         layout: Layout,
         name: str,
         seconds: float,

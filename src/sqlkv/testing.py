@@ -37,7 +37,7 @@ import random
 import time
 from collections.abc import Sequence
 
-from .store import StoreLimits, store_limits
+from .store import StoreLimits, store_capabilities
 
 
 class InjectedFault(Exception):
@@ -70,12 +70,13 @@ class FaultyStore:
         self.lose_reply = lose_reply
         self.fail_at = fail_at
         self.crash_at = crash_at
-        self.limits = limits if limits is not None else store_limits(inner)
+        capabilities = store_capabilities(inner)
+        self.limits = limits if limits is not None else capabilities.limits
         self.latency = latency_ms / 1000.0
         self.calls = 0
         self.crashed = False
         self._random = random.Random(seed)
-        if self.limits.atomic_batches and callable(getattr(inner, "write_batch", None)):
+        if self.limits.atomic_batches and capabilities.write_batch:
             self.write_batch = self._write_batch
 
     # -- fault plumbing ----------------------------------------------------------

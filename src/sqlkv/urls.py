@@ -6,15 +6,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .errors import ConfigError
+from .store import KvStore
 
 
-def _memory(url: str) -> object:
+def _memory(url: str) -> KvStore:
     from .memory import MemoryStore
 
     return MemoryStore()
 
 
-def _lmdb(url: str) -> object:
+def _lmdb(url: str) -> KvStore:
     from .lmdbstore import LmdbStore
 
     rest = url.split("://", 1)[1]
@@ -23,7 +24,7 @@ def _lmdb(url: str) -> object:
     return LmdbStore(rest)
 
 
-def _redis(url: str) -> object:
+def _redis(url: str) -> KvStore:
     try:
         from .redis_store import RedisStore
     except ImportError as exc:  # redis is the optional extra [redis]
@@ -34,7 +35,7 @@ def _redis(url: str) -> object:
 
 
 #: URL scheme -> function of the whole URL that opens the store.
-SCHEMES: dict[str, Callable[[str], object]] = {
+SCHEMES: dict[str, Callable[[str], KvStore]] = {
     "memory": _memory,
     "lmdb": _lmdb,
     "redis": _redis,
@@ -44,7 +45,7 @@ SCHEMES: dict[str, Callable[[str], object]] = {
 }
 
 
-def open_store(url: str) -> object:
+def open_store(url: str) -> KvStore:
     """The store a URL names. Unknown schemes are refused with the list of known ones."""
     if not isinstance(url, str) or "://" not in url:
         raise ConfigError(
