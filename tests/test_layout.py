@@ -15,6 +15,7 @@ from sqlkv.layout import (
     EXT_STAGED_MANIFEST,
     RivetV2Layout,
     SeedLayout,
+    database_of,
     decode_file_meta,
     encode_file_meta,
 )
@@ -56,6 +57,23 @@ def test_rivet_v2_keys():
     assert layout.chunk_key("actor.db-wal", 7) == bytes([0x08, 0x01, 0x01, 2, 0, 0, 0, 7])
     with pytest.raises(sqlkv.ConfigError, match="no place for file"):
         layout.meta_key("other.db")
+
+
+def test_database_of_names_the_database_of_every_key_a_database_writes(connect_db):
+    """Every key of a seed database, its journal's and sqlkv's own name it; rivet-v2 keys name none."""
+    store = sqlkv.MemoryStore()
+    with connect_db(store, "app.db") as db:  # a writer: its lease keys are there while it is open
+        db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(9000))")
+        keys = list(store.scan(b""))
+    assert len(keys) > 3 and {database_of(k) for k in keys} == {b"\x09app.db"}
+    seed = SeedLayout(200)
+    assert database_of(seed.chunk_key("x.db-shm", 5)) == b"\xc8x.db"
+    assert database_of(seed.meta_key("-wal")) == b"\xc8-wal"  # a suffix alone is a name
+    assert database_of(seed.ext_key("x.db-journal", EXT_STAGED_CHUNK, b"\x00\x00\x00\x01")) == b"\xc8x.db"
+    rivet = RivetV2Layout("app.db")
+    rivet_keys = [rivet.meta_key("app.db"), rivet.chunk_key("app.db-wal", 7), rivet.ext_key("app.db", EXT_LEASE)]
+    odd = [b"", b"\x09", b"\x09\x07junk", b"\x09\x01app.db", b"\x09\x02\x00c"]
+    assert [database_of(k) for k in rivet_keys + odd] == [None] * 8
 
 
 def test_keys_written_follow_the_seed_layout(connect_db):

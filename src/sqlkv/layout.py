@@ -22,6 +22,10 @@ layout uses for its own data, so other implementations never see them:
 ``rivet-v2``  ``08 01 F0 tag kind suffix``
 
 The FileMeta value is 10 bytes: u16le version (1) and u64le file size.
+
+Which database a key belongs to is decided here too (:func:`database_of`), so
+that a store that groups keys by database (Redis Cluster hash tags) needs no
+knowledge of the layouts' bytes.
 """
 
 from __future__ import annotations
@@ -128,8 +132,38 @@ class SeedLayout(Layout):
     def ext_key(self, file_name: str, kind: bytes, suffix: bytes = b"") -> bytes:
         return self.prefix + b"\x02" + self._name(file_name) + b"\x00" + kind + suffix
 
+    @staticmethod
+    def database_of(key: bytes) -> bytes | None:
+        """The database a key of this layout belongs to: its prefix byte and the
+        main file's name (a sidecar's suffix taken off), or ``None`` for a key
+        of another shape."""
+        if len(key) < 3:
+            return None
+        kind = key[1]
+        if kind == 0x00:  # meta: prefix 00 name
+            name = key[2:]
+        elif kind == 0x01:  # chunk: prefix 01 name 00 index(4)
+            if len(key) < 8 or key[-5] != 0:
+                return None
+            name = key[2:-5]
+        elif kind == 0x02:  # sqlkv's own: prefix 02 name 00 kind suffix
+            end = key.find(b"\x00", 2)
+            if end < 3:
+                return None
+            name = key[2:end]
+        else:
+            return None
+        if b"\x00" in name:
+            return None
+        for suffix in SIDECAR_SUFFIXES:
+            if name.endswith(suffix) and len(name) > len(suffix):
+                return key[:1] + name[: -len(suffix)]
+        return key[:1] + name
+
 
 RIVET_TAGS = {"": 0, "-journal": 1, "-wal": 2, "-shm": 3}
+#: The files SQLite keeps beside a database, by the suffix of their name.
+SIDECAR_SUFFIXES = tuple(suffix.encode() for suffix in RIVET_TAGS if suffix)
 
 
 class RivetV2Layout(Layout):
@@ -159,8 +193,37 @@ class RivetV2Layout(Layout):
     def ext_key(self, file_name: str, kind: bytes, suffix: bytes = b"") -> bytes:
         return bytes((0x08, 0x01, 0xF0, self.tag(file_name))) + kind + suffix
 
+    @staticmethod
+    def is_key(key: bytes) -> bool:
+        """Whether ``key`` has a shape of this layout (``08 01`` then meta, chunk
+        or sqlkv's own key of file tag 0..3). Bytes ``F0`` then ``00``..``03``
+        are not UTF-8, so no ``seed`` key reads this way except a chunk key
+        of a ``seed`` file named ``"\\x01"``, which is taken for this layout's."""
+        if len(key) < 4 or key[0] != 0x08 or key[1] != 0x01 or key[3] > 3:
+            return False
+        kind = key[2]
+        return (kind == 0x00 and len(key) == 4) or (kind == 0x01 and len(key) == 8) or (
+            kind == 0xF0 and len(key) > 4
+        )
+
 
 LAYOUTS = ("seed", "rivet-v2")
+
+
+def database_of(key: bytes) -> bytes | None:
+    """The part of any store key that names the database it belongs to, or ``None``.
+
+    For a key of layout ``seed``: its prefix byte and the main file's name,
+    the same for the database's sidecars (journal, WAL, shared memory) and
+    for sqlkv's own keys beside them, so a store can keep one database's keys
+    together (Redis Cluster hash tags). ``None`` for a key of layout
+    ``rivet-v2``, whose key space is the database (no byte of the key names
+    it), and for a key of no layout. The answer for a key never changes:
+    stores place existing data by it.
+    """
+    if RivetV2Layout.is_key(key):
+        return None
+    return SeedLayout.database_of(key)
 
 
 def make_layout(layout: str, kv_prefix: int, main_name: str) -> Layout:
