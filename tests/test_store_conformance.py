@@ -7,8 +7,9 @@ wrappers (FaultyStore without faults, MeteredStore, the tests' CountingStore
 and AsyncMemoryStore). A store that breaks the contract here would break the
 engine in ways far harder to see, so the contract is pinned down in one place:
 the five calls, ``None`` for a missing key, batch answers in key order,
-bytes in and bytes out, and, for stores that have it, the atomic conditional
-``write_batch``.
+bytes in and bytes out, the capabilities each store declares (what
+:func:`sqlkv.store_capabilities` finds is what the store does), and, for
+stores that have it, the atomic conditional ``write_batch``.
 
 The keys are those of one database of layout ``seed`` (a Redis Cluster keeps
 one database's keys in one hash slot, so its batches can be atomic).
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 
 import sqlkv
-from helpers import AsyncMemoryStore, CountingStore, unique_namespace
+from helpers import AsyncMemoryStore, CountingStore, FiveCallStore, unique_namespace
 from sqlkv.latency import MeteredStore
 from sqlkv.layout import SeedLayout
 from sqlkv.testing import FaultyStore
@@ -49,15 +50,28 @@ def chunk(i: int) -> bytes:
     return LAYOUT.chunk_key(NAME, i)
 
 
+#: What each kind of store offers beyond the five calls: (is_async, write_batch, scan, close).
+CAPABILITIES = {
+    "memory": (False, True, True, True),
+    "lmdb": (False, True, True, True),
+    "redis": (False, True, True, True),
+    "redis-cluster": (False, True, True, True),
+    "async-redis": (True, True, True, True),
+    "faulty": (False, True, True, True),
+    "metered": (False, True, False, True),
+    "counting": (False, False, False, True),
+    "async-memory": (True, False, False, True),
+}
+
+
 class Sync:
     """Calls a store's methods the same way whether they are sync or ``async``."""
 
-    def __init__(self, store: object, run: Callable[[Any], Any]) -> None:
+    def __init__(self, kind: str, store: object, run: Callable[[Any], Any]) -> None:
+        self.kind = kind
         self.store = store
+        self.capabilities = sqlkv.store_capabilities(store)
         self._run = run
-
-    def has(self, method: str) -> bool:
-        return callable(getattr(self.store, method, None))
 
     def __getattr__(self, method: str) -> Callable[..., Any]:
         fn = getattr(self.store, method)
@@ -72,7 +86,6 @@ class Sync:
 @pytest.fixture(params=KINDS)
 def store(request, tmp_path, event_loop_runner) -> Iterator[Sync]:
     kind = request.param
-    closers: list[Callable[[], Any]] = []
     if kind in ("redis", "redis-cluster", "async-redis"):
         server = request.getfixturevalue("redis_cluster" if kind == "redis-cluster" else "redis_server")
         url = f"{server.url}?namespace={unique_namespace()}"
@@ -91,14 +104,10 @@ def store(request, tmp_path, event_loop_runner) -> Iterator[Sync]:
         made = AsyncMemoryStore()
     else:
         made = sqlkv.MemoryStore()
-    close = getattr(made, "close", None)
-    if close is not None:
-        closers.append(close)
-    yield Sync(made, event_loop_runner)
-    for closer in closers:
-        result = closer()
-        if inspect.isawaitable(result):
-            event_loop_runner(result)
+    sync = Sync(kind, made, event_loop_runner)
+    yield sync
+    if sync.capabilities.close:
+        sync.close()
 
 
 @pytest.fixture
@@ -161,10 +170,58 @@ def test_empty_batches_are_fine(store: Sync) -> None:
 def test_limits_are_store_limits(store: Sync) -> None:
     limits = getattr(store.store, "limits", None)
     assert limits is None or isinstance(limits, sqlkv.StoreLimits)
+    assert store.capabilities.limits == (limits or sqlkv.StoreLimits())
+
+
+# -- capabilities --------------------------------------------------------------------
+
+
+def test_capabilities_are_what_the_store_offers(store: Sync) -> None:
+    caps = store.capabilities
+    assert (caps.is_async, caps.write_batch, caps.scan, caps.close) == CAPABILITIES[store.kind]
+    assert isinstance(store.store, sqlkv.AsyncKvStore if caps.is_async else sqlkv.KvStore)
+    assert sqlkv.store_capabilities(store.store) == caps  # found alike every time
+
+
+def test_an_async_store_answers_with_awaitables_and_a_sync_one_does_not(store: Sync) -> None:
+    answer = store.store.get(META)
+    assert inspect.isawaitable(answer) is store.capabilities.is_async
+    if inspect.isawaitable(answer):
+        answer = store._run(answer)
+    assert answer is None
+
+
+def test_a_missing_optional_call_is_really_missing(store: Sync) -> None:
+    """A capability the check does not find is one the store does not have at all,
+    so nothing can call it by mistake."""
+    for name in ("write_batch", "scan", "close"):
+        assert hasattr(store.store, name) is getattr(store.capabilities, name)
+
+
+@pytest.mark.parametrize(
+    "wrap, keeps_limits, offers_write_batch",
+    [
+        (FaultyStore, True, True),
+        (MeteredStore, True, True),
+        (CountingStore, False, False),  # the five calls only, and the limits it is given
+        (AsyncMemoryStore, True, False),
+    ],
+    ids=["faulty", "metered", "counting", "async-memory"],
+)
+def test_wrappers_offer_an_optional_call_only_when_the_wrapped_store_has_it(
+    wrap, keeps_limits, offers_write_batch
+) -> None:
+    bare = sqlkv.store_capabilities(wrap(FiveCallStore()))
+    assert not (bare.write_batch or bare.scan)
+    assert bare.close  # a wrapper can always be closed; it closes what it wraps if that can be
+    assert sqlkv.store_capabilities(wrap(sqlkv.MemoryStore())).write_batch is offers_write_batch
+    limited = sqlkv.StoreLimits(max_batch_keys=8)
+    declared = sqlkv.store_capabilities(wrap(CountingStore(limits=limited))).limits
+    assert declared == (limited if keeps_limits else sqlkv.StoreLimits())
 
 
 def test_write_batch_applies_puts_and_deletes_together(store: Sync) -> None:
-    if not store.has("write_batch"):
+    if not store.capabilities.write_batch:
         pytest.skip(f"{type(store.store).__name__} has only the five calls (no write_batch)")
     store.put_batch([(chunk(0), b"a"), (chunk(1), b"b")])
     assert store.write_batch([(chunk(2), b"c"), (META, b"m")], [chunk(0)], None) is True
@@ -173,7 +230,7 @@ def test_write_batch_applies_puts_and_deletes_together(store: Sync) -> None:
 
 def test_write_batch_expectations(store: Sync) -> None:
     """Applied only when every expected value is what the store holds (None: absent)."""
-    if not store.has("write_batch"):
+    if not store.capabilities.write_batch:
         pytest.skip(f"{type(store.store).__name__} has only the five calls (no write_batch)")
     store.put(META, b"gen1")
     assert store.write_batch([(chunk(0), b"x")], [META], {META: b"gen2"}) is False
@@ -183,3 +240,8 @@ def test_write_batch_expectations(store: Sync) -> None:
     assert store.get_batch([META, chunk(0)]) == [b"gen1", b"x"]
     assert store.write_batch([], [META], {META: b"gen1"}) is True
     assert store.get(META) is None
+
+
+# -- scan ------------------------------------------------------------------------------
+# The contract of scan(prefix) (the keys starting with prefix, in any order) goes
+# here, for every store whose capabilities say it has scan.
