@@ -35,10 +35,19 @@ def _flag(name: str, value: str) -> bool:
     raise ConfigError(f"lmdb:// option {name} must be 1 or 0 (true or false), not {value!r}")
 
 
+def lmdb_store_path(url: str) -> str | None:
+    """The directory an ``lmdb://`` URL names, or ``None`` for another scheme."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.lower() != "lmdb":
+        return None
+    return rest.partition("?")[0] or None
+
+
 def _lmdb(url: str, create: bool) -> object:
     from .lmdbstore import LmdbStore
 
-    path, _, query = url.split("://", 1)[1].partition("?")
+    path = lmdb_store_path(url)
+    query = url.partition("?")[2]
     if not path:
         raise ConfigError("lmdb:// needs a path, as in lmdb://./sqlkv-data or lmdb:///var/db")
     options: dict[str, object] = {"create": create}
