@@ -18,8 +18,10 @@ from .errors import (
     ConfigError,
     CorruptError,
     Error,
+    ExistsError,
     FencedError,
     LockedError,
+    NotFoundError,
     PinnedSettingError,
     SqlError,
     StoreError,
@@ -27,11 +29,22 @@ from .errors import (
     StoreProtocolError,
     UnusableError,
 )
+from .inventory import (
+    CheckReport,
+    DatabaseInfo,
+    LeaseInfo,
+    Problem,
+    check_database,
+    lease_info,
+    list_databases,
+    remove_database,
+)
 from .lmdbstore import LmdbStore
 from .memory import MemoryStore
 from .metrics import Stats
 from .store import RIVET_ACTOR_LIMITS, KvStore, StoreLimits
 from .sync import Connection, connect
+from .transfer import SourceFileError, TransferResult, copy_database, export_database, import_database
 from .urls import open_store
 
 __version__ = "0.1.0"
@@ -49,31 +62,46 @@ def __getattr__(name: str):
 
 __all__ = [
     "AsyncRedisStore",
+    "CheckReport",
     "ClosedError",
     "ConfigError",
     "Connection",
     "CorruptError",
     "Database",
+    "DatabaseInfo",
     "Error",
+    "ExistsError",
     "FencedError",
     "KvStore",
+    "LeaseInfo",
     "LmdbStore",
     "LockedError",
     "MemoryStore",
+    "NotFoundError",
     "PinnedSettingError",
+    "Problem",
     "QueryResult",
     "RIVET_ACTOR_LIMITS",
     "RedisStore",
     "RunResult",
     "SqlError",
+    "SourceFileError",
     "SqliteVfs",
     "Stats",
     "StoreError",
     "StoreLimitError",
     "StoreLimits",
     "StoreProtocolError",
+    "TransferResult",
     "UnusableError",
+    "check_database",
     "connect",
+    "copy_database",
+    "export_database",
+    "import_database",
+    "lease_info",
+    "list_databases",
     "open_store",
+    "remove_database",
     "resolve_backend",
 ]
