@@ -355,3 +355,28 @@ def test_the_shell_dump_recreates_the_database(tmp_path):
     assert conn.execute("SELECT name FROM sqlite_master ORDER BY name").fetchall() == [("t",), ("t_v",), ("w",)]
     stats = run_cli("shell", "--store", url, "app.db", input=".stats\n.help\n")
     assert "round_trips" in json.loads(stats.stdout.splitlines()[0]) and ".import FILE TABLE" in stats.stdout
+
+
+def test_attach_of_a_real_file_names_the_path_as_given(tmp_path):
+    path = tmp_path / "other.db"
+    sqlite3.connect(path).close()
+    result = run_cli("exec", "--store", "memory://", "a.db", f"ATTACH '{path}' AS other")
+    assert result.returncode != 0
+    assert f"cannot open '{path}'" in one_line_error(result)
+
+
+def test_the_command_line_works_without_rich(tmp_path):
+    """pip install --no-deps: every command but bench works, printing plain text."""
+    code = (
+        "import sys\n"
+        "sys.modules['rich'] = None\n"  # import rich now fails, as when it is not installed
+        "from sqlkv.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, "exec", "--store", "memory://", "a.db", "--format", "table",
+         "SELECT '[b]x[/b]' AS a, 2 AS b"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["a        | b", "---------+--", "[b]x[/b] | 2"]

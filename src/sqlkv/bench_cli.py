@@ -10,11 +10,13 @@ import argparse
 import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 
 def _split(values: list[str] | None, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -33,6 +35,8 @@ def _fmt(value: float | int | None, spec: str) -> str:
 
 def results_table(results: list) -> Table:
     """The bench results as a rich table: one row per system and workload."""
+    from rich.table import Table
+
     table = Table(show_edge=True, header_style="bold")
     for name in ("system", "workload", "latency ms", "ops", "ops/s", "round trips/op",
                  "B written/op", "B read/op", "chunks written/op"):
@@ -51,6 +55,8 @@ def results_table(results: list) -> Table:
 @contextmanager
 def progress_bar(console: Console, total: int) -> Iterator[Callable[[int], None]]:
     """A progress bar over ``total`` ops; yields the function that advances it."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     with Progress(
         TextColumn("bench"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True,
@@ -61,6 +67,10 @@ def progress_bar(console: Console, total: int) -> Iterator[Callable[[int], None]
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """``sqlkv bench``: run the workloads, print JSON lines or a table."""
+    try:
+        from rich.console import Console
+    except ImportError as exc:
+        raise ConfigError("sqlkv bench needs rich (pip install rich)") from exc
     out = Console(highlight=False)
     import asyncio
 

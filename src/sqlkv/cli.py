@@ -454,7 +454,13 @@ _LOCK_HINTS = {
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status (see :data:`EXIT_STATUSES`)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse takes ``exec DB --format json "SQL"`` to leave SQL over: it is the SQL.
+        if getattr(args, "command", None) == "exec" and args.sql is None and len(extra) == 1 and not extra[0].startswith("-"):
+            args.sql = extra[0]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.version:
         try:
             backend = resolve_backend()
