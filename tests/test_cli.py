@@ -261,26 +261,32 @@ def test_check_exits_5_on_a_problem_and_0_after_repair(tmp_path):
     assert repaired.returncode == 0 and "repaired: 1 chunk(s) past the end" in repaired.stdout
 
 
-def read_until(fd: int, wanted: bytes, seconds: float = 20.0) -> bytes:
-    """Bytes read from ``fd`` until ``wanted`` appears (bounded in time)."""
-    import select
+class TerminalReader:
+    """Reads a pseudo-terminal's output up to a marker, keeping what came after it."""
 
-    data = b""
-    deadline = time.monotonic() + seconds
-    while wanted not in data:
-        left = deadline - time.monotonic()
-        assert left > 0, f"timed out waiting for {wanted!r}; got {data!r}"
-        ready, _, _ = select.select([fd], [], [], left)
-        if ready:
-            try:
-                chunk = os.read(fd, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    assert wanted in data, data
-    return data
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = b""
+
+    def until(self, wanted: bytes, seconds: float = 30.0) -> bytes:
+        """The output up to and including ``wanted`` (bounded in time)."""
+        import select
+
+        deadline = time.monotonic() + seconds
+        while wanted not in self.pending:
+            left = deadline - time.monotonic()
+            assert left > 0, f"timed out waiting for {wanted!r}; got {self.pending!r}"
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if ready:
+                try:
+                    chunk = os.read(self.fd, 4096)
+                except OSError:
+                    chunk = b""
+                assert chunk, f"the terminal closed before {wanted!r}; got {self.pending!r}"
+                self.pending += chunk
+        end = self.pending.index(wanted) + len(wanted)
+        out, self.pending = self.pending[:end], self.pending[end:]
+        return out
 
 
 def test_the_shell_under_a_terminal(tmp_path):
@@ -294,22 +300,23 @@ def test_the_shell_under_a_terminal(tmp_path):
         env={**os.environ, "SQLKV_HISTORY": str(history), "TERM": "dumb", "COLUMNS": "100"},
     )
     os.close(secondary)
+    terminal = TerminalReader(primary)
     try:
-        read_until(primary, b"sqlkv> ")
+        terminal.until(b"sqlkv> ")
         os.write(primary, b"CREATE TABLE notes(\n")
-        read_until(primary, b"...> ")
+        terminal.until(b"...> ")
         os.write(primary, b"  body TEXT);\n")
-        read_until(primary, b"sqlkv> ")
+        terminal.until(b"sqlkv> ")
         os.write(primary, b"INSERT INTO notes VALUES ('[bold]hi[/]');\n")
-        read_until(primary, b"sqlkv> ")
+        terminal.until(b"sqlkv> ")
         os.write(primary, b".tables\n")
-        assert b"notes" in read_until(primary, b"sqlkv> ")
+        assert b"notes" in terminal.until(b"sqlkv> ")
         os.write(primary, b"SELECT * FROM nosuch;\n")
-        assert b"no such table: nosuch" in read_until(primary, b"sqlkv> ")
+        assert b"no such table: nosuch" in terminal.until(b"sqlkv> ")
         os.write(primary, b"SELECT body FROM notes;\n")
-        out = read_until(primary, b"1 row")
+        out = terminal.until(b"1 row")
         assert b"[bold]hi[/]" in out
-        read_until(primary, b"sqlkv> ")
+        terminal.until(b"sqlkv> ")
         os.write(primary, b".quit\n")
         assert proc.wait(timeout=30) == 0
     finally:
