@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 import sqlkv
 from sqlkv import cli

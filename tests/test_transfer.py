@@ -277,3 +277,44 @@ def test_copies_of_the_source_file_are_not_left_in_the_temporary_directory(tmp_p
     conn.close()
     assert os.listdir(tmp_path / "tmp") == []
     shutil.rmtree(tmp_path / "tmp")
+
+
+def test_an_import_killed_half_way_shows_nothing_and_check_repair_cleans_up(tmp_path):
+    """SIGKILL a process half way through importing a 52 MiB file (its progress
+    callback stops it there): nothing is visible, ``check`` finds the staged
+    chunks it left, ``--repair`` removes them, and the import then succeeds."""
+    import signal
+
+    source = tmp_path / "big.db"
+    make_big_db(source)
+    store_dir = tmp_path / "store"
+    script = (
+        "import sys, time, sqlkv\n"
+        "def progress(done, total):\n"
+        "    if done >= total // 2:\n"
+        "        print('halfway', flush=True)\n"
+        "        time.sleep(120)\n"
+        f"store = sqlkv.LmdbStore({str(store_dir)!r})\n"
+        f"sqlkv.import_database({str(source)!r}, store, 'big.db', progress=progress,\n"
+        "                      max_dirty_bytes=4 * 1024 * 1024, lease_seconds=0.5)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "halfway"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    store = sqlkv.LmdbStore(store_dir)
+    try:
+        assert not visible(store, "big.db")
+        assert sqlkv.list_databases(store) == []
+        found = sqlkv.check_database(store, "big.db")
+        assert any("staging key" in p.message for p in found.problems), found.problems
+        repaired = sqlkv.check_database(store, "big.db", repair=True, lock_timeout=5)
+        assert repaired.repaired and not list(store.scan(b""))  # every key it left is gone
+        sqlkv.import_database(source, store, "big.db")
+        sqlkv.export_database(store, "big.db", tmp_path / "out.db")
+        assert digest(tmp_path / "out.db") == digest(source)
+    finally:
+        store.close()
