@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 
-
 import sqlkv
 from sqlkv import cli
 from sqlkv.cli import main
