@@ -18,14 +18,26 @@ from .errors import (
     ConfigError,
     CorruptError,
     Error,
+    ExistsError,
     FencedError,
     LockedError,
+    NotFoundError,
     PinnedSettingError,
     SqlError,
     StoreError,
     StoreLimitError,
     StoreProtocolError,
     UnusableError,
+)
+from .inventory import (
+    CheckReport,
+    DatabaseInfo,
+    LeaseInfo,
+    Problem,
+    check_database,
+    lease_info,
+    list_databases,
+    remove_database,
 )
 from .lmdbstore import LmdbStore
 from .memory import MemoryStore
@@ -40,6 +52,7 @@ from .store import (
     store_capabilities,
 )
 from .sync import Connection, connect
+from .transfer import SourceFileError, TransferResult, copy_database, export_database, import_database
 from .urls import open_store
 
 __version__ = "0.1.0"
@@ -59,23 +72,30 @@ __all__ = [
     "AnyKvStore",
     "AsyncKvStore",
     "AsyncRedisStore",
+    "CheckReport",
     "ClosedError",
     "ConfigError",
     "Connection",
     "CorruptError",
     "Database",
+    "DatabaseInfo",
     "Error",
+    "ExistsError",
     "FencedError",
     "KvStore",
+    "LeaseInfo",
     "LmdbStore",
     "LockedError",
     "MemoryStore",
+    "NotFoundError",
     "PinnedSettingError",
+    "Problem",
     "QueryResult",
     "RIVET_ACTOR_LIMITS",
     "RedisStore",
     "RunResult",
     "SqlError",
+    "SourceFileError",
     "SqliteVfs",
     "Stats",
     "StoreCapabilities",
@@ -83,9 +103,17 @@ __all__ = [
     "StoreLimitError",
     "StoreLimits",
     "StoreProtocolError",
+    "TransferResult",
     "UnusableError",
+    "check_database",
     "connect",
+    "copy_database",
+    "export_database",
+    "import_database",
+    "lease_info",
+    "list_databases",
     "open_store",
+    "remove_database",
     "store_capabilities",
     "resolve_backend",
 ]

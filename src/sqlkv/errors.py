@@ -65,3 +65,11 @@ class LockedError(Error):
 
 class FencedError(Error):
     """This writer lost its lease; its commit was refused and nothing of it is visible."""
+
+
+class NotFoundError(Error):
+    """The database named does not exist in the store."""
+
+
+class ExistsError(Error):
+    """The database (or file) to be made exists already, and replacing it was not asked for."""

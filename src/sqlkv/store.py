@@ -27,6 +27,16 @@ own and found once, by :func:`store_capabilities`, never probed for elsewhere:
 
 On an async store the optional calls are ``async`` too.
 
+And one more optional call lists keys::
+
+    scan(prefix: bytes) -> Iterable[bytes]
+
+the keys that start with ``prefix``, in no promised order, without blocking
+the store for others (Redis: ``SCAN``, never ``KEYS``). The maintenance
+operations that must find every key of a database (``list_databases``,
+``check_database``, ``remove_database``) need it; a store without it gets a
+:class:`StoreError` saying so.
+
 :class:`StoreClient` is what the layers above see: synchronous calls (SQLite
 calls its VFS synchronously, from a worker thread), an ``async`` store's
 coroutines run on an event loop, every answer checked, every exception
@@ -298,13 +308,18 @@ class StoreClient:
         self.stats.calls[kind] += 1
         start = time.perf_counter()
         try:
+            return self._wrapped(kind, method, *args)
+        finally:
+            self.stats.store_seconds += time.perf_counter() - start
+
+    def _wrapped(self, kind: str, method: Any, *args: Any) -> Any:
+        """``method(*args)``, awaited if need be; the store's exception as a :class:`StoreError`'s cause."""
+        try:
             return self._resolve(method(*args))
         except StoreError:
             raise
         except Exception as exc:
             raise StoreError(f"store {kind} failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            self.stats.store_seconds += time.perf_counter() - start
 
     def close(self) -> None:
         """Release the lease, if any; stop the private loop thread, if one was started."""
@@ -316,6 +331,41 @@ class StoreClient:
             self._own_loop = None
 
     # -- the calls ------------------------------------------------------------
+
+    @property
+    def can_scan(self) -> bool:
+        """Whether the store has the optional ``scan(prefix)`` call (key listing)."""
+        return callable(getattr(self.store, "scan", None))
+
+    def scan(self, prefix: bytes) -> list[bytes]:
+        """The keys that start with ``prefix``, sorted (see the module docstring).
+
+        Not counted in :attr:`stats` (no database's traffic: only maintenance
+        operations list keys). A store without ``scan`` is a :class:`StoreError`.
+        """
+        if not self.can_scan:
+            raise StoreError(
+                f"store {type(self.store).__name__} cannot list its keys (it has no scan "
+                "call), which listing, checking and removing databases need"
+            )
+
+        def listed(found: Any) -> list[bytes]:
+            keys = []
+            for key in found:
+                if type(key) is not bytes:
+                    raise StoreProtocolError(
+                        f"store scan returned a {type(key).__name__} key; keys must be bytes"
+                    )
+                if key.startswith(prefix):
+                    keys.append(key)
+            return sorted(keys)
+
+        return listed(self._wrapped("scan", self._listing, prefix))
+
+    def _listing(self, prefix: bytes) -> Any:
+        """The store's answer to ``scan``, as a list (or the coroutine giving it)."""
+        found = self.store.scan(prefix)
+        return found if inspect.isawaitable(found) else list(found)
 
     def get(self, key: bytes) -> bytes | None:
         value = _as_value(self._call("get", self.store.get, key), key, "get")
