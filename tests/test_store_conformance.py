@@ -245,3 +245,23 @@ def test_write_batch_expectations(store: Sync) -> None:
 # -- scan ------------------------------------------------------------------------------
 # The contract of scan(prefix) (the keys starting with prefix, in any order) goes
 # here, for every store whose capabilities say it has scan.
+
+
+def _scan(store: Sync, prefix: bytes) -> list[bytes]:
+    return sorted(store.scan(prefix))
+
+
+def test_scan_lists_exactly_the_keys_under_a_prefix(store: Sync) -> None:
+    if not store.capabilities.scan:
+        pytest.skip(f"{type(store.store).__name__} does not offer scan")
+    other = SeedLayout(9).meta_key("other.db")
+    chunks = [chunk(i) for i in (0, 1, 0x0100)]
+    store.put_batch([(META, b"m"), *((k, b"c") for k in chunks)])
+    store.put(other, b"o")  # another database: a batch of its own (a cluster keeps it elsewhere)
+    chunk_prefix = chunk(0)[:-4]
+    assert _scan(store, chunk_prefix) == sorted(chunks)
+    assert _scan(store, META) == [META]
+    assert set(_scan(store, bytes([9]))) >= {META, other, *chunks}
+    assert _scan(store, bytes([9, 0x01]) + b"nosuch") == []
+    store.delete_batch([chunks[0]])
+    assert _scan(store, chunk_prefix) == sorted(chunks[1:])
