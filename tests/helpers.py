@@ -118,10 +118,11 @@ def in_ci() -> bool:
 
 
 class FiveCallStore:
-    """A MemoryStore seen through the seed's five calls only (no write_batch)."""
+    """A MemoryStore (``inner``, or a new one) seen through the seed's five
+    calls only (no write_batch)."""
 
-    def __init__(self) -> None:
-        self.inner = sqlkv.MemoryStore()
+    def __init__(self, inner: sqlkv.MemoryStore | None = None) -> None:
+        self.inner = inner if inner is not None else sqlkv.MemoryStore()
 
     def get(self, key):
         return self.inner.get(key)

@@ -15,11 +15,13 @@ from .database import Database, SqliteVfs
 from .engine import QueryResult, RunResult
 from .errors import (
     ClosedError,
+    ConcurrentCommitError,
     ConfigError,
     CorruptError,
     Error,
     FencedError,
     LockedError,
+    OutcomeUnknownError,
     PinnedSettingError,
     SqlError,
     StoreError,
@@ -50,6 +52,7 @@ def __getattr__(name: str):
 __all__ = [
     "AsyncRedisStore",
     "ClosedError",
+    "ConcurrentCommitError",
     "ConfigError",
     "Connection",
     "CorruptError",
@@ -60,6 +63,7 @@ __all__ = [
     "LmdbStore",
     "LockedError",
     "MemoryStore",
+    "OutcomeUnknownError",
     "PinnedSettingError",
     "QueryResult",
     "RIVET_ACTOR_LIMITS",
