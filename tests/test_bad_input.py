@@ -299,3 +299,25 @@ def test_a_reader_racing_a_staged_commit_reads_the_committed_state(backend):
     with sqlkv.connect(RacingStore(inner, finish), "app.db", backend=backend, readonly=True) as reader:
         assert reader.query("SELECT count(*) FROM t").rows == [(100,)]
     assert inner.get(RECORD_KEY) is None
+
+
+def test_a_huge_super_journal_name_length_is_not_read():
+    """Issue 9, item 7 (a decoded size bounded): a journal whose tail claims a
+    super-journal name of 2^32 - 1 bytes made the hot-journal check read that
+    much (a journal's missing chunks read as zeros). A name that long is no
+    super-journal SQLite wrote."""
+    from sqlkv.journal import MAGIC, super_journal_name
+    from sqlkv.storage import Storage
+    from sqlkv.store import StoreClient
+
+    store = sqlkv.MemoryStore()
+    size = 2**33
+    tail = struct.pack(">II", 2**32 - 1, 0) + MAGIC
+    store.put_batch(
+        [
+            (LAYOUT.meta_key("app.db-journal"), encode_file_meta(size)),
+            (LAYOUT.chunk_key("app.db-journal", (size - 1) // 4096), bytes(4096 - len(tail)) + tail),
+        ]
+    )
+    storage = Storage(StoreClient(store), LAYOUT, "app.db", 4096, 1 << 20)
+    assert super_journal_name(storage.file("app.db-journal")) is None
