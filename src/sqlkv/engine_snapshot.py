@@ -161,8 +161,8 @@ class SnapshotEngine(EngineBase):
 
     def _open(self) -> None:
         self._main = main = self._open_storage()
-        main.check_end()
         if main.size > MAX_IMAGE_BYTES:
+            main.check_end()  # a FileMeta the chunks do not bear out is damage, not size
             raise ConfigError(
                 f"database {self.name!r} is {main.size} bytes; backend snapshot holds at most "
                 f"{MAX_IMAGE_BYTES} bytes in memory: open it with backend='pages'"

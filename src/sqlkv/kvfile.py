@@ -101,6 +101,10 @@ class KvFile:
             f"longer than the chunk size {self.chunk_size}"
         )
 
+    def _intact(self, index: int, value: bytes | None) -> bool:
+        """Whether committed chunk ``index`` passes :meth:`_committed` as it is."""
+        return value is not None and self._committed_length(index) <= len(value) <= self.chunk_size
+
     def _committed(self, index: int, key: bytes, value: bytes | None) -> bytes:
         """Committed chunk ``index`` as the store holds it under ``key``, checked
         against the file size (see the module docstring)."""
@@ -145,15 +149,9 @@ class KvFile:
         A chunk that fails its check is left out: reading it raises the error,
         so a damaged chunk the caller never reads does not keep it from opening.
         """
-        cs = self.chunk_size
         for i, value in values.items():
-            if (
-                self._has_committed_bytes(i)
-                and i not in self._overlay
-                and value is not None
-                and self._committed_length(i) <= len(value) <= cs
-            ):
-                self.cache.put(i, value)
+            if self._has_committed_bytes(i) and i not in self._overlay and self._intact(i, value):
+                self.cache.put(i, value)  # type: ignore[arg-type]
 
     def _fetch(self, missing: list[int]) -> dict[int, bytes]:
         """Fetch committed chunks ``missing``, with read-ahead, in as few round trips as allowed."""
@@ -179,12 +177,15 @@ class KvFile:
             ):
                 wanted[i] = None
         indices = list(wanted)
+        requested = set(missing)
         step = self.storage.max_read_chunks
         for start in range(0, len(indices), step):
             part = indices[start : start + step]
             keys = self._chunk_keys(part)
             values = self.storage.client.get_batch(keys)
             for i, key, value in zip(part, keys, values):
+                if i not in requested and not self._intact(i, value):
+                    continue  # a damaged chunk read ahead fails when it is read
                 value = self._committed(i, key, value)
                 self.cache.put(i, value)
                 if i in wanted:
@@ -288,7 +289,9 @@ class KvFile:
         For an engine that loads a whole image at once (backend ``snapshot``):
         chunks buffered or cached are used as they are, the others are fetched
         without the read-ahead cap, and are not cached (a whole-file read would
-        only push out what the cache holds). Call :meth:`check_end` first.
+        only push out what the cache holds). The last chunk comes in the first
+        batch, so a size the store does not hold fails before the rest is read
+        (for a size too large to list its chunks, call :meth:`check_end` first).
         """
         self._check()
         cs = self.chunk_size
@@ -313,6 +316,8 @@ class KvFile:
         stats = self.storage.stats
         stats.cache_hits += len(loaded)
         stats.cache_misses += len(staged) + len(overlaid) + len(wanted)
+        if len(wanted) > 1:
+            wanted.insert(0, wanted.pop())
         step = self.storage.max_batch_chunks or len(wanted) or 1
         for start in range(0, len(wanted), step):
             part = wanted[start : start + step]
