@@ -87,10 +87,11 @@ def in_ci() -> bool:
 
 
 class FiveCallStore(StoreWrapper):
-    """A MemoryStore seen through the seed's five calls only (no write_batch)."""
+    """A MemoryStore (``inner``, or a new one) seen through the seed's five
+    calls only (no write_batch)."""
 
-    def __init__(self) -> None:
-        super().__init__(sqlkv.MemoryStore())
+    def __init__(self, inner: sqlkv.MemoryStore | None = None) -> None:
+        super().__init__(inner if inner is not None else sqlkv.MemoryStore())
 
 
 class SqliteFileStore:

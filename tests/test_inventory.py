@@ -9,6 +9,7 @@ import pytest
 
 import sqlkv
 from helpers import unique_namespace
+from sqlkv.commit import encode_piece
 from sqlkv.layout import SeedLayout, encode_file_meta
 
 STORE_KINDS = ["memory", "lmdb", "redis", "redis-cluster"]
@@ -96,8 +97,9 @@ def plant(store, kind: str) -> None:
     if kind == "orphan chunk":
         store.put_batch([(LAYOUT.chunk_key("app.db", 5000), b"\x01" * 4096)])
     elif kind == "staging leftovers":
+        piece_key = LAYOUT.ext_key("app.db", b"m", struct.pack(">I", 0))
         store.put_batch([
-            (LAYOUT.ext_key("app.db", b"m", struct.pack(">I", 0)), struct.pack(">I", 3)),
+            (piece_key, encode_piece(piece_key, b"\x05" * 8, [3])),
             (LAYOUT.ext_key("app.db", b"d", struct.pack(">I", 3)), b"\x02" * 4096),
         ])
     elif kind == "stale lease":

@@ -32,7 +32,7 @@ def test_seed_test_vectors():
 
 def test_file_meta_vector():
     assert encode_file_meta(8192) == bytes.fromhex("01 00 00 20 00 00 00 00 00 00")
-    assert decode_file_meta(bytes.fromhex("01 00 00 20 00 00 00 00 00 00"), 4096) == 8192
+    assert decode_file_meta(bytes.fromhex("01 00 00 20 00 00 00 00 00 00"), 4096, b"k") == 8192
 
 
 @pytest.mark.parametrize(
@@ -82,7 +82,7 @@ def test_keys_written_follow_the_seed_layout(connect_db):
     db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(5000))")
     db.close()
     meta = store.get(bytes.fromhex("09 00 61 70 70 2e 64 62"))
-    size = decode_file_meta(meta, 4096)
+    size = decode_file_meta(meta, 4096, b"k")
     assert size > 4096 and size % 4096 == 0
     chunk_keys = sorted(k for k in store._data if k[:2] == b"\x09\x01")
     expected = [bytes.fromhex("09 01 61 70 70 2e 64 62 00") + i.to_bytes(4, "big") for i in range(size // 4096)]
@@ -93,10 +93,11 @@ def test_keys_written_follow_the_seed_layout(connect_db):
     assert set(store._data) == {bytes.fromhex("09 00 61 70 70 2e 64 62"), *expected}
 
 
-def test_data_written_by_another_implementation_opens(connect_db):
+def test_data_written_by_another_implementation_opens(connect_db, backend):
     """A database whose chunks were put in the store by hand, as another
-    implementation of the layout would, opens here; a missing chunk inside
-    the file reads as zeros."""
+    implementation of the layout would, opens here. A chunk missing inside
+    the file is not read as zeros (LAYOUT.md's rule): for the database file it
+    is damage, named by its key (see kvfile.py for why)."""
     import sqlite3
 
     source = sqlite3.connect(":memory:")
@@ -109,12 +110,19 @@ def test_data_written_by_another_implementation_opens(connect_db):
     rows = source.execute("SELECT id, v FROM t").fetchall()
     store = sqlkv.MemoryStore()
     layout = SeedLayout(9)
-    store.put(layout.meta_key("other.db"), encode_file_meta(len(image) + 4096))
+    store.put(layout.meta_key("other.db"), encode_file_meta(len(image)))
     for i in range(0, len(image), 4096):
         store.put(layout.chunk_key("other.db", i // 4096), image[i : i + 4096])
-    # The last 4096 bytes have no chunk: they read as zeros (an unused page).
-    db = connect_db(store, "other.db")
+    db = connect_db(store, "other.db", backend=backend)
     assert db.query("SELECT id, v FROM t").rows == rows
+    db.close()
+    damaged = sqlkv.MemoryStore()
+    damaged.put_batch(list(store._data.items()))
+    damaged.delete_batch([layout.chunk_key("other.db", 1)])  # t's root page
+    missing = layout.chunk_key("other.db", 1).hex()
+    with pytest.raises(sqlkv.CorruptError, match=f"at key {missing} is missing"):
+        with sqlkv.connect(damaged, "other.db", backend=backend) as db:
+            db.query("SELECT id, v FROM t")
 
 
 def test_rivet_v2_layout_end_to_end(connect_db):

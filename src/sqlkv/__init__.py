@@ -15,6 +15,7 @@ from .database import Database, SqliteVfs
 from .engine import QueryResult, RunResult
 from .errors import (
     ClosedError,
+    ConcurrentCommitError,
     ConfigError,
     CorruptError,
     Error,
@@ -22,6 +23,7 @@ from .errors import (
     FencedError,
     LockedError,
     NotFoundError,
+    OutcomeUnknownError,
     PinnedSettingError,
     SqlError,
     StoreError,
@@ -74,6 +76,7 @@ __all__ = [
     "AsyncRedisStore",
     "CheckReport",
     "ClosedError",
+    "ConcurrentCommitError",
     "ConfigError",
     "Connection",
     "CorruptError",
@@ -88,6 +91,7 @@ __all__ = [
     "LockedError",
     "MemoryStore",
     "NotFoundError",
+    "OutcomeUnknownError",
     "PinnedSettingError",
     "Problem",
     "QueryResult",

@@ -327,7 +327,7 @@ def _delete_database(store: AnyKvStore) -> None:
             meta = client.get(layout.meta_key(name))
             if meta is None:
                 continue
-            chunks = -(-decode_file_meta(meta, 4096) // 4096)
+            chunks = -(-decode_file_meta(meta, 4096, layout.meta_key(name)) // 4096)
             keys = layout.chunk_keys(name, range(chunks)) + [layout.meta_key(name)]
             for start in range(0, len(keys), 128):
                 client.delete_batch(keys[start : start + 128])

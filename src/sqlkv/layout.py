@@ -52,7 +52,12 @@ def encode_file_meta(size: int) -> bytes:
     return _META.pack(FILE_META_VERSION, size)
 
 
-def decode_file_meta(value: bytes, chunk_size: int, key: bytes = b"") -> int:
+def chunk_count(size: int, chunk_size: int) -> int:
+    """How many chunks a file of ``size`` bytes has."""
+    return -(-size // chunk_size)
+
+
+def decode_file_meta(value: bytes, chunk_size: int, key: bytes) -> int:
     """The file size a FileMeta value holds; :class:`CorruptError` if it is not one."""
     if len(value) != _META.size:
         raise CorruptError(
@@ -61,7 +66,7 @@ def decode_file_meta(value: bytes, chunk_size: int, key: bytes = b"") -> int:
     version, size = _META.unpack(value)
     if version != FILE_META_VERSION:
         raise CorruptError(f"FileMeta at key {key.hex()} has unknown version {version}")
-    if -(-size // chunk_size) > MAX_CHUNKS:
+    if chunk_count(size, chunk_size) > MAX_CHUNKS:
         raise CorruptError(
             f"FileMeta at key {key.hex()} gives size {size}, beyond 2^32 chunks of {chunk_size} bytes"
         )
