@@ -1,4 +1,4 @@
-"""What each backend costs on the 16 MiB database of WORKLOADS.md.
+"""What each backend costs on the 16 MiB database of docs/workloads.md.
 
     python3 benchmarks/backends_16mib.py [--backend pages|snapshot ...]
 
@@ -9,7 +9,7 @@ transactions of 500) in a MemoryStore, close it, then measure
 - ``update-16MiB``: on that open database, 100 single-row
   ``UPDATE t SET v=<100 chars> WHERE id=K``, K = ``1 + (i*104729) % 16000``.
 
-One JSON object per workload and backend, as WORKLOADS.md prints them, with
+One JSON object per workload and backend, as docs/workloads.md prints them, with
 ``chunks_written_per_op`` added (chunk values put, FileMeta not counted).
 Only the measured ops are counted (the store's counters are reset after setup).
 Counts are deterministic; seconds are this machine's.

@@ -10,39 +10,24 @@ from collections import Counter
 
 import sqlkv
 from sqlkv.bench import setup_16mib_sql
+from sqlkv.wrapper import AsyncStoreWrapper, StoreWrapper, call_parts
 
 
-class CountingStore:
+class CountingStore(StoreWrapper):
     """Wraps a store, exposing only the five seed calls, and counts every call."""
 
     def __init__(self, inner=None, limits: sqlkv.StoreLimits | None = None) -> None:
-        self.inner = inner if inner is not None else sqlkv.MemoryStore()
+        super().__init__(
+            inner if inner is not None else sqlkv.MemoryStore(),
+            limits=limits if limits is not None else sqlkv.StoreLimits(),
+        )
         self.calls: Counter[str] = Counter()
         self.keys_written: list[bytes] = []
-        if limits is not None:
-            self.limits = limits
 
-    def get(self, key):
-        self.calls["get"] += 1
-        return self.inner.get(key)
-
-    def get_batch(self, keys):
-        self.calls["get_batch"] += 1
-        return self.inner.get_batch(keys)
-
-    def put(self, key, value):
-        self.calls["put"] += 1
-        self.keys_written.append(key)
-        return self.inner.put(key, value)
-
-    def put_batch(self, entries):
-        self.calls["put_batch"] += 1
-        self.keys_written.extend(k for k, _ in entries)
-        return self.inner.put_batch(entries)
-
-    def delete_batch(self, keys):
-        self.calls["delete_batch"] += 1
-        return self.inner.delete_batch(keys)
+    def _call(self, kind, *args):
+        self.calls[kind] += 1
+        self.keys_written.extend(k for k, _ in call_parts(kind, args).puts)
+        return super()._call(kind, *args)
 
     def reset(self) -> None:
         self.calls.clear()
@@ -53,31 +38,15 @@ class CountingStore:
         return sum(self.calls.values())
 
 
-class AsyncMemoryStore:
+class AsyncMemoryStore(AsyncStoreWrapper):
     """A MemoryStore behind ``async def`` calls that really yield to the loop."""
 
     def __init__(self, inner=None) -> None:
-        self.inner = inner if inner is not None else sqlkv.MemoryStore()
+        super().__init__(inner if inner is not None else sqlkv.MemoryStore())
 
-    async def get(self, key):
+    async def _call(self, kind, *args):
         await asyncio.sleep(0)
-        return self.inner.get(key)
-
-    async def get_batch(self, keys):
-        await asyncio.sleep(0)
-        return self.inner.get_batch(keys)
-
-    async def put(self, key, value):
-        await asyncio.sleep(0)
-        self.inner.put(key, value)
-
-    async def put_batch(self, entries):
-        await asyncio.sleep(0)
-        self.inner.put_batch(entries)
-
-    async def delete_batch(self, keys):
-        await asyncio.sleep(0)
-        self.inner.delete_batch(keys)
+        return await super()._call(kind, *args)
 
 
 async def stored_keys(store) -> list[bytes]:
@@ -93,7 +62,7 @@ def integrity(db_conn) -> list:
 
 
 def make_16mib(store, name: str = "bench.db", backend: str = "pages") -> None:
-    """The WORKLOADS.md point-select database: 16,000 rows of 1,000-byte text."""
+    """The docs/workloads.md point-select database: 16,000 rows of 1,000-byte text."""
     with sqlkv.connect(store, name, backend=backend) as db:
         for sql in setup_16mib_sql():
             db.exec(sql)
@@ -117,26 +86,12 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-class FiveCallStore:
-    """A MemoryStore seen through the seed's five calls only (no write_batch)."""
+class FiveCallStore(StoreWrapper):
+    """A MemoryStore (``inner``, or a new one) seen through the seed's five
+    calls only (no write_batch)."""
 
-    def __init__(self) -> None:
-        self.inner = sqlkv.MemoryStore()
-
-    def get(self, key):
-        return self.inner.get(key)
-
-    def get_batch(self, keys):
-        return self.inner.get_batch(keys)
-
-    def put(self, key, value):
-        self.inner.put(key, value)
-
-    def put_batch(self, entries):
-        self.inner.put_batch(entries)
-
-    def delete_batch(self, keys):
-        self.inner.delete_batch(keys)
+    def __init__(self, inner: sqlkv.MemoryStore | None = None) -> None:
+        super().__init__(inner if inner is not None else sqlkv.MemoryStore())
 
 
 class SqliteFileStore:

@@ -170,7 +170,7 @@ def test_bench_table_format(capsys):
 )
 def test_bench_refuses_bad_options(capsys, argv, message):
     code, out, err = run_cli(capsys, *argv)
-    assert code == 1
+    assert code == cli.EXIT_USAGE  # bad options are usage errors (see cli.EXIT_STATUSES)
     assert out == ""
     assert message in " ".join(err.split())
 

@@ -25,6 +25,8 @@ import sqlkv
         ({"backend": ""}, "backend"),
         ({"layout": "rivet-v3"}, "layout"),
         ({"layout": "rivet-v2", "chunk_size": 8192}, "chunk_size"),
+        ({"layout": "rivet-v2", "kv_prefix": 2}, "kv_prefix"),
+        ({"layout": "rivet-v2", "kv_prefix": 8}, "kv_prefix"),
         ({"cache_bytes": 0}, "cache_bytes"),
     ],
 )
@@ -55,6 +57,61 @@ async def test_a_store_lacking_calls_is_refused(backend):
         await sqlkv.SqliteVfs(backend=backend).open("app.db", HalfStore())
     with pytest.raises(sqlkv.ConfigError, match="lacks"):
         sqlkv.connect(object(), "app.db", backend=backend)
+
+
+class FiveCalls(HalfStore):
+    """The five calls and nothing more."""
+
+    def get_batch(self, keys):
+        return [None] * len(keys)
+
+    def put_batch(self, entries):
+        pass
+
+    def delete_batch(self, keys):
+        pass
+
+
+class AsyncFull:
+    """The five calls and every optional one, all ``async``, with limits."""
+
+    limits = sqlkv.StoreLimits(max_batch_keys=16)
+
+    async def get(self, key): return None
+    async def get_batch(self, keys): return [None] * len(keys)
+    async def put(self, key, value): pass
+    async def put_batch(self, entries): pass
+    async def delete_batch(self, keys): pass
+    async def write_batch(self, puts, deletes, expect=None): return True
+    async def scan(self, prefix): return iter(())
+    async def close(self): pass
+
+
+def test_store_capabilities_say_what_a_store_has_beyond_the_five_calls():
+    bare = sqlkv.store_capabilities(FiveCalls())
+    assert bare == sqlkv.StoreCapabilities(
+        is_async=False, limits=sqlkv.StoreLimits(), write_batch=False, scan=False, close=False
+    )
+    assert isinstance(FiveCalls(), sqlkv.KvStore) and not isinstance(HalfStore(), sqlkv.KvStore)
+    full = sqlkv.store_capabilities(AsyncFull())
+    assert full == sqlkv.StoreCapabilities(
+        is_async=True, limits=sqlkv.StoreLimits(max_batch_keys=16), write_batch=True, scan=True, close=True
+    )
+    assert isinstance(AsyncFull(), sqlkv.AsyncKvStore)
+    memory = sqlkv.store_capabilities(sqlkv.MemoryStore())
+    assert (memory.is_async, memory.write_batch, memory.scan, memory.close) == (False, True, True, True)
+
+
+def test_store_capabilities_refuse_what_is_no_store():
+    with pytest.raises(sqlkv.ConfigError, match="HalfStore lacks get_batch, put_batch, delete_batch"):
+        sqlkv.store_capabilities(HalfStore())
+    odd = FiveCalls()
+    odd.limits = {"max_batch_keys": 16}
+    with pytest.raises(sqlkv.ConfigError, match="limits must be a StoreLimits"):
+        sqlkv.store_capabilities(odd)
+    odd.write_batch = "not a call"
+    del odd.limits
+    assert sqlkv.store_capabilities(odd).write_batch is False
 
 
 def test_store_limits_are_checked():

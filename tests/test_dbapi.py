@@ -239,6 +239,8 @@ def test_sqlkv_errors_keep_their_identity() -> None:
     with pytest.raises(dbapi2.OperationalError) as refused:
         reader.execute("INSERT INTO t VALUES (1)")
     assert refused.value.sqlite_errorname.startswith("SQLITE_READONLY")
+    with pytest.raises(dbapi2.OperationalError):
+        dbapi2.connect("missing.db", store=store, readonly=True)  # sqlite3: "unable to open"
     with pytest.raises(dbapi2.ProgrammingError) as bad_option:
         dbapi2.connect("x.db", store=store, chunk_size=0)
     assert isinstance(bad_option.value, sqlkv.ConfigError)
@@ -258,6 +260,7 @@ def test_store_failure_is_operational_error_with_cause() -> None:
         conn.execute("INSERT INTO t VALUES (1)")
     assert isinstance(caught.value, sqlkv.StoreError)
     assert caught.value.__cause__ is not None
+    assert str(caught.value) and vars(caught.value) == vars(caught.value.__context__)
     conn.execute("INSERT INTO t VALUES (2)")  # the connection goes on, reopened from the store
     assert conn.execute("SELECT x FROM t").fetchall() == [(2,)]
     conn.close()

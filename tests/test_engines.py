@@ -219,7 +219,7 @@ def test_a_write_of_no_row_and_a_rolled_back_spill_cost_nothing(connect_db):
 
 
 def test_bytes_written_per_single_row_update_on_16mib(backend, store_16mib):
-    """The README's figure: the WORKLOADS.md updates write a chunk or so each, never the database."""
+    """The README's figure: the docs/workloads.md updates write a chunk or so each, never the database."""
     store = CountingStore(copy_store(store_16mib))
     size = stored_size(store_16mib, "bench.db")
     with sqlkv.connect(store, "bench.db", backend=backend) as db:

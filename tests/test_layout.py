@@ -1,13 +1,21 @@
-"""The byte layout of LAYOUT.md, checked against the keys actually written."""
+"""The byte layout of docs/layout.md, checked against the keys actually written."""
 
 from __future__ import annotations
+
+import struct
+from pathlib import Path
 
 import pytest
 
 import sqlkv
 from sqlkv.layout import (
+    EXT_COMMIT_RECORD,
+    EXT_LEASE,
+    EXT_STAGED_CHUNK,
+    EXT_STAGED_MANIFEST,
     RivetV2Layout,
     SeedLayout,
+    database_of,
     decode_file_meta,
     encode_file_meta,
 )
@@ -24,7 +32,7 @@ def test_seed_test_vectors():
 
 def test_file_meta_vector():
     assert encode_file_meta(8192) == bytes.fromhex("01 00 00 20 00 00 00 00 00 00")
-    assert decode_file_meta(bytes.fromhex("01 00 00 20 00 00 00 00 00 00"), 4096) == 8192
+    assert decode_file_meta(bytes.fromhex("01 00 00 20 00 00 00 00 00 00"), 4096, b"k") == 8192
 
 
 @pytest.mark.parametrize(
@@ -51,13 +59,30 @@ def test_rivet_v2_keys():
         layout.meta_key("other.db")
 
 
+def test_database_of_names_the_database_of_every_key_a_database_writes(connect_db):
+    """Every key of a seed database, its journal's and sqlkv's own name it; rivet-v2 keys name none."""
+    store = sqlkv.MemoryStore()
+    with connect_db(store, "app.db") as db:  # a writer: its lease keys are there while it is open
+        db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(9000))")
+        keys = list(store.scan(b""))
+    assert len(keys) > 3 and {database_of(k) for k in keys} == {b"\x09app.db"}
+    seed = SeedLayout(200)
+    assert database_of(seed.chunk_key("x.db-shm", 5)) == b"\xc8x.db"
+    assert database_of(seed.meta_key("-wal")) == b"\xc8-wal"  # a suffix alone is a name
+    assert database_of(seed.ext_key("x.db-journal", EXT_STAGED_CHUNK, b"\x00\x00\x00\x01")) == b"\xc8x.db"
+    rivet = RivetV2Layout("app.db")
+    rivet_keys = [rivet.meta_key("app.db"), rivet.chunk_key("app.db-wal", 7), rivet.ext_key("app.db", EXT_LEASE)]
+    odd = [b"", b"\x09", b"\x09\x07junk", b"\x09\x01app.db", b"\x09\x02\x00c"]
+    assert [database_of(k) for k in rivet_keys + odd] == [None] * 8
+
+
 def test_keys_written_follow_the_seed_layout(connect_db):
     store = sqlkv.MemoryStore()
     db = connect_db(store)
     db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (randomblob(5000))")
     db.close()
     meta = store.get(bytes.fromhex("09 00 61 70 70 2e 64 62"))
-    size = decode_file_meta(meta, 4096)
+    size = decode_file_meta(meta, 4096, b"k")
     assert size > 4096 and size % 4096 == 0
     chunk_keys = sorted(k for k in store._data if k[:2] == b"\x09\x01")
     expected = [bytes.fromhex("09 01 61 70 70 2e 64 62 00") + i.to_bytes(4, "big") for i in range(size // 4096)]
@@ -68,10 +93,11 @@ def test_keys_written_follow_the_seed_layout(connect_db):
     assert set(store._data) == {bytes.fromhex("09 00 61 70 70 2e 64 62"), *expected}
 
 
-def test_data_written_by_another_implementation_opens(connect_db):
+def test_data_written_by_another_implementation_opens(connect_db, backend):
     """A database whose chunks were put in the store by hand, as another
-    implementation of the layout would, opens here; a missing chunk inside
-    the file reads as zeros."""
+    implementation of the layout would, opens here. A chunk missing inside
+    the file is not read as zeros (LAYOUT.md's rule): for the database file it
+    is damage, named by its key (see kvfile.py for why)."""
     import sqlite3
 
     source = sqlite3.connect(":memory:")
@@ -84,12 +110,19 @@ def test_data_written_by_another_implementation_opens(connect_db):
     rows = source.execute("SELECT id, v FROM t").fetchall()
     store = sqlkv.MemoryStore()
     layout = SeedLayout(9)
-    store.put(layout.meta_key("other.db"), encode_file_meta(len(image) + 4096))
+    store.put(layout.meta_key("other.db"), encode_file_meta(len(image)))
     for i in range(0, len(image), 4096):
         store.put(layout.chunk_key("other.db", i // 4096), image[i : i + 4096])
-    # The last 4096 bytes have no chunk: they read as zeros (an unused page).
-    db = connect_db(store, "other.db")
+    db = connect_db(store, "other.db", backend=backend)
     assert db.query("SELECT id, v FROM t").rows == rows
+    db.close()
+    damaged = sqlkv.MemoryStore()
+    damaged.put_batch(list(store._data.items()))
+    damaged.delete_batch([layout.chunk_key("other.db", 1)])  # t's root page
+    missing = layout.chunk_key("other.db", 1).hex()
+    with pytest.raises(sqlkv.CorruptError, match=f"at key {missing} is missing"):
+        with sqlkv.connect(damaged, "other.db", backend=backend) as db:
+            db.query("SELECT id, v FROM t")
 
 
 def test_rivet_v2_layout_end_to_end(connect_db):
@@ -102,3 +135,61 @@ def test_rivet_v2_layout_end_to_end(connect_db):
     assert all(k[:2] == b"\x08\x01" for k in store._data)
     db = connect_db(store, "actor.db", layout="rivet-v2")
     assert db.query("SELECT x FROM t").rows == [(42,)]
+
+
+def test_rivet_v2_refuses_a_kv_prefix_it_cannot_honour(connect_db):
+    """Issue 9 item 11. Reproduction: in one MemoryStore,
+    ``connect(store, "a.db", layout="rivet-v2")`` creates table ``a``; then
+    ``connect(store, "b.db", layout="rivet-v2", kv_prefix=2)`` opened and showed
+    table ``a``: the prefix (and the name) were silently ignored. Now the prefix
+    is refused before anything is read or written."""
+    store = sqlkv.MemoryStore()
+    db = connect_db(store, "a.db", layout="rivet-v2")
+    db.exec("CREATE TABLE a(x)")
+    db.close()
+    before = dict(store._data)
+    with pytest.raises(sqlkv.ConfigError, match="rivet-v2 has no prefix byte.*kv_prefix 2"):
+        sqlkv.connect(store, "b.db", layout="rivet-v2", kv_prefix=2)
+    with pytest.raises(sqlkv.ConfigError, match="kv_prefix 2"):
+        sqlkv.SqliteVfs(layout="rivet-v2", kv_prefix=2)
+    assert store._data == before
+
+
+def test_rivet_v2_names_only_label_the_one_database_per_key_space(connect_db):
+    """Layout rivet-v2 has no place for a file name: the store (key space) is the
+    database, and the name it is opened with is not part of any key (README,
+    Options). So opening another name in the same store opens that same
+    database, as documented, and no key holds either name."""
+    store = sqlkv.MemoryStore()
+    db = connect_db(store, "actor-1", layout="rivet-v2")
+    db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (7)")
+    db.close()
+    assert not any(b"actor" in key for key in store._data)
+    db = connect_db(store, "any-other-name.db", layout="rivet-v2")
+    assert db.query("SELECT x FROM t").rows == [(7,)]
+
+
+def test_the_vectors_of_docs_layout_md_are_the_keys_the_code_makes():
+    """docs/layout.md gives test vectors; each must be what layout.py computes."""
+    text = (Path(__file__).resolve().parent.parent / "docs" / "layout.md").read_text()
+    seed, rivet = SeedLayout(9), RivetV2Layout("actor.db")
+    u32 = struct.Struct(">I").pack
+    keys = [
+        seed.meta_key("app.db"),
+        seed.chunk_key("app.db", 1),
+        seed.chunk_key("app.db", 0x01020304),
+        seed.ext_key("app.db", EXT_COMMIT_RECORD),
+        seed.ext_key("app.db", EXT_STAGED_MANIFEST, u32(0)),
+        seed.ext_key("app.db", EXT_STAGED_CHUNK, u32(5)),
+        seed.ext_key("app.db", EXT_LEASE),
+        seed.ext_key("app.db", EXT_LEASE, b"e"),
+        rivet.meta_key("actor.db"),
+        rivet.meta_key("actor.db-journal"),
+        rivet.chunk_key("actor.db", 1),
+        rivet.chunk_key("actor.db", 0x01020304),
+        rivet.ext_key("actor.db", EXT_COMMIT_RECORD),
+        rivet.ext_key("actor.db", EXT_LEASE, b"e"),
+        encode_file_meta(8192),
+    ]
+    for key in keys:
+        assert f"`{key.hex(' ')}`" in text, f"docs/layout.md lacks the vector {key.hex(' ')}"

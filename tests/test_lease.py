@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import struct
 import time
@@ -12,6 +13,7 @@ import sqlkv
 from helpers import CountingStore, integrity, unique_namespace
 from processes import Worker
 from sqlkv.layout import EXT_LEASE, SeedLayout
+from sqlkv.testing import FaultyStore, InjectedFault
 
 LAYOUT = SeedLayout(9)
 GEN_KEY = LAYOUT.ext_key("app.db", EXT_LEASE)
@@ -115,6 +117,100 @@ def test_renewal_keeps_the_lease_and_notices_its_loss(connect):
     assert lease.lost
     with pytest.raises(sqlkv.FencedError):
         db.exec("CREATE TABLE t(x)")
+
+
+class FlakyWrites(sqlkv.MemoryStore):
+    """A MemoryStore whose ``write_batch`` fails (without applying) while ``failing``."""
+
+    failing = False
+
+    def write_batch(self, puts, deletes, expect=None):
+        if self.failing:
+            raise ConnectionError("store unreachable")
+        return super().write_batch(puts, deletes, expect)
+
+
+def test_a_lost_reply_to_the_lease_write_strands_no_lease(backend):
+    """Issue 9 item 9: the open's lease write lands but its reply is lost.
+
+    Reproduction: ``store = FaultyStore(MemoryStore(), fail_at=2,
+    lose_reply=True)``; ``connect(store, "app.db")`` raises StoreError (call 1
+    is the open's get_batch, call 2 the lease write); the store then held the
+    lease keys, so a second ``connect(store, "app.db")`` raised LockedError
+    for the next ``lease_seconds``. Now the failed open deletes what it sent.
+    """
+    base = sqlkv.MemoryStore()
+    faulty = FaultyStore(base, fail_at=2, lose_reply=True)
+    with pytest.raises(sqlkv.StoreError) as caught:
+        sqlkv.connect(faulty, "app.db", lease_seconds=LONG_LEASE, backend=backend)
+    assert isinstance(caught.value.__cause__, InjectedFault)
+    assert faulty.calls == 3, "the failed open did not undo its lease write"
+    assert base.get(GEN_KEY) is None and base.get(EXPIRY_KEY) is None
+    with sqlkv.connect(faulty, "app.db", lease_seconds=LONG_LEASE, backend=backend) as db:
+        db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        assert generation(base) == 1
+    assert base.get(GEN_KEY) is None
+
+
+def test_a_lease_stranded_by_a_failed_open_is_reclaimed_by_its_process(backend):
+    """Issue 9 item 9, when the undo fails too: the lease write's reply is lost
+    (inner FaultyStore, call 2) and the delete that undoes it fails (outer
+    FaultyStore, call 3). The lease stays in the store, held by nobody; this
+    process's next open takes it over at once (generation 2), where before it
+    raised LockedError for ``lease_seconds``.
+    """
+    base = sqlkv.MemoryStore()
+    faulty = FaultyStore(FaultyStore(base, fail_at=2, lose_reply=True), fail_at=3)
+    with pytest.raises(sqlkv.StoreError):
+        sqlkv.connect(faulty, "app.db", lease_seconds=LONG_LEASE, backend=backend)
+    assert generation(base) == 1 and base.get(EXPIRY_KEY) is not None  # stranded
+    with sqlkv.connect(faulty, "app.db", lease_seconds=LONG_LEASE, backend=backend) as db:
+        assert generation(base) == 2
+        db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    assert base.get(GEN_KEY) is None
+
+
+def test_a_foreign_live_lease_is_never_taken_over(connect):
+    """Only this process's orphaned tokens are reclaimed: a live lease of another
+    writer (a token never seen here) still refuses the open."""
+    store = sqlkv.MemoryStore()
+    ends = int(time.time() * 1000) + LONG_LEASE * 1000
+    store.put_batch([(GEN_KEY, lease_value(5)), (EXPIRY_KEY, lease_value(ends))])
+    with pytest.raises(sqlkv.LockedError):
+        sqlkv.connect(store, "app.db")
+    assert generation(store) == 5
+
+
+def test_a_failed_renewal_is_logged(connect, caplog):
+    store = FlakyWrites()
+    connect(store, lease_seconds=0.3)
+    caplog.set_level(logging.WARNING, logger="sqlkv")
+    store.failing = True
+    deadline = time.monotonic() + 10
+    while not caplog.records and time.monotonic() < deadline:
+        time.sleep(0.02)
+    store.failing = False
+    assert caplog.records, "a failed renewal was not logged"
+    record = caplog.records[0]
+    assert record.name == "sqlkv" and record.levelno == logging.WARNING
+    assert "renewing the lease of database 'app.db' failed" in record.getMessage()
+    assert "store unreachable" in record.getMessage()
+
+
+def test_a_failed_release_is_logged_and_reclaimed_by_this_process(caplog):
+    store = FlakyWrites()
+    db = sqlkv.connect(store, "app.db", lease_seconds=LONG_LEASE)
+    db.exec("CREATE TABLE t(x)")
+    store.failing = True
+    caplog.set_level(logging.WARNING, logger="sqlkv")
+    db.close()
+    store.failing = False
+    assert [r.name for r in caplog.records] == ["sqlkv"]
+    assert "releasing the lease of database 'app.db' failed" in caplog.records[0].getMessage()
+    assert generation(store) == 1  # still in the store
+    with sqlkv.connect(store, "app.db", lease_seconds=LONG_LEASE) as again:
+        assert generation(store) == 2
+        again.exec("INSERT INTO t VALUES (1)")
 
 
 def test_lease_traffic_is_its_own(connect):

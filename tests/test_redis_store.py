@@ -8,8 +8,8 @@ import redis
 import sqlkv
 from helpers import integrity, unique_namespace
 from redis_servers import free_port
-from sqlkv.layout import EXT_LEASE, RivetV2Layout, SeedLayout
-from sqlkv.redis_store import REDIS_LIMITS, WRITE_BATCH_SHA, KeySpace, seed_database
+from sqlkv.layout import EXT_LEASE, RivetV2Layout, SeedLayout, database_of
+from sqlkv.redis_store import REDIS_LIMITS, WRITE_BATCH_SHA, KeySpace
 
 #: No renewal runs during these tests: every command the server sees is a commit's.
 LONG_LEASE = 600
@@ -73,7 +73,7 @@ def test_a_database_and_its_sidecars_share_one_tag_and_others_do_not():
         layout.meta_key("app.db-journal"), layout.chunk_key("app.db-journal", 0),
         layout.meta_key("app.db-wal"), layout.ext_key("app.db", EXT_LEASE, b"e"),
     ]
-    assert {seed_database(k) for k in app} == {b"\x09app.db"}
+    assert {database_of(k) for k in app} == {b"\x09app.db"}
     assert {keyspace.tag(k) for k in app} == {b"{ns/" + b"\x09app.db".hex().encode() + b"}"}
     others = [layout.meta_key("b.db"), SeedLayout(8).meta_key("app.db"), KeySpace("ns2").key(app[0])]
     assert len({keyspace.tag(k) for k in others[:2]} | {keyspace.tag(app[0])}) == 3
@@ -81,11 +81,33 @@ def test_a_database_and_its_sidecars_share_one_tag_and_others_do_not():
     assert KeySpace.raw(keyspace.key(app[1])) == app[1]
 
 
+@pytest.mark.parametrize(
+    "raw, redis_key",
+    [
+        # layout seed, prefix 9: the tag is the namespace and hex(prefix + main file name)
+        (SeedLayout(9).meta_key("app.db"), b"{ns/096170702e6462}\x09\x00app.db"),
+        (SeedLayout(9).chunk_key("app.db", 0x01020304), b"{ns/096170702e6462}\x09\x01app.db\x00\x01\x02\x03\x04"),
+        (SeedLayout(9).chunk_key("app.db-journal", 1), b"{ns/096170702e6462}\x09\x01app.db-journal\x00\x00\x00\x00\x01"),
+        (SeedLayout(9).meta_key("app.db-wal"), b"{ns/096170702e6462}\x09\x00app.db-wal"),
+        (SeedLayout(9).ext_key("app.db", EXT_LEASE, b"e"), b"{ns/096170702e6462}\x09\x02app.db\x00le"),
+        (SeedLayout(0).meta_key("-journal"), b"{ns/002d6a6f75726e616c}\x00\x00-journal"),
+        # layout rivet-v2: the key space is the database, so the namespace's own tag
+        (RivetV2Layout("app.db").meta_key("app.db"), b"{ns}\x08\x01\x00\x00"),
+        (RivetV2Layout("app.db").chunk_key("app.db-journal", 2), b"{ns}\x08\x01\x01\x01\x00\x00\x00\x02"),
+        (RivetV2Layout("app.db").ext_key("app.db", EXT_LEASE), b"{ns}\x08\x01\xf0\x00l"),
+    ],
+)
+def test_redis_keys_of_layout_keys_are_pinned(raw, redis_key):
+    """Existing data is found only if these bytes never change."""
+    assert KeySpace("ns").key(raw) == redis_key
+    assert KeySpace.raw(redis_key) == raw
+
+
 def test_rivet_v2_keys_and_odd_keys_share_the_namespace_tag():
     rivet = RivetV2Layout("app.db")
     keys = [rivet.meta_key("app.db"), rivet.chunk_key("app.db", 0), rivet.chunk_key("app.db-journal", 3),
             rivet.ext_key("app.db", EXT_LEASE), b"", b"\x09", b"\x09\x07junk"]
-    assert {seed_database(k) for k in keys} == {None}
+    assert {database_of(k) for k in keys} == {None}
     assert {KeySpace("ns").tag(k) for k in keys} == {b"{ns}"}
     assert KeySpace("ns", "namespace").tag(SeedLayout(9).meta_key("app.db")) == b"{ns}"
 
@@ -129,7 +151,7 @@ def test_on_a_cluster_each_database_is_one_slot_and_databases_spread(redis_clust
         slots = {}
         for key in store.client.scan_iter(match=store.keyspace.scan_pattern()):
             raw = KeySpace.raw(key)
-            slots.setdefault(seed_database(raw), set()).add(store.client.keyslot(key))
+            slots.setdefault(database_of(raw), set()).add(store.client.keyslot(key))
         assert set(slots) == {b"\x09" + n.encode() for n in names}
         assert all(len(s) == 1 for s in slots.values())
         nodes = {store.client.nodes_manager.get_node_from_slot(next(iter(s))).name for s in slots.values()}

@@ -55,20 +55,44 @@ def test_changed_chunks_across_many_blocks():
 # -- loading the image -------------------------------------------------------------
 
 
-def test_read_all_pads_short_and_missing_chunks_with_zeros():
-    store = sqlkv.MemoryStore()
+def _three_chunk_file(store, name: str, chunk1: bytes | None, chunk2: bytes) -> Storage:
     layout = Options().make_layout("x.db")
-    store.put_batch(
-        [
-            (layout.meta_key("x.db"), encode_file_meta(4096 * 2 + 300)),
-            (layout.chunk_key("x.db", 0), b"\x01" * 4096),
-            # chunk 1 missing: zeros
-            (layout.chunk_key("x.db", 2), b"\x03" * 100),  # short: zeros up to 300
-            (layout.chunk_key("x.db", 3), b"\x04" * 4096),  # past the end: not part of the file
-        ]
-    )
-    storage = Storage(StoreClient(store), layout, "x.db", 4096, 1 << 20)
-    image = storage.open().read_all()
+    entries = [
+        (layout.meta_key(name), encode_file_meta(4096 * 2 + 300)),
+        (layout.chunk_key(name, 0), b"\x01" * 4096),
+        (layout.chunk_key(name, 2), chunk2),
+        (layout.chunk_key(name, 3), b"\x04" * 4096),  # past the end: not part of the file
+    ]
+    if chunk1 is not None:
+        entries.append((layout.chunk_key(name, 1), chunk1))
+    store.put_batch(entries)
+    return Storage(StoreClient(store), layout, "x.db", 4096, 1 << 20)
+
+
+@pytest.mark.parametrize(
+    "chunk1, chunk2, key, problem",
+    [
+        (None, b"\x03" * 300, "01782e64620000000001", "is missing"),
+        (b"\x02" * 4096, b"\x03" * 100, "01782e64620000000002", "is 100 bytes long"),
+        (b"\x02" * 4000, b"\x03" * 300, "01782e64620000000001", "is 4000 bytes long"),
+    ],
+    ids=["missing", "short-last", "short-middle"],
+)
+def test_read_all_refuses_missing_and_short_chunks(chunk1, chunk2, key, problem):
+    """Issue 9 item 6: a missing or short chunk of the database used to read
+    as zeros (and be written back with the next commit)."""
+    storage = _three_chunk_file(sqlkv.MemoryStore(), "x.db", chunk1, chunk2)
+    with pytest.raises(sqlkv.CorruptError, match=f"at key 09{key} {problem}"):
+        storage.open().read_all()
+
+
+def test_files_beside_the_database_keep_the_layouts_zeros():
+    """A journal another implementation left keeps LAYOUT.md's rule: missing
+    and short chunks read as zeros (SQLite's journal checksums catch damage)."""
+    store = sqlkv.MemoryStore()
+    storage = _three_chunk_file(store, "x.db-journal", None, b"\x03" * 100)
+    storage.open()
+    image = storage.file("x.db-journal").read_all()
     assert image == b"\x01" * 4096 + bytes(4096) + b"\x03" * 100 + bytes(200)
 
 

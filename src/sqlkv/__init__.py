@@ -15,11 +15,15 @@ from .database import Database, SqliteVfs
 from .engine import QueryResult, RunResult
 from .errors import (
     ClosedError,
+    ConcurrentCommitError,
     ConfigError,
     CorruptError,
     Error,
+    ExistsError,
     FencedError,
     LockedError,
+    NotFoundError,
+    OutcomeUnknownError,
     PinnedSettingError,
     SqlError,
     StoreError,
@@ -27,11 +31,30 @@ from .errors import (
     StoreProtocolError,
     UnusableError,
 )
+from .inventory import (
+    CheckReport,
+    DatabaseInfo,
+    LeaseInfo,
+    Problem,
+    check_database,
+    lease_info,
+    list_databases,
+    remove_database,
+)
 from .lmdbstore import LmdbStore
 from .memory import MemoryStore
 from .metrics import Stats
-from .store import RIVET_ACTOR_LIMITS, KvStore, StoreLimits
+from .store import (
+    RIVET_ACTOR_LIMITS,
+    AnyKvStore,
+    AsyncKvStore,
+    KvStore,
+    StoreCapabilities,
+    StoreLimits,
+    store_capabilities,
+)
 from .sync import Connection, connect
+from .transfer import SourceFileError, TransferResult, copy_database, export_database, import_database
 from .urls import open_store
 
 __version__ = "0.1.0"
@@ -48,32 +71,53 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'sqlkv' has no attribute {name!r}")
 
 __all__ = [
+    "AnyKvStore",
+    "AsyncKvStore",
     "AsyncRedisStore",
+    "CheckReport",
     "ClosedError",
+    "ConcurrentCommitError",
     "ConfigError",
     "Connection",
     "CorruptError",
     "Database",
+    "DatabaseInfo",
     "Error",
+    "ExistsError",
     "FencedError",
     "KvStore",
+    "LeaseInfo",
     "LmdbStore",
     "LockedError",
     "MemoryStore",
+    "NotFoundError",
+    "OutcomeUnknownError",
     "PinnedSettingError",
+    "Problem",
     "QueryResult",
     "RIVET_ACTOR_LIMITS",
     "RedisStore",
     "RunResult",
     "SqlError",
+    "SourceFileError",
     "SqliteVfs",
     "Stats",
+    "StoreCapabilities",
     "StoreError",
     "StoreLimitError",
     "StoreLimits",
     "StoreProtocolError",
+    "TransferResult",
     "UnusableError",
+    "check_database",
     "connect",
+    "copy_database",
+    "export_database",
+    "import_database",
+    "lease_info",
+    "list_databases",
     "open_store",
+    "remove_database",
+    "store_capabilities",
     "resolve_backend",
 ]

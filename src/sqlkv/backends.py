@@ -16,7 +16,7 @@ from .errors import ConfigError
 from .layout import check_file_name
 from .lease import LeaseRequest, check_lease_options
 from .options import BACKENDS, Options
-from .store import StoreClient
+from .store import AnyKvStore, StoreClient
 
 ENV_VAR = "SQLKV_BACKEND"
 
@@ -68,7 +68,7 @@ def resolve_backend(requested: str | None = None) -> str:
 
 def open_engine(
     options: Options,
-    store: object,
+    store: AnyKvStore,
     file_name: str,
     *,
     readonly: bool = False,

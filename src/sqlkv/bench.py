@@ -1,4 +1,4 @@
-"""The benchmark behind ``sqlkv bench``: the five workloads of WORKLOADS.md.
+"""The benchmark behind ``sqlkv bench``: the five workloads of docs/workloads.md.
 
 Every system runs the same SQL strings, values inlined, on one database named
 ``bench.db``:
@@ -13,7 +13,7 @@ A store is metered at its door (:mod:`sqlkv.latency`), every call first
 sleeping ``latency_ms``; the counters are reset after each workload's setup,
 so only the measured ops count. The three 16 MiB workloads are one chain: a
 later one picked alone runs the earlier ones first, unmeasured, so it always
-starts from the state WORKLOADS.md describes.
+starts from the state docs/workloads.md describes.
 
 sqlkv opens ``bench.db`` without a writer lease (``lease_seconds=None``).
 
@@ -36,7 +36,7 @@ from typing import Any
 from .errors import ConfigError, Error
 from .latency import Meter, metered
 from .layout import decode_file_meta, make_layout
-from .store import StoreClient
+from .store import AnyKvStore, StoreClient
 
 DB_NAME = "bench.db"
 
@@ -140,7 +140,7 @@ class Result:
         return self.store_seconds / self.kv_calls * 1000
 
     def as_dict(self) -> dict[str, Any]:
-        """The WORKLOADS.md fields, in its order, then ``chunks_written_per_op`` and
+        """The fields of docs/workloads.md, in its order, then ``chunks_written_per_op`` and
         ``round_trip_ms`` (the mean measured store call)."""
         rtt = self.round_trip_ms
         return {
@@ -296,7 +296,7 @@ class Sqlite3FileSession(Session):
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def fresh_store(url: str) -> tuple[object, Callable[[], None]]:
+def fresh_store(url: str) -> tuple[AnyKvStore, Callable[[], None]]:
     """A store from ``url`` holding no ``bench.db``, and what to call when done with it.
 
     ``memory://`` is a new store; ``lmdb://DIR`` a new LMDB environment in a
@@ -318,7 +318,7 @@ def fresh_store(url: str) -> tuple[object, Callable[[], None]]:
     return store, lambda: None
 
 
-def _delete_database(store: object) -> None:
+def _delete_database(store: AnyKvStore) -> None:
     """Delete ``bench.db`` (and a journal beside it) from ``store``."""
     layout = make_layout("seed", 9, DB_NAME)
     client = StoreClient(store)
@@ -327,7 +327,7 @@ def _delete_database(store: object) -> None:
             meta = client.get(layout.meta_key(name))
             if meta is None:
                 continue
-            chunks = -(-decode_file_meta(meta, 4096) // 4096)
+            chunks = -(-decode_file_meta(meta, 4096, layout.meta_key(name)) // 4096)
             keys = layout.chunk_keys(name, range(chunks)) + [layout.meta_key(name)]
             for start in range(0, len(keys), 128):
                 client.delete_batch(keys[start : start + 128])

@@ -18,8 +18,11 @@ while it ran) the commit takes four steps, each safe to interrupt:
 2. *commit point*: one single-key put of the *commit record* (new size, the
    range of old chunks to drop, number of pieces). Once it is stored, the
    transaction is committed.
-3. *apply*: delete the dropped range, copy every staged chunk into place,
-   write the new FileMeta. Idempotent, so it can be redone.
+3. *apply*: copy every staged chunk into place, delete the old chunks past
+   the new end, write the new FileMeta. Idempotent, so it can be redone.
+   (Every chunk inside the new size that no longer holds committed bytes is
+   staged, zeros included: see ``KvFile.sync``. So only chunks past the new
+   end are ever deleted.)
 4. *finish*: delete the commit record, then the staging keys, last piece first.
 
 Opening a file calls :meth:`Committer.recover`: a commit record means a
@@ -32,59 +35,141 @@ atomic gets atomic commits of any size this way.
 Every write here carries the storage's fence (writer lease) when the store has
 ``write_batch``, so a writer that lost its lease can neither commit nor
 disturb the staging area of the writer that replaced it.
+
+**Checked before trusted.** A commit record and every manifest piece carry a
+checksum over their key and content (BLAKE2b, 8 bytes), and a random commit
+id ties the pieces to their record. Before recovery deletes or overwrites
+anything on a record's word, the record's checksum, every field against the
+file's real state (its FileMeta, the layout's 2^32 chunks) and every piece
+are checked; any failure is :class:`CorruptError` naming the key, and nothing
+is changed. So a garbled record can neither wipe a database nor make it
+allocate or loop without bound.
+
+**Outcomes.** A failure of the write that commits (the one batch, or the
+commit record) leaves the outcome unknown; a failure after it leaves the
+transaction committed but not yet moved into place. Both are
+:class:`OutcomeUnknownError` (with ``committed`` ``None`` or ``True``), never
+a plain :class:`StoreError` or :class:`FencedError`, which say that nothing
+of the transaction is visible.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
-from .errors import CorruptError, FencedError, StoreLimitError
+from .errors import (
+    ConcurrentCommitError,
+    CorruptError,
+    FencedError,
+    OutcomeUnknownError,
+    StoreError,
+    StoreLimitError,
+)
 from .layout import (
     EXT_COMMIT_RECORD,
     EXT_STAGED_CHUNK,
     EXT_STAGED_MANIFEST,
+    MAX_CHUNKS,
     Layout,
+    chunk_count,
+    decode_file_meta,
     encode_file_meta,
 )
 from .store import StoreClient
 
 _INDEX = struct.Struct(">I")
-_RECORD = struct.Struct(">4sQQQQ")
-_RECORD_MAGIC = b"SKVc"
+_RECORD = struct.Struct(">4s8sQQQQ")
+_RECORD_MAGIC = b"SKV2"
+_COMMIT_ID_BYTES = 8
+_DIGEST_BYTES = 8
+#: Manifest pieces read per ``get_batch`` on a store that declares no key limit.
+_PIECES_PER_READ = 256
 
 Entry = tuple[bytes, bytes]
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """What an :class:`OutcomeUnknownError` is caused by: the store's own
+    exception behind a :class:`StoreError`, else ``exc`` itself."""
+    return exc.__cause__ if isinstance(exc, StoreError) and exc.__cause__ is not None else exc
+
+
+def _digest(key: bytes, body: bytes) -> bytes:
+    h = hashlib.blake2b(digest_size=_DIGEST_BYTES)
+    h.update(len(key).to_bytes(4, "big"))
+    h.update(key)
+    h.update(body)
+    return h.digest()
+
+
+def seal(key: bytes, body: bytes) -> bytes:
+    """``body`` followed by its checksum, bound to the key it is stored under."""
+    return body + _digest(key, body)
+
+
+def unseal(key: bytes, value: bytes, what: str) -> bytes:
+    """The body of a value :func:`seal` made for ``key``; :class:`CorruptError` if it is not one."""
+    body, digest = value[:-_DIGEST_BYTES], value[-_DIGEST_BYTES:]
+    if len(value) < _DIGEST_BYTES or digest != _digest(key, body):
+        raise CorruptError(
+            f"{what} at key {key.hex()} fails its checksum (garbled, or not written by "
+            "this version of sqlkv); nothing was changed"
+        )
+    return body
 
 
 @dataclass(frozen=True)
 class CommitRecord:
     """The commit point of a staged commit."""
 
+    commit_id: bytes  # ties the manifest pieces to this record
     new_size: int
     first_gone: int  # old chunks from here ...
     old_chunks: int  # ... to here are dropped, unless staged anew
     pieces: int  # manifest pieces 0 .. pieces-1
 
-    def encode(self) -> bytes:
-        return _RECORD.pack(_RECORD_MAGIC, self.new_size, self.first_gone, self.old_chunks, self.pieces)
+    def encode(self, key: bytes) -> bytes:
+        body = _RECORD.pack(
+            _RECORD_MAGIC, self.commit_id, self.new_size, self.first_gone, self.old_chunks, self.pieces
+        )
+        return seal(key, body)
 
     @classmethod
     def decode(cls, value: bytes, key: bytes) -> "CommitRecord":
-        if len(value) != _RECORD.size or value[:4] != _RECORD_MAGIC:
-            raise CorruptError(f"commit record at key {key.hex()} is not one sqlkv wrote")
-        _, new_size, first_gone, old_chunks, pieces = _RECORD.unpack(value)
-        return cls(new_size, first_gone, old_chunks, pieces)
+        if len(value) != _RECORD.size + _DIGEST_BYTES:
+            raise CorruptError(
+                f"commit record at key {key.hex()} is {len(value)} bytes long, not "
+                f"{_RECORD.size + _DIGEST_BYTES}: not one this version of sqlkv wrote; "
+                "nothing was changed"
+            )
+        magic, commit_id, new_size, first_gone, old_chunks, pieces = _RECORD.unpack(
+            unseal(key, value, "commit record")
+        )
+        if magic != _RECORD_MAGIC:
+            raise CorruptError(f"commit record at key {key.hex()} has unknown magic {magic!r}")
+        return cls(commit_id, new_size, first_gone, old_chunks, pieces)
 
 
-def encode_indices(indices: Iterable[int]) -> bytes:
-    return b"".join(_INDEX.pack(i) for i in indices)
+def encode_piece(key: bytes, commit_id: bytes, indices: Iterable[int]) -> bytes:
+    """A manifest piece: the commit id, then the chunk indices its batch holds, sealed."""
+    return seal(key, commit_id + b"".join(_INDEX.pack(i) for i in indices))
 
 
-def decode_indices(value: bytes, key: bytes) -> list[int]:
-    if len(value) % 4:
-        raise CorruptError(f"manifest piece at key {key.hex()} has a length not a multiple of 4")
-    return [i for (i,) in _INDEX.iter_unpack(value)]
+def decode_piece(value: bytes, key: bytes, commit_id: bytes | None) -> list[int]:
+    """The chunk indices of a manifest piece, checked (and its commit id, when known)."""
+    body = unseal(key, value, "manifest piece")
+    if len(body) <= _COMMIT_ID_BYTES or (len(body) - _COMMIT_ID_BYTES) % 4:
+        raise CorruptError(f"manifest piece at key {key.hex()} lists no whole chunk index")
+    if commit_id is not None and body[:_COMMIT_ID_BYTES] != commit_id:
+        raise CorruptError(
+            f"manifest piece at key {key.hex()} belongs to another commit than its commit record"
+        )
+    return [i for (i,) in _INDEX.iter_unpack(memoryview(body)[_COMMIT_ID_BYTES:])]
 
 
 class Staging:
@@ -93,6 +178,7 @@ class Staging:
     def __init__(self) -> None:
         self.pieces = 0
         self.indices: set[int] = set()
+        self.commit_id = os.urandom(_COMMIT_ID_BYTES)
 
     def __bool__(self) -> bool:
         return self.pieces > 0
@@ -216,26 +302,63 @@ class Committer:
             puts.append(meta)
             deletes = [layout.chunk_key(name, i) for i in range(first_gone, old_chunks) if i not in chunks]
             if self.fits_one_batch(puts, deletes):
-                self.write(puts, deletes)
-                self.client.stats.commits += 1
+                if self.client.can_write_batch or not deletes:
+                    self._commit_point(puts, deletes)
+                else:  # put_batch commits; the delete_batch after it only cleans up
+                    self._commit_point(puts)
+                    with self._committed(f"FileMeta at key {meta[0].hex()}"):
+                        self.write([], deletes)
                 return
         staging = staging if staging is not None else Staging()
         self.stage(name, staging, chunks)
-        record = CommitRecord(new_size, first_gone, old_chunks, staging.pieces)
-        self.write([(self.record_key(name), record.encode())])
+        record = CommitRecord(staging.commit_id, new_size, first_gone, old_chunks, staging.pieces)
+        record_key = self.record_key(name)
+        record_value = record.encode(record_key)
+        self._commit_point([(record_key, record_value)])
+        with self._committed(f"commit record at key {record_key.hex()}"):
+            self._apply(name, record, chunks, record_value)
+            self._finish(name, record.pieces)
+
+    def _commit_point(self, puts: Sequence[Entry], deletes: Sequence[bytes] = ()) -> None:
+        """The write that commits: refused (FencedError: nothing of it is visible),
+        done, or failed with its outcome unknown."""
+        try:
+            self.write(puts, deletes)
+        except FencedError:
+            raise
+        except StoreError as exc:
+            raise OutcomeUnknownError(
+                "commit outcome unknown: the store failed on the write that commits "
+                f"({exc}); the store may have applied it. The next call reopens the "
+                "database and shows which: look before retrying the transaction",
+                committed=None,
+            ) from _cause(exc)
         self.client.stats.commits += 1
-        self._apply(name, record, chunks)
-        self._finish(name, record.pieces)
+
+    @contextmanager
+    def _committed(self, commit_point: str) -> Iterator[None]:
+        """Around the steps after the commit point: their failure leaves the
+        transaction committed, which the caller must hear."""
+        try:
+            yield
+        except (StoreError, FencedError, ConcurrentCommitError) as exc:
+            raise OutcomeUnknownError(
+                f"the transaction is committed (its {commit_point} is stored), but this "
+                f"writer could not finish it ({type(exc).__name__}: {exc}); the next open "
+                "finishes it. Do not retry the transaction",
+                committed=True,
+            ) from _cause(exc)
 
     def stage(self, name: str, staging: Staging, chunks: dict[int, bytes]) -> None:
         """Write ``chunks`` to the staging area (step 1); nothing becomes visible."""
         self._check_values(chunks)
         entries = [(self.staged_key(name, i), v) for i, v in chunks.items()]
         piece_key_len = len(self.piece_key(name, 0))
-        reserve_bytes = piece_key_len + 4 * (self.max_keys or 1024)
+        reserve_bytes = piece_key_len + _COMMIT_ID_BYTES + _DIGEST_BYTES + 4 * (self.max_keys or 1024)
         for batch in self._batches(entries, reserve_keys=1, reserve_bytes=reserve_bytes):
             indices = [_INDEX.unpack(k[-4:])[0] for k, _ in batch]
-            piece = (self.piece_key(name, staging.pieces), encode_indices(indices))
+            piece_key = self.piece_key(name, staging.pieces)
+            piece = (piece_key, encode_piece(piece_key, staging.commit_id, indices))
             if self.atomic:
                 self.write([piece, *batch])
             else:
@@ -259,23 +382,78 @@ class Committer:
             out.update(zip((_INDEX.unpack(k[-4:])[0] for k in batch), values))
         return out
 
-    def _manifest(self, name: str, pieces: int) -> Iterator[list[int]]:
-        step = self.max_keys or max(1, pieces)
+    def _manifest(
+        self, name: str, record: CommitRecord, record_value: bytes | None = None
+    ) -> Iterator[list[int]]:
+        """The chunk indices of each manifest piece of ``record``, checked, in order.
+
+        A missing piece is damage, unless the record itself changed meanwhile
+        (``record_value``: the record as this open read or wrote it): then
+        another writer finished the commit under it (this one lost its lease,
+        or reads without one).
+        """
+        pieces = record.pieces
+        step = self.max_keys or _PIECES_PER_READ
         for start in range(0, pieces, step):
             keys = [self.piece_key(name, p) for p in range(start, min(pieces, start + step))]
             for key, value in zip(keys, self.client.get_batch(keys)):
                 if value is None:
-                    raise CorruptError(f"manifest piece at key {key.hex()} is missing")
-                yield decode_indices(value, key)
+                    record_key = self.record_key(name)
+                    if record_value is not None and self.client.get(record_key) != record_value:
+                        raise ConcurrentCommitError(
+                            f"a writer finished the commit of {name!r} (record at key "
+                            f"{record_key.hex()}) while this open read it; reopen"
+                        )
+                    raise CorruptError(
+                        f"manifest piece at key {key.hex()} is missing, though the commit "
+                        f"record at key {record_key.hex()} lists {pieces} pieces"
+                    )
+                yield decode_piece(value, key, record.commit_id)
 
-    def _apply(self, name: str, record: CommitRecord, in_memory: dict[int, bytes]) -> None:
-        """Step 3: drop the old range, copy staged chunks into place, write FileMeta."""
+    def verify(self, name: str, record_value: bytes, meta_value: bytes | None) -> CommitRecord:
+        """The commit record of ``name``, checked against the file's real state.
+
+        ``meta_value``: the file's FileMeta as stored. The record must be sealed
+        for its key; within the layout's 2^32 chunks; say the file had as many
+        chunks as its FileMeta does (unless the apply step already wrote the new
+        FileMeta); and list pieces that exist and belong to it. Anything else is
+        :class:`CorruptError` naming the key, before anything is changed.
+        """
+        key = self.record_key(name)
+        record = CommitRecord.decode(record_value, key)
+        cs = self.chunk_size
+        meta_key = self.layout.meta_key(name)
+        size = decode_file_meta(meta_value, cs, meta_key) if meta_value is not None else 0
+        new_chunks = chunk_count(record.new_size, cs)
+        problem = None
+        if max(new_chunks, record.old_chunks, record.pieces) > MAX_CHUNKS:
+            problem = (
+                f"gives new size {record.new_size}, {record.old_chunks} old chunks and "
+                f"{record.pieces} pieces: beyond the layout's 2^32 chunks"
+            )
+        elif record.first_gone > min(record.old_chunks, new_chunks):
+            problem = (
+                f"drops chunks from {record.first_gone}, past the old ({record.old_chunks}) "
+                f"or new ({new_chunks}) end of the file"
+            )
+        elif record.old_chunks != chunk_count(size, cs) and size != record.new_size:
+            problem = (
+                f"says the file had {record.old_chunks} chunks, but its FileMeta at key "
+                f"{meta_key.hex()} gives {size} bytes"
+            )
+        if problem is not None:
+            raise CorruptError(f"commit record at key {key.hex()} {problem}; nothing was changed")
+        for _ in self._manifest(name, record, record_value):
+            pass
+        return record
+
+    def _apply(
+        self, name: str, record: CommitRecord, in_memory: dict[int, bytes], record_value: bytes
+    ) -> None:
+        """Step 3: copy staged chunks into place, drop old chunks past the new end, write FileMeta."""
         layout, cs = self.layout, self.chunk_size
-        new_chunks = -(-record.new_size // cs)
-        gone = [layout.chunk_key(name, i) for i in range(record.first_gone, record.old_chunks)]
-        for batch in self.key_batches(gone):
-            self.write([], batch)
-        for indices in self._manifest(name, record.pieces):
+        new_chunks = chunk_count(record.new_size, cs)
+        for indices in self._manifest(name, record, record_value):
             indices = [i for i in dict.fromkeys(indices) if i < new_chunks]
             missing = [i for i in indices if i not in in_memory]
             staged = self.read_staged(name, missing) if missing else {}
@@ -283,12 +461,19 @@ class Committer:
             for i in indices:
                 value = in_memory[i] if i in in_memory else staged[i]
                 if value is None:
-                    continue  # dropped from staging before the commit point
+                    raise CorruptError(
+                        f"staged chunk {i} of {name!r} at key {self.staged_key(name, i).hex()}, "
+                        f"listed by the commit record at key {self.record_key(name).hex()}, is missing"
+                    )
                 want = min(cs, record.new_size - i * cs)
                 value = value[:want] if len(value) >= want else value + bytes(want - len(value))
                 entries.append((layout.chunk_key(name, i), value))
             for batch in self._batches(entries):
                 self.write(batch)
+        step = self.max_keys or _PIECES_PER_READ * 16
+        for start in range(max(record.first_gone, new_chunks), record.old_chunks, step):
+            stop = min(start + step, record.old_chunks)
+            self.write([], layout.chunk_keys(name, range(start, stop)))
         self.write([(layout.meta_key(name), encode_file_meta(record.new_size))])
 
     def _finish(self, name: str, pieces: int) -> None:
@@ -297,15 +482,17 @@ class Committer:
         self._discard(name, pieces)
 
     def _discard(self, name: str, pieces: int) -> None:
-        """Delete staging pieces ``pieces-1`` down to 0, each after the chunks it lists."""
+        """Delete staging pieces ``pieces-1`` down to 0, each after the chunks it lists.
+
+        Every piece is read and checked before the first delete."""
         keys = [self.piece_key(name, p) for p in range(pieces)]
-        values = {}
+        listed: list[list[int]] = []
         for batch in self.key_batches(keys):
-            values.update(zip(batch, self.client.get_batch(batch)))
+            for key, value in zip(batch, self.client.get_batch(batch)):
+                listed.append(decode_piece(value, key, None) if value is not None else [])
         for piece in reversed(range(pieces)):
             key = keys[piece]
-            value = values.get(key)
-            staged = [self.staged_key(name, i) for i in decode_indices(value, key)] if value else []
+            staged = [self.staged_key(name, i) for i in listed[piece]]
             if self.atomic and (self.max_keys is None or len(staged) < self.max_keys):
                 self.write([], [*staged, key])
             else:
@@ -319,14 +506,18 @@ class Committer:
         """Keys to read at open that tell whether a commit of ``name`` was interrupted."""
         return [self.record_key(name), self.piece_key(name, 0)]
 
-    def recover(self, name: str, record_value: bytes | None, piece0: bytes | None) -> bool:
+    def recover(
+        self, name: str, record_value: bytes | None, piece0: bytes | None, meta_value: bytes | None
+    ) -> bool:
         """Finish (roll forward) or discard (roll back) an interrupted commit of ``name``.
 
-        Returns whether anything was done, so the caller re-reads the file.
+        ``meta_value`` is the file's FileMeta as stored, to check the record
+        against (see :meth:`verify`). Returns whether anything was done, so the
+        caller re-reads the file.
         """
         if record_value is not None:
-            record = CommitRecord.decode(record_value, self.record_key(name))
-            self._apply(name, record, {})
+            record = self.verify(name, record_value, meta_value)
+            self._apply(name, record, {}, record_value)
             self._finish(name, record.pieces)
             return True
         if piece0 is not None:
@@ -334,14 +525,17 @@ class Committer:
             return True
         return False
 
-    def pending_record(self, name: str, record_value: bytes) -> tuple[CommitRecord, dict[int, bytes]]:
+    def pending_record(
+        self, name: str, record_value: bytes, meta_value: bytes | None
+    ) -> tuple[CommitRecord, dict[int, bytes]]:
         """For a read-only open: the interrupted commit's state, without writing.
 
-        Returns the record and, per chunk index, the staging key of its new value.
+        Returns the record (checked as :meth:`verify` does) and, per chunk
+        index, the staging key of its new value.
         """
-        record = CommitRecord.decode(record_value, self.record_key(name))
+        record = self.verify(name, record_value, meta_value)
         overlay = {}
-        for indices in self._manifest(name, record.pieces):
+        for indices in self._manifest(name, record, record_value):
             for i in indices:
                 overlay[i] = self.staged_key(name, i)
         return record, overlay

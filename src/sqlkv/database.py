@@ -26,6 +26,7 @@ from .errors import ClosedError, Error
 from .lease import DEFAULT_LEASE_SECONDS
 from .metrics import Stats
 from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
+from .store import AnyKvStore
 from .worker import Worker
 
 RowCallback = Callable[[list, list[str]], Any]
@@ -63,7 +64,7 @@ class SqliteVfs:
         )
 
     async def open(
-        self, file_name: str, store: object, *, readonly: bool = False, lock_timeout: float = 0.0
+        self, file_name: str, store: AnyKvStore, *, readonly: bool = False, lock_timeout: float = 0.0
     ) -> "Database":
         """Open (creating if needed) the database ``file_name`` in ``store``.
 

@@ -144,8 +144,11 @@ _BY_SQLKV_CLASS: tuple[tuple[type[Exception], type[Error]], ...] = (
     (_sqlkv_errors.CorruptError, DatabaseError),
     (_sqlkv_errors.LockedError, OperationalError),
     (_sqlkv_errors.FencedError, OperationalError),
-    (_sqlkv_errors.StoreError, OperationalError),
+    (_sqlkv_errors.StoreError, OperationalError),  # OutcomeUnknownError too, its .committed kept
+    (_sqlkv_errors.ConcurrentCommitError, OperationalError),
     (_sqlkv_errors.UnusableError, OperationalError),
+    (_sqlkv_errors.NotFoundError, OperationalError),
+    (_sqlkv_errors.ExistsError, OperationalError),
 )
 
 _combined_classes: dict[tuple[type, type], type[Error]] = {}
@@ -172,8 +175,14 @@ def _error_name(code: int, cause: BaseException | None) -> str | None:
     return apsw.mapping_extended_result_codes.get(code) or apsw.mapping_result_codes.get(code & 0xFF)
 
 
-def _translate(exc: BaseException) -> BaseException:
-    """The DB-API exception for an exception from the engine (see the module docstring)."""
+def _translate(exc: BaseException, fallback: type[Error] = ProgrammingError) -> BaseException:
+    """The DB-API exception for an exception from the engine (see the module docstring).
+
+    ``fallback`` is the class of a plain :class:`sqlkv.Error`: a call sqlkv
+    refuses (several statements to execute()) is a ``ProgrammingError``; a
+    database that cannot be opened (a read-only open of one that does not
+    exist) an ``OperationalError``, as ``sqlite3``'s "unable to open".
+    """
     if isinstance(exc, Error):
         return exc
     if type(exc) is _sqlkv_errors.SqlError:
@@ -193,20 +202,21 @@ def _translate(exc: BaseException) -> BaseException:
     if isinstance(exc, _sqlkv_errors.Error):
         for sqlkv_class, pep_class in _BY_SQLKV_CLASS:
             if isinstance(exc, sqlkv_class):
-                made = _combined(pep_class, type(exc))(*exc.args)
+                # Made without calling __init__ (whose signature is the sqlkv
+                # class's own): the same args and attributes as the original.
+                made = BaseException.__new__(_combined(pep_class, type(exc)), *exc.args)
                 made.__dict__.update(exc.__dict__)
                 return made
-        # The rest is a call sqlkv refuses (several statements to execute(), ...).
-        return ProgrammingError(str(exc))
+        return fallback(str(exc))
     return exc
 
 
 @contextmanager
-def _translated() -> Iterator[None]:
+def _translated(fallback: type[Error] = ProgrammingError) -> Iterator[None]:
     try:
         yield
     except _sqlkv_errors.Error as exc:
-        made = _translate(exc)
+        made = _translate(exc, fallback)
         if made is exc:
             raise
         raise made from (exc.__cause__ if exc.__cause__ is not None else exc)
@@ -404,7 +414,7 @@ def connect(
         raise ProgrammingError(f"unknown connect() option(s): {', '.join(unknown)}")
     if store is None:
         store = os.environ.get(STORE_ENV_VAR) or DEFAULT_STORE
-    with _translated():
+    with _translated(OperationalError):
         settings = Options(**options)
         owned = open_store(store) if isinstance(store, str) else None
         try:

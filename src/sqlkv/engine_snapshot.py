@@ -46,7 +46,7 @@ from .engine import (
     split_statements,
     stats_pragma,
 )
-from .errors import Error, SqlError
+from .errors import ConfigError, Error, SqlError
 
 #: Actions that read, or only begin and end transactions. INSERT, UPDATE and
 #: DELETE are not noted either: SQLite's count of changed rows covers them.
@@ -83,6 +83,10 @@ _WRITING_PRAGMAS = frozenset({"incremental_vacuum", "optimize"})
 
 #: Files ATTACH may open: a new temporary or in-memory database, never a file.
 _ATTACHABLE = ("", ":memory:")
+
+#: The largest image SQLite holds as an in-memory database by default
+#: (SQLITE_MEMDB_DEFAULT_MAXSIZE): the most backend snapshot opens.
+MAX_IMAGE_BYTES = 1 << 30
 
 #: Chunks compared at once before comparing them one by one.
 _BLOCK_CHUNKS = 256
@@ -159,21 +163,31 @@ class SnapshotEngine(EngineBase):
     # -- opening, and reopening after a store failure ---------------------------
 
     def _open(self) -> None:
-        self._main = self._open_storage()
-        image = self._main.read_all()
-        if self.readonly:
-            conn = _read_only_connection(image)
-        else:
-            conn = sqlite3.connect("file:sqlkv?vfs=memdb", **_CONNECT_OPTIONS)
+        self._main = main = self._open_storage()
+        if main.size > MAX_IMAGE_BYTES:
+            main.check_end()  # a FileMeta the chunks do not bear out is damage, not size
+            raise ConfigError(
+                f"database {self.name!r} is {main.size} bytes; backend snapshot holds at most "
+                f"{MAX_IMAGE_BYTES} bytes in memory: open it with backend='pages'"
+            )
+        image = main.read_all()
+        conn = None
         try:
-            if image and not self.readonly:
-                conn.deserialize(image)
+            if self.readonly:
+                conn = _read_only_connection(image)
+            else:
+                conn = sqlite3.connect("file:sqlkv?vfs=memdb", **_CONNECT_OPTIONS)
+                if image:
+                    conn.deserialize(image)
             for pragma in SETUP_PRAGMAS + _PARITY_PRAGMAS:
                 conn.execute(f"PRAGMA {pragma}").fetchall()
         except BaseException as exc:
-            conn.close()
+            if conn is not None:
+                conn.close()
             if isinstance(exc, sqlite3.Error):
-                raise SqlError(f"cannot open {self.name!r}: {exc}") from exc
+                raise SqlError(
+                    f"cannot open {self.name!r}: {exc}", getattr(exc, "sqlite_errorcode", None)
+                ) from exc
             raise
         # Installed after the setup, whose pragmas set the pinned values.
         conn.set_authorizer(self._authorize)

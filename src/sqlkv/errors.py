@@ -48,10 +48,43 @@ class StoreLimitError(StoreError):
     """A write cannot be expressed within the store's declared limits."""
 
 
+class OutcomeUnknownError(StoreError):
+    """A commit failed at or after its commit point: it may have happened.
+
+    ``committed`` is ``None`` when the write that commits (the one batch of a
+    commit that fits one, or the commit record of a staged one) failed: the
+    store may have applied it and lost the reply, or not. It is ``True`` when
+    that write is known to be stored, but what follows it (moving staged
+    chunks into place, cleaning up) failed: the transaction is committed and
+    the next open, by this writer or the one that replaced it, finishes it.
+
+    ``__cause__`` is the store's exception, or the :class:`FencedError` that
+    stopped this writer from finishing. It subclasses :class:`StoreError`, so
+    code that reopens after a store failure goes on working; but unlike any
+    other :class:`StoreError` of a commit it does *not* mean "nothing of it
+    is visible": do not retry the transaction blindly, check what the
+    database holds first (a plain :class:`StoreError` or :class:`FencedError`
+    does mean the transaction is gone).
+    """
+
+    def __init__(self, message: str, committed: bool | None) -> None:
+        super().__init__(message)
+        self.committed = committed
+
+
 class CorruptError(Error):
-    """Stored data does not follow the layout (bad FileMeta, oversized chunk, ...).
+    """Stored data does not follow the layout (bad FileMeta, missing or oversized
+    chunk, garbled commit record, ...); the message names the key.
 
     Raised before anything is written, so nothing stored changes.
+    """
+
+
+class ConcurrentCommitError(Error):
+    """A writer changed the database while a reader that holds no lease was
+    reading it, so what the reader needed is gone (a read-only open is not
+    isolated from writers). Nothing is wrong with the stored data: reopen and
+    retry.
     """
 
 
@@ -65,3 +98,11 @@ class LockedError(Error):
 
 class FencedError(Error):
     """This writer lost its lease; its commit was refused and nothing of it is visible."""
+
+
+class NotFoundError(Error):
+    """The database named does not exist in the store."""
+
+
+class ExistsError(Error):
+    """The database (or file) to be made exists already, and replacing it was not asked for."""

@@ -33,6 +33,9 @@ MAGIC = bytes.fromhex("d9d505f920a163d7")
 _HEADER = struct.Struct(">8sIIIII")
 _U32 = struct.Struct(">I")
 PENDING_BYTE = 0x40000000
+#: Longest super-journal name taken from a journal (SQLite's own limit on a
+#: path is far below it): a damaged length is never read at its word.
+MAX_SUPER_JOURNAL_NAME = 65536
 
 
 def _power_of_two(n: int, low: int, high: int) -> bool:
@@ -55,7 +58,7 @@ def super_journal_name(journal: "KvFile") -> str | None:
         return None
     tail = journal.read(16, size - 16)
     length, _checksum_value = struct.unpack(">II", tail[:8])
-    if tail[8:] != MAGIC or length == 0 or length > size - 16:
+    if tail[8:] != MAGIC or length == 0 or length > min(size - 16, MAX_SUPER_JOURNAL_NAME):
         return None
     return journal.read(length, size - 16 - length).split(b"\x00")[0].decode("utf-8", "replace")
 

@@ -9,8 +9,21 @@ committed states.
 The current bytes of chunk ``i`` are, in order of precedence: its buffered
 write (``dirty``), its spilled copy in the staging area (a transaction whose
 changes outgrew the memory bound), its committed value (cache, then store),
-or zeros. Every cache miss fetches its chunks and some read-ahead in one
-``get_batch``.
+or zeros past the committed end. Every cache miss fetches its chunks and some
+read-ahead in one ``get_batch``.
+
+Missing chunks. LAYOUT.md lets a chunk inside the file size be missing and
+read as zeros. For the database file itself sqlkv does not take that word:
+a missing key is indistinguishable from a lost or torn write, and reading it
+as zeros, then writing those zeros back with the next change to the chunk,
+turns store damage into lasting, silent corruption. SQLite never leaves a
+hole in a committed database file, and sqlkv commits every chunk inside the
+file, zero-filled ones included (see :meth:`KvFile.sync`), so a missing or
+short committed chunk of the database is damage: :class:`CorruptError`
+naming its key (or :class:`ConcurrentCommitError` when the FileMeta changed
+under a reader meanwhile). Files beside it (a hot journal another
+implementation left) keep the layout's rule: SQLite's journal records carry
+their own checksums, so zeros there can never pass for data.
 """
 
 from __future__ import annotations
@@ -19,8 +32,8 @@ from typing import TYPE_CHECKING
 
 from .chunkcache import ChunkCache, ReadAhead
 from .commit import Staging
-from .errors import CorruptError, UnusableError
-from .layout import decode_file_meta
+from .errors import ConcurrentCommitError, CorruptError, UnusableError
+from .layout import chunk_count, decode_file_meta, encode_file_meta
 
 if TYPE_CHECKING:
     from .storage import Storage
@@ -37,8 +50,10 @@ class KvFile:
         layout = storage.layout
         self.meta_key = layout.meta_key(name)
         self._chunk_keys = lambda indices: layout.chunk_keys(name, indices)
-        self._chunk_key = lambda index: layout.chunk_key(name, index)
         self.exists = meta_value is not None
+        #: Missing or short committed chunks are damage (see the module docstring).
+        self.strict = name == storage.main_name
+        self._meta_value = meta_value
         self.committed_size = (
             decode_file_meta(meta_value, cs, self.meta_key) if meta_value is not None else 0
         )
@@ -76,22 +91,67 @@ class KvFile:
             self.committed_size, self._low_water
         )
 
-    def _checked(self, index: int, value: bytes | None) -> bytes:
-        """A chunk value from the store, checked; a missing chunk reads as zeros."""
-        if value is None:
-            return b""
-        if len(value) > self.chunk_size:
-            raise CorruptError(
-                f"chunk {index} of {self.name!r} is {len(value)} bytes, longer than the "
-                f"chunk size {self.chunk_size}"
+    def _committed_length(self, index: int) -> int:
+        """How long committed chunk ``index`` must be: the file size says."""
+        return min(self.chunk_size, self.committed_size - index * self.chunk_size)
+
+    def _too_long(self, index: int, key: bytes, value: bytes) -> CorruptError:
+        return CorruptError(
+            f"chunk {index} of {self.name!r} at key {key.hex()} is {len(value)} bytes, "
+            f"longer than the chunk size {self.chunk_size}"
+        )
+
+    def _intact(self, index: int, value: bytes | None) -> bool:
+        """Whether committed chunk ``index`` passes :meth:`_committed` as it is."""
+        return value is not None and self._committed_length(index) <= len(value) <= self.chunk_size
+
+    def _committed(self, index: int, key: bytes, value: bytes | None) -> bytes:
+        """Committed chunk ``index`` as the store holds it under ``key``, checked
+        against the file size (see the module docstring)."""
+        if value is not None and len(value) > self.chunk_size:
+            raise self._too_long(index, key, value)
+        want = self._committed_length(index)
+        if value is not None and len(value) >= want:
+            return value
+        if not self.strict:
+            return value or b""  # the layout's rule: reads as zeros
+        raise self._damaged(index, key, value, want)
+
+    def _damaged(self, index: int, key: bytes, value: bytes | None, want: int) -> Exception:
+        """The error for a missing or short committed chunk: a writer's change
+        under a reader, or damage. Costs one round trip, on this error path only."""
+        now = self.storage.client.get(self.meta_key)
+        if now != self._meta_value:
+            return ConcurrentCommitError(
+                f"the FileMeta of {self.name!r} (key {self.meta_key.hex()}) changed while "
+                f"this open read chunk {index} (key {key.hex()}): another writer committed; "
+                "reopen the database"
             )
+        found = "missing" if value is None else f"{len(value)} bytes long"
+        return CorruptError(
+            f"chunk {index} of {self.name!r} at key {key.hex()} is {found}, but the file "
+            f"size {self.committed_size} (FileMeta at key {self.meta_key.hex()}) needs "
+            f"{want} bytes there; nothing was written"
+        )
+
+    def _staged(self, index: int, key: bytes, value: bytes | None) -> bytes:
+        """A chunk from the staging area (this transaction's spill, or an interrupted
+        commit's); it may be short (it is zero-padded when read or applied)."""
+        if value is None:
+            raise CorruptError(f"staged chunk {index} of {self.name!r} at key {key.hex()} is missing")
+        if len(value) > self.chunk_size:
+            raise self._too_long(index, key, value)
         return value
 
     def prefetched(self, values: dict[int, bytes | None]) -> None:
-        """Take chunks read ahead of time (at open) into the cache."""
+        """Take chunks read ahead of time (at open) into the cache.
+
+        A chunk that fails its check is left out: reading it raises the error,
+        so a damaged chunk the caller never reads does not keep it from opening.
+        """
         for i, value in values.items():
-            if self._has_committed_bytes(i) and i not in self._overlay:
-                self.cache.put(i, self._checked(i, value))
+            if self._has_committed_bytes(i) and i not in self._overlay and self._intact(i, value):
+                self.cache.put(i, value)  # type: ignore[arg-type]
 
     def _fetch(self, missing: list[int]) -> dict[int, bytes]:
         """Fetch committed chunks ``missing``, with read-ahead, in as few round trips as allowed."""
@@ -99,8 +159,7 @@ class KvFile:
         out: dict[int, bytes] = {}
         overlaid = [i for i in missing if i in self._overlay]
         if overlaid:
-            values = self.storage.client.get_batch([self._overlay[i] for i in overlaid])
-            out.update((i, self._checked(i, v)) for i, v in zip(overlaid, values))
+            out.update(self._fetch_overlaid(overlaid))
             missing = [i for i in missing if i not in self._overlay]
             if not missing:
                 return out
@@ -118,15 +177,36 @@ class KvFile:
             ):
                 wanted[i] = None
         indices = list(wanted)
+        requested = set(missing)
         step = self.storage.max_read_chunks
         for start in range(0, len(indices), step):
             part = indices[start : start + step]
-            values = self.storage.client.get_batch(self._chunk_keys(part))
-            for i, value in zip(part, values):
-                value = self._checked(i, value)
+            keys = self._chunk_keys(part)
+            values = self.storage.client.get_batch(keys)
+            for i, key, value in zip(part, keys, values):
+                if i not in requested and not self._intact(i, value):
+                    continue  # a damaged chunk read ahead fails when it is read
+                value = self._committed(i, key, value)
                 self.cache.put(i, value)
                 if i in wanted:
                     out[i] = value
+        return out
+
+    def _fetch_overlaid(self, indices: list[int]) -> dict[int, bytes]:
+        """Read-only view of an interrupted commit: the staged values of ``indices``.
+
+        A staged key that is gone means the writer finished that commit
+        meanwhile (staged keys are deleted only after the chunks were moved
+        into place): the chunk is then read where the layout keeps it.
+        """
+        keys = [self._overlay[i] for i in indices]
+        values = self.storage.client.get_batch(keys)
+        out = {i: self._staged(i, k, v) for i, k, v in zip(indices, keys, values) if v is not None}
+        moved = [i for i in indices if i not in out]
+        if moved:
+            keys = self._chunk_keys(moved)
+            values = self.storage.client.get_batch(keys)
+            out.update((i, self._committed(i, k, v)) for i, k, v in zip(moved, keys, values))
         return out
 
     def _load(self, indices) -> dict[int, bytes]:
@@ -150,11 +230,18 @@ class KvFile:
                 out[i] = chunk
         self.storage.stats.cache_hits += len(out)
         if staged:
-            for i, value in self.committer.read_staged(self.name, staged).items():
-                out[i] = self._checked(i, value)
+            out.update(self._read_staged(staged))
         if missing:
             out.update(self._fetch(missing))
         return out
+
+    def _read_staged(self, indices: list[int]) -> dict[int, bytes]:
+        """This transaction's spilled chunks ``indices``, checked."""
+        staged_key = self.committer.staged_key
+        return {
+            i: self._staged(i, staged_key(self.name, i), value)
+            for i, value in self.committer.read_staged(self.name, indices).items()
+        }
 
     def _chunk(self, index: int, loaded: dict[int, bytes]) -> bytes | bytearray:
         chunk = self.dirty.get(index)
@@ -192,7 +279,7 @@ class KvFile:
                     part = bytes(part) + bytes(hi - lo - len(part))
                 parts.append(part)
             data = b"".join(parts)
-        if len(data) < end - offset:  # a short or missing chunk inside the file reads as zeros
+        if len(data) < end - offset:  # bytes never written since the file grew read as zeros
             data += bytes(end - offset - len(data))
         return data
 
@@ -202,42 +289,61 @@ class KvFile:
         For an engine that loads a whole image at once (backend ``snapshot``):
         chunks buffered or cached are used as they are, the others are fetched
         without the read-ahead cap, and are not cached (a whole-file read would
-        only push out what the cache holds). Short or missing chunks read as zeros.
+        only push out what the cache holds). The last chunk comes in the first
+        batch, so a size the store does not hold fails before the rest is read
+        (for a size too large to list its chunks, call :meth:`check_end` first).
         """
         self._check()
         cs = self.chunk_size
         count = -(-self.size // cs)
         loaded: dict[int, bytes] = {}
-        wanted: dict[int, bytes] = {}  # chunk index -> the key its current bytes are under
+        staged: list[int] = []
+        overlaid: list[int] = []
+        wanted: list[int] = []  # committed chunks to fetch
         for i in range(count):
             if i in self.dirty:
                 continue
             if i in self.staging.indices:
-                wanted[i] = self.committer.staged_key(self.name, i)
+                staged.append(i)
             elif i in self._overlay:
-                wanted[i] = self._overlay[i]
+                overlaid.append(i)
             elif self._has_committed_bytes(i):
                 chunk = self.cache.get(i)
                 if chunk is None:
-                    wanted[i] = self._chunk_key(i)
+                    wanted.append(i)
                 else:
                     loaded[i] = chunk
         stats = self.storage.stats
         stats.cache_hits += len(loaded)
-        stats.cache_misses += len(wanted)
-        indices = list(wanted)
-        step = self.storage.max_batch_chunks or len(indices) or 1
-        for start in range(0, len(indices), step):
-            part = indices[start : start + step]
-            values = self.storage.client.get_batch([wanted[i] for i in part])
-            for i, value in zip(part, values):
-                loaded[i] = self._checked(i, value)
+        stats.cache_misses += len(staged) + len(overlaid) + len(wanted)
+        if len(wanted) > 1:
+            wanted.insert(0, wanted.pop())
+        step = self.storage.max_batch_chunks or len(wanted) or 1
+        for start in range(0, len(wanted), step):
+            part = wanted[start : start + step]
+            keys = self._chunk_keys(part)
+            values = self.storage.client.get_batch(keys)
+            for i, key, value in zip(part, keys, values):
+                loaded[i] = self._committed(i, key, value)
+        for start in range(0, len(overlaid), step):
+            loaded.update(self._fetch_overlaid(overlaid[start : start + step]))
+        if staged:
+            loaded.update(self._read_staged(staged))
         parts = []
         for i in range(count):
             chunk = self._chunk(i, loaded)
             want = min(cs, self.size - i * cs)
             parts.append(chunk[:want] if len(chunk) >= want else bytes(chunk) + bytes(want - len(chunk)))
         return b"".join(parts)
+
+    def check_end(self) -> None:
+        """Read the file's last committed chunk now, so that a size the store does
+        not hold (a damaged FileMeta) fails at once, before anything is
+        allocated for the whole file."""
+        self._check()
+        last = chunk_count(self.committed_size, self.chunk_size) - 1
+        if last >= 0 and self._has_committed_bytes(last) and last not in self.cache:
+            self._load([last])
 
     def write(self, data: bytes, offset: int) -> None:
         """Buffer ``data`` at ``offset``; nothing becomes visible before :meth:`sync`."""
@@ -319,7 +425,14 @@ class KvFile:
         )
 
     def sync(self) -> None:
-        """Commit every change since the last commit, atomically."""
+        """Commit every change since the last commit, atomically.
+
+        Every chunk inside the new size that holds no committed bytes any more
+        (past where the file shrank, or grew without being written) and was not
+        written is committed as zeros, and every chunk at its full length: the
+        store never holds a hole or a short chunk inside the file, so one there
+        is damage (see the module docstring).
+        """
         self._check()
         if not self.pending:
             return
@@ -336,12 +449,16 @@ class KvFile:
             want = min(cs, size - i * cs)
             if len(chunk) > want:
                 chunk = chunk[:want]
-            elif len(chunk) < want and i == new_chunks - 1:
+            elif len(chunk) < want:
                 chunk = bytes(chunk) + bytes(want - len(chunk))
             chunks[i] = chunk if type(chunk) is bytes else bytes(chunk)
-        old_chunks = -(-self.committed_size // cs)
-        first_gone = -(-min(self._low_water, size) // cs)
+        old_chunks = chunk_count(self.committed_size, cs)
+        first_gone = chunk_count(min(self._low_water, size), cs)
         staged = set(self.staging.indices)
+        zeros = bytes(cs)
+        for i in range(first_gone, new_chunks):
+            if i not in chunks and i not in staged:
+                chunks[i] = zeros if i < new_chunks - 1 else bytes(size - i * cs)
         try:
             self.committer.commit(
                 self.name, chunks, size, first_gone, old_chunks, self.staging if self.staging else None
@@ -354,6 +471,7 @@ class KvFile:
         for i in staged:
             self.cache.discard(i)
         self.committed_size = self._low_water = size
+        self._meta_value = encode_file_meta(size)
         self.exists = True
         self.dirty.clear()
         self.staging = Staging()

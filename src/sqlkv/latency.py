@@ -14,13 +14,16 @@ when the inner store has it, its ``write_batch`` call.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 from .errors import ConfigError
 from .metrics import Stats
-from .store import STORE_METHODS
+from .store import AnyKvStore, AsyncKvStore, KvStore, store_capabilities
+from .wrapper import AsyncStoreWrapper, StoreWrapper, call_parts
 
 
 @dataclass
@@ -33,112 +36,83 @@ class Meter(Stats):
     chunks_written: int = 0
 
 
-class MeteredStore:
-    """A synchronous store behind a :class:`Meter` and an optional sleep per call."""
+class _Metering:
+    """What the sync and the async metered store share: the meter and its counting."""
 
-    def __init__(self, inner: object, latency_ms: float = 0.0, chunk_prefix: bytes = b"") -> None:
-        self.inner = inner
+    meter: Meter
+    latency: float
+    chunk_prefix: bytes
+
+    def _start_metering(self, latency_ms: float, chunk_prefix: bytes) -> None:
         self.latency = latency_ms / 1000.0
         self.chunk_prefix = chunk_prefix
         self.meter = Meter()
-        limits = getattr(inner, "limits", None)
-        if limits is not None:
-            self.limits = limits
-        if callable(getattr(inner, "write_batch", None)):
-            self.write_batch = self._write_batch
 
-    def _call(self, kind: str, *args: object) -> object:
+    @contextmanager
+    def _timed(self) -> Iterator[None]:
+        """Add the time spent inside the block to ``store_seconds``, failed calls too."""
         start = time.perf_counter()
-        if self.latency:
-            time.sleep(self.latency)
         try:
-            result = getattr(self.inner, kind)(*args)
+            yield
         finally:
             self.meter.store_seconds += time.perf_counter() - start
-        self._count(kind, args, result)
-        return result
 
-    def _count(self, kind: str, args: tuple, result: object) -> None:
+    def _count(self, kind: str, args: tuple[Any, ...], result: Any) -> None:
         """Account for one finished call of ``kind`` with ``args`` that returned ``result``."""
         meter = self.meter
         meter.calls[kind] += 1
-        if kind == "get":
-            meter.count_read(1, (result,))
-        elif kind == "get_batch":
-            meter.count_read(len(args[0]), result)
-        elif kind == "delete_batch":
-            meter.keys_deleted += len(args[0])
-        elif kind != "write_batch" or result is not False:
-            puts = [args] if kind == "put" else args[0]
-            meter.count_written(puts)
-            if self.chunk_prefix:
-                meter.chunks_written += sum(1 for k, _ in puts if k.startswith(self.chunk_prefix))
-            if kind == "write_batch":
-                meter.keys_deleted += len(args[1])
-
-    def get(self, key: bytes) -> bytes | None:
-        return self._call("get", key)
-
-    def get_batch(self, keys: list[bytes]) -> list[bytes | None]:
-        return self._call("get_batch", keys)
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self._call("put", key, value)
-
-    def put_batch(self, entries: list[tuple[bytes, bytes]]) -> None:
-        self._call("put_batch", entries)
-
-    def delete_batch(self, keys: list[bytes]) -> None:
-        self._call("delete_batch", keys)
-
-    def _write_batch(self, puts: list, deletes: list, expect: dict | None = None) -> bool:
-        return self._call("write_batch", puts, deletes, expect)
-
-    def close(self) -> None:
-        close = getattr(self.inner, "close", None)
-        if close is not None:
-            close()
+        if kind == "write_batch" and result is False:
+            return  # refused: nothing was written
+        reads, puts, deletes = call_parts(kind, args)
+        if reads:
+            meter.count_read(len(reads), (result,) if kind == "get" else result)
+        meter.count_written(puts)
+        if self.chunk_prefix:
+            meter.chunks_written += sum(1 for k, _ in puts if k.startswith(self.chunk_prefix))
+        meter.keys_deleted += len(deletes)
 
 
-class AsyncMeteredStore(MeteredStore):
-    """The same for an ``async`` store: the sleep is ``asyncio.sleep``."""
+class MeteredStore(_Metering, StoreWrapper):
+    """A synchronous store behind a :class:`Meter` and an optional sleep per call."""
 
-    async def _call(self, kind: str, *args: object) -> object:  # type: ignore[override]
-        start = time.perf_counter()
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        try:
-            result = await getattr(self.inner, kind)(*args)
-        finally:
-            self.meter.store_seconds += time.perf_counter() - start
+    def __init__(self, inner: KvStore, latency_ms: float = 0.0, chunk_prefix: bytes = b"") -> None:
+        super().__init__(inner, write_batch=True)
+        self._start_metering(latency_ms, chunk_prefix)
+
+    def _call(self, kind: str, *args: Any) -> Any:
+        with self._timed():
+            if self.latency:
+                time.sleep(self.latency)
+            result = super()._call(kind, *args)
         self._count(kind, args, result)
         return result
 
-    async def get(self, key: bytes) -> bytes | None:
-        return await self._call("get", key)
 
-    async def get_batch(self, keys: list[bytes]) -> list[bytes | None]:
-        return await self._call("get_batch", keys)
+class AsyncMeteredStore(_Metering, AsyncStoreWrapper):
+    """The same for an ``async`` store: the sleep is ``asyncio.sleep``."""
 
-    async def put(self, key: bytes, value: bytes) -> None:
-        await self._call("put", key, value)
+    def __init__(self, inner: AsyncKvStore, latency_ms: float = 0.0, chunk_prefix: bytes = b"") -> None:
+        super().__init__(inner, write_batch=True)
+        self._start_metering(latency_ms, chunk_prefix)
 
-    async def put_batch(self, entries: list[tuple[bytes, bytes]]) -> None:
-        await self._call("put_batch", entries)
-
-    async def delete_batch(self, keys: list[bytes]) -> None:
-        await self._call("delete_batch", keys)
-
-    async def _write_batch(self, puts: list, deletes: list, expect: dict | None = None) -> bool:
-        return await self._call("write_batch", puts, deletes, expect)
+    async def _call(self, kind: str, *args: Any) -> Any:
+        with self._timed():
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            result = await super()._call(kind, *args)
+        self._count(kind, args, result)
+        return result
 
 
-def metered(store: object, latency_ms: float = 0.0, chunk_prefix: bytes = b"") -> MeteredStore:
+def metered(
+    store: AnyKvStore, latency_ms: float = 0.0, chunk_prefix: bytes = b""
+) -> MeteredStore | AsyncMeteredStore:
     """``store`` behind a :class:`Meter`, each call first sleeping ``latency_ms``.
 
     ``chunk_prefix``: the start of the chunk keys to count in ``chunks_written``.
     """
     if latency_ms < 0:
         raise ConfigError(f"latency_ms must not be negative, not {latency_ms}")
-    is_async = any(inspect.iscoroutinefunction(getattr(store, m, None)) for m in STORE_METHODS)
-    return (AsyncMeteredStore if is_async else MeteredStore)(store, latency_ms, chunk_prefix)
+    if store_capabilities(store).is_async:
+        return AsyncMeteredStore(cast(AsyncKvStore, store), latency_ms, chunk_prefix)
+    return MeteredStore(cast(KvStore, store), latency_ms, chunk_prefix)

@@ -1,14 +1,16 @@
 """Where a file's bytes live in the key-value store, byte for byte.
 
-Two layouts are supported (see the project's LAYOUT.md):
+Two layouts are supported (see docs/layout.md):
 
 ``seed`` (default)
     meta  ``prefix 00 name``
     chunk ``prefix 01 name 00 index(u32be)``
 
 ``rivet-v2``
-    One database per key space; the file name only selects a tag
-    (main 0, journal 1, WAL 2, shared memory 3).
+    One database per key space, with no prefix byte; the file name is not
+    part of any key: the main name only labels the database, and a file's
+    suffix beside it selects a tag (main 0, journal 1, WAL 2, shared memory 3).
+    ``kv_prefix`` cannot be honoured and is refused (options.py).
     meta  ``08 01 00 tag``
     chunk ``08 01 01 tag index(u32be)``
 
@@ -20,6 +22,10 @@ layout uses for its own data, so other implementations never see them:
 ``rivet-v2``  ``08 01 F0 tag kind suffix``
 
 The FileMeta value is 10 bytes: u16le version (1) and u64le file size.
+
+Which database a key belongs to is decided here too (:func:`database_of`), so
+that a store that groups keys by database (Redis Cluster hash tags) needs no
+knowledge of the layouts' bytes.
 """
 
 from __future__ import annotations
@@ -46,7 +52,12 @@ def encode_file_meta(size: int) -> bytes:
     return _META.pack(FILE_META_VERSION, size)
 
 
-def decode_file_meta(value: bytes, chunk_size: int, key: bytes = b"") -> int:
+def chunk_count(size: int, chunk_size: int) -> int:
+    """How many chunks a file of ``size`` bytes has."""
+    return -(-size // chunk_size)
+
+
+def decode_file_meta(value: bytes, chunk_size: int, key: bytes) -> int:
     """The file size a FileMeta value holds; :class:`CorruptError` if it is not one."""
     if len(value) != _META.size:
         raise CorruptError(
@@ -55,7 +66,7 @@ def decode_file_meta(value: bytes, chunk_size: int, key: bytes = b"") -> int:
     version, size = _META.unpack(value)
     if version != FILE_META_VERSION:
         raise CorruptError(f"FileMeta at key {key.hex()} has unknown version {version}")
-    if -(-size // chunk_size) > MAX_CHUNKS:
+    if chunk_count(size, chunk_size) > MAX_CHUNKS:
         raise CorruptError(
             f"FileMeta at key {key.hex()} gives size {size}, beyond 2^32 chunks of {chunk_size} bytes"
         )
@@ -126,8 +137,38 @@ class SeedLayout(Layout):
     def ext_key(self, file_name: str, kind: bytes, suffix: bytes = b"") -> bytes:
         return self.prefix + b"\x02" + self._name(file_name) + b"\x00" + kind + suffix
 
+    @staticmethod
+    def database_of(key: bytes) -> bytes | None:
+        """The database a key of this layout belongs to: its prefix byte and the
+        main file's name (a sidecar's suffix taken off), or ``None`` for a key
+        of another shape."""
+        if len(key) < 3:
+            return None
+        kind = key[1]
+        if kind == 0x00:  # meta: prefix 00 name
+            name = key[2:]
+        elif kind == 0x01:  # chunk: prefix 01 name 00 index(4)
+            if len(key) < 8 or key[-5] != 0:
+                return None
+            name = key[2:-5]
+        elif kind == 0x02:  # sqlkv's own: prefix 02 name 00 kind suffix
+            end = key.find(b"\x00", 2)
+            if end < 3:
+                return None
+            name = key[2:end]
+        else:
+            return None
+        if b"\x00" in name:
+            return None
+        for suffix in SIDECAR_SUFFIXES:
+            if name.endswith(suffix) and len(name) > len(suffix):
+                return key[:1] + name[: -len(suffix)]
+        return key[:1] + name
+
 
 RIVET_TAGS = {"": 0, "-journal": 1, "-wal": 2, "-shm": 3}
+#: The files SQLite keeps beside a database, by the suffix of their name.
+SIDECAR_SUFFIXES = tuple(suffix.encode() for suffix in RIVET_TAGS if suffix)
 
 
 class RivetV2Layout(Layout):
@@ -157,8 +198,37 @@ class RivetV2Layout(Layout):
     def ext_key(self, file_name: str, kind: bytes, suffix: bytes = b"") -> bytes:
         return bytes((0x08, 0x01, 0xF0, self.tag(file_name))) + kind + suffix
 
+    @staticmethod
+    def is_key(key: bytes) -> bool:
+        """Whether ``key`` has a shape of this layout (``08 01`` then meta, chunk
+        or sqlkv's own key of file tag 0..3). Bytes ``F0`` then ``00``..``03``
+        are not UTF-8, so no ``seed`` key reads this way except a chunk key
+        of a ``seed`` file named ``"\\x01"``, which is taken for this layout's."""
+        if len(key) < 4 or key[0] != 0x08 or key[1] != 0x01 or key[3] > 3:
+            return False
+        kind = key[2]
+        return (kind == 0x00 and len(key) == 4) or (kind == 0x01 and len(key) == 8) or (
+            kind == 0xF0 and len(key) > 4
+        )
+
 
 LAYOUTS = ("seed", "rivet-v2")
+
+
+def database_of(key: bytes) -> bytes | None:
+    """The part of any store key that names the database it belongs to, or ``None``.
+
+    For a key of layout ``seed``: its prefix byte and the main file's name,
+    the same for the database's sidecars (journal, WAL, shared memory) and
+    for sqlkv's own keys beside them, so a store can keep one database's keys
+    together (Redis Cluster hash tags). ``None`` for a key of layout
+    ``rivet-v2``, whose key space is the database (no byte of the key names
+    it), and for a key of no layout. The answer for a key never changes:
+    stores place existing data by it.
+    """
+    if RivetV2Layout.is_key(key):
+        return None
+    return SeedLayout.database_of(key)
 
 
 def make_layout(layout: str, kv_prefix: int, main_name: str) -> Layout:

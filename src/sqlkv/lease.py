@@ -25,6 +25,17 @@ key to still be ours. Releasing (at close, or when the open fails): delete
 both keys, same expectation; the next writer starts again at generation 1,
 with a token of its own, so a writer fenced before never matches again.
 
+Unknown outcomes: a lease write whose reply is lost may have landed. A take
+that fails that way deletes what it sent at once (expecting exactly those
+values, so it never touches another writer's lease); when that fails too, or
+a release at close fails, the token goes on this process's list of orphans
+(:func:`_orphan`). No :class:`Lease` holds an orphan token, so nothing in this
+process commits under it, and the next open in this process takes such a
+lease over at once (generation + 1, as for an expired one) instead of waiting
+``lease_seconds`` for it to run out. Other processes wait for the expiry, as
+they must: they cannot know the holder is gone. Failed renewals and releases
+are logged on the ``sqlkv`` logger, never swallowed.
+
 Fencing: every commit expects the generation key to hold ours
 (:attr:`StoreClient.fence`). A writer that lost its lease (paused past the expiry,
 cut off from the store) while another took it over is refused at its next
@@ -45,14 +56,16 @@ make sure there is one writer (as an actor runtime does).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import struct
 import threading
 import time
+from collections import OrderedDict
 
 from .errors import ConfigError, CorruptError, Error, LockedError
 from .layout import EXT_LEASE, Layout
-from .store import StoreClient
+from .store import AnyKvStore, StoreClient
 
 DEFAULT_LEASE_SECONDS = 10.0
 #: The longest a writer waiting for a lease sleeps before looking again.
@@ -60,7 +73,35 @@ POLL_SECONDS = 0.1
 #: Most conditional writes a writer loses to others while taking one lease.
 MAX_TAKE_RACES = 1000
 
+#: The most orphan tokens remembered; past it the oldest are forgotten (and simply expire).
+MAX_ORPHANS = 1024
+
 _VALUE = struct.Struct(">Q16s")
+_log = logging.getLogger("sqlkv")
+
+# Tokens of leases this process wrote, or may have written, and holds no Lease
+# for (see the module docstring). Insertion-ordered so the oldest go first.
+_orphans: OrderedDict[bytes, None] = OrderedDict()
+_orphans_lock = threading.Lock()
+
+
+def _orphan(token: bytes) -> None:
+    """Remember that a lease under ``token`` may be in a store with no holder."""
+    with _orphans_lock:
+        _orphans[token] = None
+        while len(_orphans) > MAX_ORPHANS:
+            _orphans.popitem(last=False)
+
+
+def _adopt(token: bytes) -> None:
+    """Forget ``token``: its lease is known to be gone from the store."""
+    with _orphans_lock:
+        _orphans.pop(token, None)
+
+
+def _is_orphan(token: bytes) -> bool:
+    with _orphans_lock:
+        return token in _orphans
 
 
 def _encode(number: int, token: bytes) -> bytes:
@@ -131,26 +172,44 @@ class Lease:
         return self.client.write_batch([(self._expiry_key, expiry)], [], self.fence)
 
     def _renew_until_stopped(self) -> None:
-        while not self._stop.wait(self.seconds / 3):
+        interval = self.seconds / 3
+        while not self._stop.wait(interval):
             try:
-                if not self.renew():
-                    self.lost = True
-                    return
-            except Error:
+                renewed = self.renew()
+            except Error as exc:
                 # The store is unreachable: try again next time. Should another
                 # writer take over meanwhile, our commits are refused anyway.
+                _log.warning(
+                    "renewing the lease of database %r failed (retrying in %.1f s): %s",
+                    self.name, interval, exc,
+                )
                 continue
+            if not renewed:
+                self.lost = True
+                _log.warning(
+                    "database %r: another writer took over its lease; this writer's "
+                    "commits will be refused (FencedError)", self.name,
+                )
+                return
 
     def release(self) -> None:
-        """Stop renewing and free the lease (best effort: unreleased, it expires)."""
+        """Stop renewing and free the lease.
+
+        Best effort: a lease the store did not release expires after
+        ``seconds``, and this process takes it over at once (see :func:`_orphan`).
+        """
         self._stop.set()
         if self._renewer is not threading.current_thread():
             self._renewer.join(timeout=self.seconds + 30)
         try:
             if not self.lost:
                 self.client.write_batch([], [self._gen_key, self._expiry_key], self.fence)
-        except Error:
-            pass
+        except Error as exc:
+            _orphan(self._token)
+            _log.warning(
+                "releasing the lease of database %r failed; it ends in at most %.1f s: %s",
+                self.name, self.seconds, exc,
+            )
         finally:
             self.client.close()
 
@@ -165,7 +224,7 @@ class LeaseRequest:
 
     def __init__(
         self,
-        store: object,
+        store: AnyKvStore,
         layout: Layout,
         name: str,
         seconds: float,
@@ -210,16 +269,19 @@ class LeaseRequest:
         for _ in range(MAX_TAKE_RACES):
             if not first:
                 gen_value, expiry_value = client.get_batch([gen_key, expiry_key])
-            generation = _decode(gen_value, gen_key)[0] if gen_value is not None else 0
+            generation, holder = _decode(gen_value, gen_key) if gen_value is not None else (0, b"")
             now = _now_ms()
             expiry = _decode(expiry_value, expiry_key)[0] if expiry_value is not None else 0
-            if expiry <= now:
+            if expiry <= now or _is_orphan(holder):
                 puts = [
                     (gen_key, _encode(generation + 1, token)),
                     (expiry_key, _encode(now + int(self.seconds * 1000), token)),
                 ]
-                if client.write_batch(puts, [], {gen_key: gen_value, expiry_key: expiry_value}):
+                if self._write(client, puts, {gen_key: gen_value, expiry_key: expiry_value}):
+                    _adopt(holder)
                     lease = Lease(client, gen_key, expiry_key, generation + 1, token, self.seconds, name)
+                    # An expired or orphaned lease's holder may have committed
+                    # until now: only an absent one vouches for what was read.
                     return lease, first and expiry_value is None
                 first = False
                 continue  # another writer wrote first: look again
@@ -233,3 +295,30 @@ class LeaseRequest:
             time.sleep(min(left, (expiry - now) / 1000, POLL_SECONDS))
             first = False
         raise LockedError(f"database {name!r}: lost {MAX_TAKE_RACES} races for its lease to other writers")
+
+    def _write(
+        self, client: StoreClient, puts: list[tuple[bytes, bytes]], expect: dict[bytes, bytes | None]
+    ) -> bool:
+        """The conditional lease write of a take; on a store error, undo what may have landed.
+
+        The reply of a write that failed may have been lost after the store
+        applied it: then the lease is ours, held by nobody. Delete exactly
+        what was sent (the expectation is those values, so another writer's
+        lease is never touched), and when even that fails, leave the token
+        to be taken over by this process's next open (:func:`_orphan`).
+        """
+        try:
+            return client.write_batch(puts, [], expect)
+        except Error as exc:
+            token = _decode(puts[0][1], puts[0][0])[1]
+            _orphan(token)
+            try:
+                if client.write_batch([], [key for key, _ in puts], dict(puts)):
+                    _adopt(token)
+            except Error as undo:
+                _log.warning(
+                    "database %r: the lease write failed (%s) and so did its undo (%s); "
+                    "this process takes the lease over at its next open, others after "
+                    "%.1f s", self.name, exc, undo, self.seconds,
+                )
+            raise

@@ -26,15 +26,19 @@ _MAX_KEY_SIZE = 511  # LMDB's default compile-time key limit
 
 
 class _SharedEnv:
-    """One LMDB environment per real path in this process, reference counted."""
+    """One LMDB environment per real path (and mode) in this process, reference counted."""
 
     _lock = threading.Lock()
-    _envs: dict[str, "_SharedEnv"] = {}
+    _envs: dict[tuple[str, bool], "_SharedEnv"] = {}
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, readonly: bool, map_size: int) -> None:
         self.path = path
+        self.readonly = readonly
+        # A read-only environment takes no lock file (its directory may be read-only):
+        # it reads what writers committed, as any LMDB reader does.
         self.env = lmdb.open(
-            path, map_size=_INITIAL_MAP_SIZE, subdir=True, max_dbs=0, readahead=False
+            path, map_size=map_size, subdir=True, max_dbs=0, readahead=False,
+            readonly=readonly, lock=not readonly, create=False,
         )
         self.refs = 0
         # LMDB resizes the map only while no transaction of this process is
@@ -44,13 +48,17 @@ class _SharedEnv:
         self.resizing = False
 
     @classmethod
-    def acquire(cls, path: str) -> "_SharedEnv":
+    def acquire(cls, path: str, readonly: bool, create: bool, map_size: int) -> "_SharedEnv":
         real = os.path.realpath(path)
         with cls._lock:
-            shared = cls._envs.get(real)
+            shared = cls._envs.get((real, readonly))
             if shared is None:
-                os.makedirs(real, exist_ok=True)
-                shared = cls._envs[real] = _SharedEnv(real)
+                _make_directory(path, real, readonly, create)
+                try:
+                    shared = _SharedEnv(real, readonly, map_size)
+                except lmdb.Error as exc:
+                    raise StoreError(f"cannot open the LMDB store at {path}: {exc}") from exc
+                cls._envs[(real, readonly)] = shared
             shared.refs += 1
             return shared
 
@@ -58,26 +66,66 @@ class _SharedEnv:
         with _SharedEnv._lock:
             self.refs -= 1
             if self.refs == 0:
-                del _SharedEnv._envs[self.path]
+                del _SharedEnv._envs[(self.path, self.readonly)]
                 self.env.close()
+
+
+def _make_directory(path: str, real: str, readonly: bool, create: bool) -> None:
+    """Make the store's directory if it is missing, as far as asked (see :class:`LmdbStore`)."""
+    if os.path.isdir(real):
+        return
+    if os.path.exists(real):
+        raise ConfigError(f"LMDB store path {path} exists and is not a directory")
+    if readonly:
+        raise StoreError(f"there is no LMDB store at {path} (opened read-only, so none is made)")
+    parent = os.path.dirname(real)
+    if not create and not os.path.isdir(parent):
+        raise ConfigError(
+            f"LMDB store directory {path} does not exist, nor does its parent {parent}; "
+            "ask for it to be created (create=True, or --create on the command line)"
+        )
+    try:
+        os.makedirs(real, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot make the LMDB store directory {path}: {exc.strerror or exc}") from exc
 
 
 class LmdbStore:
     """A store in an LMDB environment (a directory) at ``path``.
 
-    Every batch is durable (synced to disk) when the call returns. Keys longer than LMDB's 511-byte limit are refused with a clear error.
+    Every batch is durable (synced to disk) when the call returns. Keys longer
+    than LMDB's 511-byte limit are refused with a clear error.
+
+    A missing directory is made when its parent exists, or with all missing
+    parents when ``create`` is true; otherwise a :class:`ConfigError` says so
+    (a typo in a path must not make a new, empty store somewhere else).
+    ``readonly=True`` opens an existing store for reading only, without a lock
+    file, so it works in a directory this process cannot write; every write
+    then fails with a :class:`StoreError`. ``map_size`` is the initial map size
+    in bytes (the map grows by itself as needed). Failures to open (permissions,
+    not an LMDB directory) are :class:`StoreError` with LMDB's own as the cause.
     """
 
     limits = StoreLimits(atomic_batches=True)
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        create: bool = False,
+        map_size: int = _INITIAL_MAP_SIZE,
+    ) -> None:
         if lmdb is None:
             raise ConfigError(
                 f"LmdbStore needs the lmdb package, which cannot be imported ({_LMDB_MISSING}); "
                 "pip install lmdb"
             )
+        if not isinstance(map_size, int) or isinstance(map_size, bool) or map_size < 4096:
+            raise ConfigError(f"LmdbStore map_size must be an int of at least 4096 bytes, not {map_size!r}")
         self.path = os.fspath(path)
-        self._shared = _SharedEnv.acquire(self.path)
+        self.readonly = readonly
+        self._shared = _SharedEnv.acquire(self.path, readonly, create, map_size)
         self._env = self._shared.env
         self._closed = False
 
@@ -87,6 +135,8 @@ class LmdbStore:
         shared = self._shared
         if self._closed:
             raise StoreError(f"LmdbStore at {self.path} is closed")
+        if write and self.readonly:
+            raise StoreError(f"the LMDB store at {self.path} was opened read-only")
         for _attempt in range(64):
             with shared.cond:
                 while shared.resizing:

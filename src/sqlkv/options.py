@@ -10,6 +10,8 @@ from .lease import DEFAULT_LEASE_SECONDS, check_lease_options
 
 BACKENDS = ("pages", "snapshot")
 
+#: ``kv_prefix``'s default; the only value layout ``rivet-v2``, which has no prefix, accepts.
+DEFAULT_KV_PREFIX = 9
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_DIRTY_BYTES = 64 * 1024 * 1024
 
@@ -26,8 +28,9 @@ def _positive_int(field_name: str, value: object) -> int:
 class Options:
     """How databases are laid out and run.
 
-    ``kv_prefix``: first byte of every key (0..255). ``chunk_size``: bytes per
-    chunk. ``backend``: ``"pages"``, ``"snapshot"`` or ``None`` (choose at run
+    ``kv_prefix``: first byte of every key (0..255) in layout ``seed``; layout
+    ``rivet-v2`` has no prefix and refuses any value but the default. ``chunk_size``:
+    bytes per chunk. ``backend``: ``"pages"``, ``"snapshot"`` or ``None`` (choose at run
     time, see :func:`sqlkv.backends.resolve_backend`). ``layout``: ``"seed"`` or
     ``"rivet-v2"``. ``cache_bytes``: the chunk cache's size per database.
     ``lease_seconds``: how long a writer's lease lasts unrenewed (see lease.py);
@@ -37,7 +40,7 @@ class Options:
     commit is staged (see commit.py), so memory stays bounded at any size.
     """
 
-    kv_prefix: int = 9
+    kv_prefix: int = DEFAULT_KV_PREFIX
     chunk_size: int = 4096
     backend: str | None = None
     layout: str = "seed"
@@ -62,6 +65,12 @@ class Options:
             raise ConfigError(f"layout must be one of {', '.join(LAYOUTS)}, not {self.layout!r}")
         if self.layout == "rivet-v2" and self.chunk_size != 4096:
             raise ConfigError("layout rivet-v2 has 4096-byte chunks; chunk_size must be 4096")
+        if self.layout == "rivet-v2" and prefix != DEFAULT_KV_PREFIX:
+            raise ConfigError(
+                f"layout rivet-v2 has no prefix byte (every key begins 08 01), so kv_prefix "
+                f"{prefix} cannot be honoured; leave kv_prefix at {DEFAULT_KV_PREFIX} and keep "
+                "databases apart by key space (one store, Redis namespace or LMDB path each)"
+            )
         check_lease_options(self.lease_seconds, 0)
 
     def make_layout(self, main_name: str) -> Layout:

@@ -8,12 +8,12 @@ engine calls its store from a worker thread), :class:`AsyncRedisStore` has
 **Keys.** A store key ``k`` is kept in Redis as ``{TAG}k``. The part in braces
 is a Redis Cluster hash tag, so every key with the same tag lives in one hash
 slot. By default (``hash_tag="database"``) the tag names the namespace and the
-database a key belongs to: for the ``seed`` layout (``prefix kind name ...``)
-that is the prefix and the file name, less a ``-journal``/``-wal``/``-shm``
-suffix, so a database and the files SQLite keeps beside it share a slot, and
-different databases spread over a cluster. Keys of another shape (layout
-``rivet-v2``, which holds one database per key space) get the namespace's own
-tag ``{NAMESPACE}``; ``hash_tag="namespace"`` puts every key there.
+database a key belongs to, as the layout tells it (:func:`sqlkv.layout.database_of`:
+for layout ``seed``, the prefix and the main file's name), so a database and
+the files SQLite keeps beside it share a slot, and different databases spread
+over a cluster. Keys that name no database (layout ``rivet-v2``, which holds
+one database per key space) get the namespace's own tag ``{NAMESPACE}``;
+``hash_tag="namespace"`` puts every key there.
 Applications sharing a server are kept apart by their ``namespace``.
 
 **Writes.** ``write_batch`` (and ``put_batch``/``delete_batch``, which use it)
@@ -46,6 +46,7 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from .errors import ConfigError, StoreError
+from .layout import database_of
 from .store import StoreLimits
 
 DEFAULT_NAMESPACE = "sqlkv"
@@ -57,8 +58,6 @@ HASH_TAG_MODES = ("database", "namespace")
 REDIS_LIMITS = StoreLimits(
     atomic_batches=True, max_batch_bytes=512 * 1024 * 1024, max_value_bytes=512 * 1024 * 1024
 )
-
-_SIDECAR_SUFFIXES = (b"-journal", b"-wal", b"-shm")
 
 # KEYS: the expected keys, then the deleted keys, then the put keys.
 # ARGV: how many expected and deleted keys, then one expectation per expected
@@ -88,47 +87,6 @@ return 1
 WRITE_BATCH_SHA = hashlib.sha1(WRITE_BATCH_LUA.encode()).hexdigest()
 
 
-def _is_rivet_v2_key(raw: bytes) -> bool:
-    """Whether ``raw`` has a shape of layout ``rivet-v2`` (``08 01`` then meta,
-    chunk or sqlkv's own key of file tag 0..3). Bytes ``F0`` then ``00``..``03``
-    are not UTF-8, so no seed-layout file name reads this way; a chunk key
-    could only be mistaken for one of a seed database named ``"\\x01"``."""
-    if len(raw) < 4 or raw[0] != 0x08 or raw[1] != 0x01 or raw[3] > 3:
-        return False
-    kind = raw[2]
-    return (kind == 0x00 and len(raw) == 4) or (kind == 0x01 and len(raw) == 8) or (
-        kind == 0xF0 and len(raw) > 4
-    )
-
-
-def seed_database(raw: bytes) -> bytes | None:
-    """The database a ``seed``-layout key belongs to (its prefix byte and the main
-    file's name), or ``None`` for a key of another shape."""
-    if len(raw) < 3 or _is_rivet_v2_key(raw):
-        return None
-    kind = raw[1]
-    if kind == 0x00:  # meta: prefix 00 name
-        name = raw[2:]
-    elif kind == 0x01:  # chunk: prefix 01 name 00 index(4)
-        if len(raw) < 8 or raw[-5] != 0:
-            return None
-        name = raw[2:-5]
-    elif kind == 0x02:  # sqlkv's own: prefix 02 name 00 kind suffix
-        end = raw.find(b"\x00", 2)
-        if end < 3:
-            return None
-        name = raw[2:end]
-    else:
-        return None
-    if b"\x00" in name:
-        return None
-    for suffix in _SIDECAR_SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            name = name[: -len(suffix)]
-            break
-    return raw[:1] + name
-
-
 class KeySpace:
     """Maps store keys to Redis keys (``{TAG}key``) and back, for one namespace."""
 
@@ -153,7 +111,7 @@ class KeySpace:
         """The hash tag (braces included) the key ``raw`` is stored under."""
         if self.hash_tag == "namespace":
             return self._namespace_tag
-        database = seed_database(raw)
+        database = database_of(raw)
         if database is None:
             return self._namespace_tag
         tag = self._tags.get(database)

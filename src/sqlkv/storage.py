@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from . import journal as hot_journal
 from .commit import Committer
-from .errors import ConfigError, Error, StoreLimitError
+from .errors import ConcurrentCommitError, ConfigError, Error, StoreLimitError
 from .kvfile import KvFile
 from .layout import Layout, decode_file_meta
 from .metrics import Stats
@@ -27,6 +27,9 @@ if TYPE_CHECKING:
 OPEN_PREFETCH_BYTES = 16 * 1024
 #: The most chunks one read-ahead fetch asks for.
 MAX_READ_AHEAD_CHUNKS = 256
+#: How often a read-only open reads again when writers keep finishing staged
+#: commits under it, before it gives up with ConcurrentCommitError.
+OPEN_RETRIES = 3
 
 
 class Storage:
@@ -75,7 +78,7 @@ class Storage:
         # Files SQLite must not see (a journal already dealt with at open).
         self._hidden: set[str] = set()
 
-    def open(self, lease: "LeaseRequest | None" = None) -> KvFile:
+    def open(self, lease: "LeaseRequest | None" = None, retries_left: int = OPEN_RETRIES) -> KvFile:
         """Open the database file: one round trip when nothing was left half done.
 
         Reads, in one ``get_batch``, the FileMeta of the database and of the
@@ -113,10 +116,16 @@ class Storage:
         if record is not None or piece0 is not None:
             if self.readonly:
                 if record is not None:
-                    pending, overlay = committer.pending_record(name, record)
+                    try:
+                        pending, overlay = committer.pending_record(name, record, metas[0])
+                    except ConcurrentCommitError:
+                        if retries_left == 0:
+                            raise
+                        # The writer finished that commit meanwhile: read it as it is now.
+                        return self.open(lease, retries_left - 1)
                     main = self.file(name)
                     main.view_pending_commit(pending.new_size, pending.first_gone, overlay)
-            elif committer.recover(name, record, piece0):
+            elif committer.recover(name, record, piece0, metas[0]):
                 main = self._reopen_main(prefetch)
         if main is None:
             main = self.file(name)
@@ -169,10 +178,11 @@ class Storage:
         kvfile = self._files.get(name)
         if kvfile is not None:
             return kvfile.size > 0
+        key = self.layout.meta_key(name)
         if name not in self._known_meta:
-            self._known_meta[name] = self.client.get(self.layout.meta_key(name))
+            self._known_meta[name] = self.client.get(key)
         meta = self._known_meta[name]
-        return meta is not None and decode_file_meta(meta, self.chunk_size) > 0
+        return meta is not None and decode_file_meta(meta, self.chunk_size, key) > 0
 
     def delete(self, name: str) -> None:
         """Remove the file ``name`` (its chunks, then its FileMeta) from the store."""

@@ -1,6 +1,7 @@
-"""The store protocol, and the client the engine talks to a store through.
+"""The store contract as code, and the client the engine talks to a store through.
 
-A store is any object with five calls (the seed's KV interface)::
+A store has five calls (the seed's KV interface), either all synchronous
+(:class:`KvStore`) or all ``async`` (:class:`AsyncKvStore`)::
 
     get(key: bytes) -> bytes | None
     get_batch(keys: list[bytes]) -> list[bytes | None]
@@ -8,18 +9,33 @@ A store is any object with five calls (the seed's KV interface)::
     put_batch(entries: list[tuple[bytes, bytes]]) -> None
     delete_batch(keys: list[bytes]) -> None
 
-either all synchronous or all ``async``. A store may also declare what it can
-do with a ``limits`` attribute (a :class:`StoreLimits`); one that declares
-nothing is taken to apply batches atomically and without limits, as the seed
-takes its KV. A store may offer one more call, used when present::
+Everything else is an optional capability, each declared by a protocol of its
+own and found once, by :func:`store_capabilities`, never probed for elsewhere:
 
-    write_batch(puts, deletes, expect=None) -> bool
+- ``limits`` (:class:`DeclaresLimits`): a :class:`StoreLimits` saying what one
+  call can carry. A store that declares nothing is taken to apply batches
+  atomically and without limits, as the seed takes its KV.
+- ``write_batch(puts, deletes, expect=None) -> bool``
+  (:class:`SupportsWriteBatch`): applies ``puts`` (a list of (key, value)) and
+  ``deletes`` (a list of keys) in one atomic step, and only if every
+  ``key: value`` in ``expect`` matches what is stored (``None`` meaning
+  "absent"); it returns whether it applied. With it a commit that shrinks a
+  file is still one round trip, and writers can be fenced.
+- ``scan(prefix) -> Iterator[bytes]`` (:class:`SupportsScan`): every key that
+  starts with ``prefix``, in any order (for tools that list what a store holds).
+- ``close()`` (:class:`SupportsClose`): release what the store holds.
 
-which applies ``puts`` (a list of (key, value)) and ``deletes`` (a list of
-keys) in one atomic step, and only if every ``key: value`` in ``expect``
-matches what is stored (``None`` meaning "absent"); it returns whether it
-applied. With it a commit that shrinks a file is still one round trip, and
-writers can be fenced.
+On an async store the optional calls are ``async`` too.
+
+And one more optional call lists keys::
+
+    scan(prefix: bytes) -> Iterable[bytes]
+
+the keys that start with ``prefix``, in no promised order, without blocking
+the store for others (Redis: ``SCAN``, never ``KEYS``). The maintenance
+operations that must find every key of a database (``list_databases``,
+``check_database``, ``remove_database``) need it; a store without it gets a
+:class:`StoreError` saying so.
 
 :class:`StoreClient` is what the layers above see: synchronous calls (SQLite
 calls its VFS synchronously, from a worker thread), an ``async`` store's
@@ -34,9 +50,9 @@ import asyncio
 import inspect
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeAlias, cast, runtime_checkable
 
 from .errors import ConfigError, StoreError, StoreProtocolError
 from .metrics import Stats
@@ -80,7 +96,7 @@ RIVET_ACTOR_LIMITS = StoreLimits(
 
 @runtime_checkable
 class KvStore(Protocol):
-    """The five calls every store has (sync shown; ``async def`` works the same)."""
+    """A synchronous store: the five calls every store has."""
 
     def get(self, key: bytes) -> bytes | None: ...
     def get_batch(self, keys: list[bytes]) -> list[bytes | None]: ...
@@ -89,9 +105,77 @@ class KvStore(Protocol):
     def delete_batch(self, keys: list[bytes]) -> None: ...
 
 
+@runtime_checkable
+class AsyncKvStore(Protocol):
+    """An ``async`` store: the same five calls, each a coroutine."""
+
+    async def get(self, key: bytes) -> bytes | None: ...
+    async def get_batch(self, keys: list[bytes]) -> list[bytes | None]: ...
+    async def put(self, key: bytes, value: bytes) -> None: ...
+    async def put_batch(self, entries: list[tuple[bytes, bytes]]) -> None: ...
+    async def delete_batch(self, keys: list[bytes]) -> None: ...
+
+
+#: Any store sqlkv can open a database in.
+AnyKvStore: TypeAlias = KvStore | AsyncKvStore
+
+
+# The optional capabilities. Each call may be ``async`` on an async store,
+# hence the awaitable in each return type.
+
+
+@runtime_checkable
+class DeclaresLimits(Protocol):
+    """A store that says what one call can carry."""
+
+    limits: StoreLimits
+
+
+@runtime_checkable
+class SupportsWriteBatch(Protocol):
+    """A store with the atomic, conditional ``write_batch`` (see the module docstring)."""
+
+    def write_batch(
+        self,
+        puts: list[tuple[bytes, bytes]],
+        deletes: list[bytes],
+        expect: dict[bytes, bytes | None] | None = None,
+    ) -> bool | Awaitable[bool]: ...
+
+
+@runtime_checkable
+class SupportsScan(Protocol):
+    """A store that lists its keys: those starting with ``prefix``, in any order."""
+
+    def scan(self, prefix: bytes) -> Iterator[bytes] | Awaitable[Iterator[bytes]]: ...
+
+
+@runtime_checkable
+class SupportsClose(Protocol):
+    """A store that holds something to release (connections, files)."""
+
+    def close(self) -> None | Awaitable[None]: ...
+
+
+@dataclass(frozen=True)
+class StoreCapabilities:
+    """What a store is and can do beyond the five calls (see :func:`store_capabilities`).
+
+    ``is_async``: its calls are coroutines. ``limits``: the limits it declares,
+    or :data:`UNLIMITED`. ``write_batch``, ``scan``, ``close``: whether it has
+    that optional call.
+    """
+
+    is_async: bool
+    limits: StoreLimits
+    write_batch: bool
+    scan: bool
+    close: bool
+
+
 def check_store(store: object) -> None:
     """Raise :class:`ConfigError` naming what ``store`` lacks to be a store."""
-    missing = [m for m in STORE_METHODS if not callable(getattr(store, m, None))]
+    missing = [m for m in STORE_METHODS if not _has_call(store, m)]
     if missing:
         raise ConfigError(
             f"store {type(store).__name__} lacks {', '.join(missing)}: a store needs "
@@ -107,6 +191,28 @@ def store_limits(store: object) -> StoreLimits:
     if not isinstance(limits, StoreLimits):
         raise ConfigError(f"store {type(store).__name__}.limits must be a StoreLimits")
     return limits
+
+
+def store_capabilities(store: object) -> StoreCapabilities:
+    """Check that ``store`` is a store and find, once, what it can do.
+
+    The one place that looks at a store for its optional parts; everything
+    else asks the :class:`StoreCapabilities` it returns. A store is async
+    when any of its five calls is a coroutine function (a store should make
+    all five alike; the client awaits whatever a call returns anyway).
+    """
+    check_store(store)
+    return StoreCapabilities(
+        is_async=any(inspect.iscoroutinefunction(getattr(store, m)) for m in STORE_METHODS),
+        limits=store_limits(store),
+        write_batch=_has_call(store, "write_batch"),
+        scan=_has_call(store, "scan"),
+        close=_has_call(store, "close"),
+    )
+
+
+def _has_call(store: object, name: str) -> bool:
+    return callable(getattr(store, name, None))
 
 
 def expectations_hold(get: Callable[[bytes], bytes | None], expect: dict[bytes, bytes | None] | None) -> bool:
@@ -154,17 +260,17 @@ class StoreClient:
     """
 
     def __init__(
-        self, store: object, stats: Stats | None = None, loop: asyncio.AbstractEventLoop | None = None
+        self, store: AnyKvStore, stats: Stats | None = None, loop: asyncio.AbstractEventLoop | None = None
     ) -> None:
-        check_store(store)
+        self.capabilities = capabilities = store_capabilities(store)
         self.store = store
-        self.limits = store_limits(store)
+        self.limits = capabilities.limits
+        self.is_async = capabilities.is_async
         self.stats = stats if stats is not None else Stats()
         self._loop = loop
         self._own_loop: _LoopThread | None = None
-        self._write_batch = getattr(store, "write_batch", None)
-        self.is_async = any(
-            inspect.iscoroutinefunction(getattr(store, m)) for m in STORE_METHODS
+        self._write_batch = (
+            cast(SupportsWriteBatch, store).write_batch if capabilities.write_batch else None
         )
         #: The writer lease (lease.py) this client's commits are fenced by, if any;
         #: released by :meth:`close`.
@@ -178,7 +284,7 @@ class StoreClient:
     @property
     def can_write_batch(self) -> bool:
         """Whether the store has the atomic ``write_batch`` call (puts, deletes, expectations)."""
-        return callable(self._write_batch)
+        return self.capabilities.write_batch
 
     # -- plumbing -------------------------------------------------------------
 
@@ -202,13 +308,18 @@ class StoreClient:
         self.stats.calls[kind] += 1
         start = time.perf_counter()
         try:
+            return self._wrapped(kind, method, *args)
+        finally:
+            self.stats.store_seconds += time.perf_counter() - start
+
+    def _wrapped(self, kind: str, method: Any, *args: Any) -> Any:
+        """``method(*args)``, awaited if need be; the store's exception as a :class:`StoreError`'s cause."""
+        try:
             return self._resolve(method(*args))
         except StoreError:
             raise
         except Exception as exc:
             raise StoreError(f"store {kind} failed: {type(exc).__name__}: {exc}") from exc
-        finally:
-            self.stats.store_seconds += time.perf_counter() - start
 
     def close(self) -> None:
         """Release the lease, if any; stop the private loop thread, if one was started."""
@@ -220,6 +331,41 @@ class StoreClient:
             self._own_loop = None
 
     # -- the calls ------------------------------------------------------------
+
+    @property
+    def can_scan(self) -> bool:
+        """Whether the store has the optional ``scan(prefix)`` call (key listing)."""
+        return callable(getattr(self.store, "scan", None))
+
+    def scan(self, prefix: bytes) -> list[bytes]:
+        """The keys that start with ``prefix``, sorted (see the module docstring).
+
+        Not counted in :attr:`stats` (no database's traffic: only maintenance
+        operations list keys). A store without ``scan`` is a :class:`StoreError`.
+        """
+        if not self.can_scan:
+            raise StoreError(
+                f"store {type(self.store).__name__} cannot list its keys (it has no scan "
+                "call), which listing, checking and removing databases need"
+            )
+
+        def listed(found: Any) -> list[bytes]:
+            keys = []
+            for key in found:
+                if type(key) is not bytes:
+                    raise StoreProtocolError(
+                        f"store scan returned a {type(key).__name__} key; keys must be bytes"
+                    )
+                if key.startswith(prefix):
+                    keys.append(key)
+            return sorted(keys)
+
+        return listed(self._wrapped("scan", self._listing, prefix))
+
+    def _listing(self, prefix: bytes) -> Any:
+        """The store's answer to ``scan``, as a list (or the coroutine giving it)."""
+        found = self.store.scan(prefix)
+        return found if inspect.isawaitable(found) else list(found)
 
     def get(self, key: bytes) -> bytes | None:
         value = _as_value(self._call("get", self.store.get, key), key, "get")

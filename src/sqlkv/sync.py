@@ -21,10 +21,11 @@ from .engine import Engine, QueryResult, RunResult
 from .errors import ClosedError
 from .lease import DEFAULT_LEASE_SECONDS
 from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
+from .store import AnyKvStore
 
 
 def connect(
-    store: object,
+    store: AnyKvStore,
     file_name: str,
     *,
     kv_prefix: int = 9,

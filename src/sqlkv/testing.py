@@ -36,8 +36,10 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from typing import Any
 
-from .store import StoreLimits, store_limits
+from .store import KvStore, StoreLimits, store_capabilities
+from .wrapper import CallParts, StoreWrapper, call_parts
 
 
 class InjectedFault(Exception):
@@ -52,12 +54,12 @@ class LimitViolation(Exception):
     """A call broke the limits the store declares: a bug in the caller."""
 
 
-class FaultyStore:
+class FaultyStore(StoreWrapper):
     """A store wrapper that injects faults (see the module docstring)."""
 
     def __init__(
         self,
-        inner: object,
+        inner: KvStore,
         *,
         fail_at: int | None = None,
         crash_at: int | None = None,
@@ -66,17 +68,27 @@ class FaultyStore:
         lose_reply: bool = False,
         seed: int = 0,
     ) -> None:
-        self.inner = inner
+        limits = limits if limits is not None else store_capabilities(inner).limits
+        # A conditional write_batch is atomic by contract: offered only where batches are.
+        super().__init__(inner, limits=limits, write_batch=limits.atomic_batches, scan=True)
         self.lose_reply = lose_reply
         self.fail_at = fail_at
         self.crash_at = crash_at
-        self.limits = limits if limits is not None else store_limits(inner)
         self.latency = latency_ms / 1000.0
         self.calls = 0
         self.crashed = False
         self._random = random.Random(seed)
-        if self.limits.atomic_batches and callable(getattr(inner, "write_batch", None)):
-            self.write_batch = self._write_batch
+
+    def _call(self, kind: str, *args: Any) -> Any:
+        """Check the call against the declared limits, then send it, fail it or crash at it."""
+        if kind != "get":
+            self._check(kind, call_parts(kind, args))
+        if self._enter(kind):
+            landed = self._landed(kind, args)
+            if landed is not None:
+                super()._call(kind, *landed)
+            raise self._crash(kind)
+        return super()._call(kind, *args)
 
     # -- fault plumbing ----------------------------------------------------------
 
@@ -104,7 +116,21 @@ class FaultyStore:
             return InjectedFault(f"injected failure of {call} (call {self.calls}), reply lost")
         return StoreCrashed(f"store crashed at {call} (call {self.calls})")
 
-    def _partial(self, items: Sequence) -> list:
+    def _landed(self, kind: str, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """The arguments of what of a faulty call reaches the store, or ``None`` for nothing.
+
+        A single ``put`` and a ``write_batch`` are atomic: all of them when
+        the reply is lost, else nothing. A batch of ``put_batch`` or
+        ``delete_batch``: see :meth:`_partial`. Reads change nothing.
+        """
+        if kind in ("put_batch", "delete_batch"):
+            part = self._partial(args[0])
+            return (part,) if part else None
+        if kind in ("put", "write_batch") and self.lose_reply:
+            return args
+        return None
+
+    def _partial(self, items: Sequence[Any]) -> list[Any]:
         """What of a faulty batch call reaches the store: all of it when the
         reply is lost, a random part when batches are not atomic, else nothing."""
         if self.lose_reply:
@@ -113,71 +139,22 @@ class FaultyStore:
             return []
         return [item for item in items if self._random.random() < 0.5]
 
-    def _check(self, call: str, keys: int, nbytes: int, values: Sequence[bytes] = ()) -> None:
+    def _check(self, call: str, parts: CallParts) -> None:
+        """Raise :class:`LimitViolation` if the call carries more than the declared limits."""
         limits = self.limits
+        keys = len(parts.reads) + len(parts.puts) + len(parts.deletes)
         if limits.max_batch_keys is not None and keys > limits.max_batch_keys:
             raise LimitViolation(f"{call} of {keys} keys; the store takes {limits.max_batch_keys}")
+        nbytes = (
+            sum(map(len, parts.reads))
+            + sum(len(k) + len(v) for k, v in parts.puts)
+            + sum(map(len, parts.deletes))
+        )
         if limits.max_batch_bytes is not None and nbytes > limits.max_batch_bytes:
             raise LimitViolation(f"{call} of {nbytes} bytes; the store takes {limits.max_batch_bytes}")
         if limits.max_value_bytes is not None:
-            for value in values:
+            for _, value in parts.puts:
                 if len(value) > limits.max_value_bytes:
                     raise LimitViolation(
                         f"{call} with a {len(value)}-byte value; the store takes {limits.max_value_bytes}"
                     )
-
-    # -- the store calls -------------------------------------------------------------
-
-    def get(self, key: bytes) -> bytes | None:
-        if self._enter("get"):
-            raise self._crash("get")
-        return self.inner.get(key)
-
-    def get_batch(self, keys: list[bytes]) -> list[bytes | None]:
-        self._check("get_batch", len(keys), sum(map(len, keys)))
-        if self._enter("get_batch"):
-            raise self._crash("get_batch")
-        return self.inner.get_batch(keys)
-
-    def put(self, key: bytes, value: bytes) -> None:
-        self._check("put", 1, len(key) + len(value), [value])
-        if self._enter("put"):
-            if self.lose_reply:  # a single put is atomic: all of it or nothing
-                self.inner.put(key, value)
-            raise self._crash("put")
-        self.inner.put(key, value)
-
-    def put_batch(self, entries: list[tuple[bytes, bytes]]) -> None:
-        self._check("put_batch", len(entries), sum(len(k) + len(v) for k, v in entries), [v for _, v in entries])
-        if self._enter("put_batch"):
-            part = self._partial(entries)
-            if part:
-                self.inner.put_batch(part)
-            raise self._crash("put_batch")
-        self.inner.put_batch(entries)
-
-    def delete_batch(self, keys: list[bytes]) -> None:
-        self._check("delete_batch", len(keys), sum(map(len, keys)))
-        if self._enter("delete_batch"):
-            part = self._partial(keys)
-            if part:
-                self.inner.delete_batch(part)
-            raise self._crash("delete_batch")
-        self.inner.delete_batch(keys)
-
-    def _write_batch(
-        self,
-        puts: list[tuple[bytes, bytes]],
-        deletes: list[bytes],
-        expect: dict[bytes, bytes | None] | None = None,
-    ) -> bool:
-        nbytes = sum(len(k) + len(v) for k, v in puts) + sum(map(len, deletes))
-        self._check("write_batch", len(puts) + len(deletes), nbytes, [v for _, v in puts])
-        if self._enter("write_batch"):
-            if self.lose_reply:  # atomic: all of it or nothing
-                self.inner.write_batch(puts, deletes, expect)
-            raise self._crash("write_batch")
-        return self.inner.write_batch(puts, deletes, expect)
-
-    def scan(self, prefix: bytes):
-        return self.inner.scan(prefix)

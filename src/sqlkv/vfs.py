@@ -119,7 +119,7 @@ class KvVfs(apsw.VFS):
         store_name = _store_name(path)
         storage = self.storage
         if wanted & apsw.SQLITE_OPEN_MAIN_DB and store_name != storage.main_name:
-            raise attach_refused(store_name, storage.main_name)
+            raise attach_refused(path, storage.main_name)  # the path as given: its leading / kept
         if wanted & apsw.SQLITE_OPEN_WAL:
             raise Error("WAL files are not supported: journal_mode is pinned to MEMORY")
         kvfile = storage.file(store_name)

@@ -1,0 +1,94 @@
+"""A database's file in a store, opened without SQLite: for moving whole files.
+
+Import, export, copy, check and remove work on a database's bytes and keys,
+not on SQL. They open its :class:`~sqlkv.storage.Storage` the way an engine
+does (one round trip; an interrupted commit or a hot journal is dealt with;
+a writer takes the lease, waiting up to ``lock_timeout`` seconds), and then
+read or write its :class:`~sqlkv.kvfile.KvFile` directly. A write through it
+commits as one transaction, staged when it outgrows the store's batch limits
+or ``max_dirty_bytes``, so it is atomic at any size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from .kvfile import KvFile
+from .layout import check_file_name
+from .lease import LeaseRequest, check_lease_options
+from .options import Options
+from .storage import Storage
+from .store import StoreClient
+
+#: Called with (bytes done, bytes in all) as a long operation goes on.
+Progress = Callable[[int, int], None]
+
+#: Bytes moved per read or write while streaming a file (a multiple of any chunk size up to 1 MiB).
+BLOCK_BYTES = 1024 * 1024
+
+
+def make_options(options: dict[str, Any]) -> Options:
+    """:class:`Options` from the keywords the maintenance functions pass on
+    (``kv_prefix``, ``chunk_size``, ``layout``, ``cache_bytes``,
+    ``max_dirty_bytes``, ``lease_seconds``); a bad one is a :class:`ConfigError`."""
+    return Options(**options)
+
+
+@contextmanager
+def open_file(
+    store: object,
+    name: str,
+    options: Options,
+    *,
+    readonly: bool,
+    lock_timeout: float = 0.0,
+) -> Iterator[KvFile]:
+    """The database ``name`` in ``store`` as a :class:`KvFile`, open for this block.
+
+    A writer (``readonly=False``) holds the database's lease for the whole
+    block (when the store can fence), so no other writer commits meanwhile;
+    it is released at the end.
+    """
+    check_file_name(name)
+    check_lease_options(options.lease_seconds, lock_timeout)
+    layout = options.make_layout(name)
+    client = StoreClient(store)
+    try:
+        lease = None
+        if not readonly and options.lease_seconds is not None:
+            lease = LeaseRequest(store, layout, name, options.lease_seconds, lock_timeout)
+        storage = Storage(
+            client, layout, name, options.chunk_size, options.cache_bytes,
+            readonly=readonly, max_dirty_bytes=options.max_dirty_bytes,
+        )
+        yield storage.open(lease)
+        storage.close()
+    finally:
+        client.close()
+
+
+def stream(
+    read: Callable[[int, int], bytes], size: int, progress: Progress | None = None
+) -> Iterator[tuple[int, bytes]]:
+    """``(offset, block)`` over ``size`` bytes, ``read(amount, offset)`` giving each block."""
+    done = 0
+    if progress is not None:
+        progress(0, size)
+    while done < size:
+        block = read(min(BLOCK_BYTES, size - done), done)
+        if not block:
+            break
+        yield done, block
+        done += len(block)
+        if progress is not None:
+            progress(done, size)
+
+
+def write_whole(target: KvFile, blocks: Iterator[tuple[int, bytes]], size: int) -> None:
+    """Make ``target`` hold exactly the bytes of ``blocks`` and commit it as one transaction."""
+    for offset, block in blocks:
+        target.write(block, offset)
+    target.truncate(size)
+    target.sync()

@@ -1,0 +1,167 @@
+"""list_databases, copy_database between stores, check_database (and repair), remove_database,
+over MemoryStore, LMDB, and a Redis of the test's own (standalone and cluster)."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+import sqlkv
+from helpers import unique_namespace
+from sqlkv.commit import encode_piece
+from sqlkv.layout import SeedLayout, encode_file_meta
+
+STORE_KINDS = ["memory", "lmdb", "redis", "redis-cluster"]
+LAYOUT = SeedLayout(9)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def any_store(request, tmp_path):
+    """A fresh store of each kind, and its URL (closed at the end)."""
+    kind = request.param
+    if kind == "memory":
+        store, url = sqlkv.MemoryStore(), "memory://"
+    elif kind == "lmdb":
+        url = f"lmdb://{tmp_path / 'lmdb'}"
+        store = sqlkv.open_store(url)
+    else:
+        server = request.getfixturevalue("redis_cluster" if kind == "redis-cluster" else "redis_server")
+        url = f"{server.url}?namespace={unique_namespace()}"
+        store = sqlkv.open_store(url)
+    yield store, url
+    store.close()
+
+
+def fill(store, name: str, rows: int) -> None:
+    with sqlkv.connect(store, name) as db:
+        db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        db.exec("BEGIN")
+        for i in range(rows):
+            db.run("INSERT INTO t(v) VALUES (?)", [bytes([i % 256]) * 1000])
+        db.exec("COMMIT")
+
+
+def test_ls_lists_each_database_with_its_size_chunks_and_lease(any_store):
+    store, _ = any_store
+    fill(store, "a.db", 10)
+    fill(store, "b.db", 200)
+    with sqlkv.connect(store, "held.db") as holder:
+        holder.exec("CREATE TABLE x(y)")
+        found = {d.name: d for d in sqlkv.list_databases(store)}
+        assert sorted(found) == ["a.db", "b.db", "held.db"]
+        assert found["held.db"].lease is not None and found["held.db"].lease.held
+    for name in ("a.db", "b.db"):
+        with sqlkv.connect(store, name, readonly=True) as db:
+            pages, size = db.query("PRAGMA page_count").rows[0][0], db.query("PRAGMA page_size").rows[0][0]
+        assert found[name].size == pages * size
+        assert found[name].chunks == -(-found[name].size // 4096)
+        assert found[name].lease is None
+    assert found["b.db"].size > found["a.db"].size
+    assert [d.name for d in sqlkv.list_databases(store)] == ["a.db", "b.db", "held.db"]
+
+
+def test_copy_to_every_store_and_back(any_store, tmp_path):
+    store, _ = any_store
+    origin = sqlkv.MemoryStore()
+    fill(origin, "app.db", 300)
+    sqlkv.copy_database(origin, store, "app.db", "copied.db")
+    back = sqlkv.MemoryStore()
+    sqlkv.copy_database(store, back, "copied.db", "app.db")
+    assert sorted(origin.scan(b"")) == sorted(back.scan(b""))
+    assert all(origin.get(k) == back.get(k) for k in origin.scan(b""))
+    assert [d.name for d in sqlkv.list_databases(store)] == ["copied.db"]
+    with sqlkv.connect(store, "copied.db") as db:
+        assert db.query("PRAGMA integrity_check").rows == [("ok",)]
+        assert db.query("SELECT count(*) FROM t").rows == [(300,)]
+
+
+def test_remove_takes_every_key_and_only_those_of_the_database(any_store):
+    store, _ = any_store
+    fill(store, "keep.db", 20)
+    fill(store, "gone.db", 50)
+    store.put_batch([(LAYOUT.ext_key("gone.db", b"d", b"\x00\x00\x00\x07"), b"staged leftover")])
+    removed = sqlkv.remove_database(store, "gone.db")
+    assert removed >= 50 * 1000 // 4096 + 2
+    assert [d.name for d in sqlkv.list_databases(store)] == ["keep.db"]
+    left = list(store.scan(b""))
+    assert left and all(b"gone.db" not in key for key in left)
+    with pytest.raises(sqlkv.NotFoundError):
+        sqlkv.remove_database(store, "gone.db")
+    with sqlkv.connect(store, "keep.db") as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(20,)]
+
+
+def plant(store, kind: str) -> None:
+    """One problem of a kind ``check`` must find in database ``app.db``."""
+    if kind == "orphan chunk":
+        store.put_batch([(LAYOUT.chunk_key("app.db", 5000), b"\x01" * 4096)])
+    elif kind == "staging leftovers":
+        piece_key = LAYOUT.ext_key("app.db", b"m", struct.pack(">I", 0))
+        store.put_batch([
+            (piece_key, encode_piece(piece_key, b"\x05" * 8, [3])),
+            (LAYOUT.ext_key("app.db", b"d", struct.pack(">I", 3)), b"\x02" * 4096),
+        ])
+    elif kind == "stale lease":
+        gen = LAYOUT.ext_key("app.db", b"l")
+        expiry = LAYOUT.ext_key("app.db", b"l", b"e")
+        token = b"t" * 16
+        store.put_batch([(gen, struct.pack(">Q16s", 7, token)), (expiry, struct.pack(">Q16s", 1000, token))])
+    elif kind == "bad FileMeta":
+        store.put_batch([(LAYOUT.meta_key("app.db"), b"\x09\x09\x09")])
+    elif kind == "chunk past a shrunken FileMeta":
+        size = 4096 * 2
+        store.put_batch([(LAYOUT.meta_key("app.db"), encode_file_meta(size))])
+
+
+@pytest.mark.parametrize("kind, removes, sound_after", [
+    ("orphan chunk", True, True),
+    ("staging leftovers", True, True),
+    ("stale lease", True, True),
+    ("bad FileMeta", False, False),
+    ("chunk past a shrunken FileMeta", True, False),
+])
+def test_check_finds_each_planted_problem_and_repair_fixes_what_it_claims(kind, removes, sound_after):
+    store = sqlkv.MemoryStore()
+    fill(store, "app.db", 40)
+    assert sqlkv.check_database(store, "app.db").sound
+    before = {k: store.get(k) for k in store.scan(b"")}
+    plant(store, kind)
+    report = sqlkv.check_database(store, "app.db")
+    assert not report.sound, kind
+    messages = " / ".join(p.message for p in report.problems)
+    word = {"orphan chunk": "past the end", "staging leftovers": "staging key",
+            "stale lease": "stale lease", "bad FileMeta": "bad FileMeta",
+            "chunk past a shrunken FileMeta": "past the end"}[kind]
+    assert word in messages
+    repaired = sqlkv.check_database(store, "app.db", repair=True)
+    assert bool(repaired.repaired) == removes, "repair says what it removed, and only that"
+    if sound_after:
+        assert repaired.sound, repaired.problems
+        assert {k: store.get(k) for k in store.scan(b"")} == before  # exactly what was planted is gone
+    else:
+        # A bad FileMeta is never "repaired" (that would lose data); chunks past a
+        # shrunken end are removed, but the pages they held are then missing.
+        assert not repaired.sound
+        assert any(w in p.message for p in repaired.problems for w in ("FileMeta", "integrity_check", "malformed"))
+
+
+def test_check_of_a_sound_database_in_use_notes_the_lease():
+    store = sqlkv.MemoryStore()
+    fill(store, "app.db", 5)
+    with sqlkv.connect(store, "app.db"):
+        report = sqlkv.check_database(store, "app.db")
+    assert report.sound and any("held by a writer" in n for n in report.notes)
+    with pytest.raises(sqlkv.NotFoundError):
+        sqlkv.check_database(store, "missing.db")
+
+
+def test_a_store_without_scan_gets_a_clear_error():
+    class FiveCalls:
+        def __init__(self) -> None:
+            self.inner = sqlkv.MemoryStore()
+            for call in ("get", "get_batch", "put", "put_batch", "delete_batch"):
+                setattr(self, call, getattr(self.inner, call))
+
+    with pytest.raises(sqlkv.StoreError, match="cannot list its keys"):
+        sqlkv.list_databases(FiveCalls())
