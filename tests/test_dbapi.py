@@ -72,6 +72,7 @@ def script(module: Any, conn: Any) -> Log:
     step("not null", lambda: cur.execute("INSERT INTO t(name) VALUES (NULL)"))
     step("missing table", lambda: cur.execute("SELECT * FROM nope"))
     step("syntax", lambda: cur.execute("SELEC 1"))
+    step("commented select", lambda: cur.execute("/* a */ SELECT 1 AS one /* b */").fetchall())
     step("two statements", lambda: cur.execute("SELECT 1; SELECT 2"))
     step("too many params", lambda: cur.execute("SELECT ?", (1, 2)))
     step("too few params", lambda: cur.execute("SELECT ?, ?", (1,)))
@@ -124,7 +125,7 @@ def script(module: Any, conn: Any) -> Log:
     step("rollback", conn.rollback)
     step("after rollback", lambda: conn.execute("SELECT count(*), sum(score) FROM t").fetchall())
     step("comment before dml", lambda: cur.execute(
-        "-- d\n  insert INTO t(name) VALUES ('c')") and None)
+        "/* c */ -- d\n  insert INTO t(name) VALUES ('c')") and None)
     state("after commented insert", cur)
     step("ddl in transaction", lambda: cur.execute("CREATE TABLE u(x)") and None)
     state("after ddl", cur)

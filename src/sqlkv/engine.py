@@ -74,7 +74,10 @@ def check_pragma(name: str, value: str | None) -> None:
         )
 
 
-_BLANK_SQL = re.compile(r"(?:\s+|;|--[^\n]*(?:\n|$)|/\*.*?(?:\*/|$))*", re.S)
+# A block comment's body never runs past its first "*/" (an unterminated one
+# runs to the end): otherwise fullmatch could stretch a comment over the
+# statement after it and call "/* c */ SELECT 1" blank.
+_BLANK_SQL = re.compile(r"(?:\s+|;|--[^\n]*(?:\n|$)|/\*(?:[^*]|\*(?!/))*(?:\*/|$))*", re.S)
 
 
 def is_blank_sql(text: str) -> bool:
