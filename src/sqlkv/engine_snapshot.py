@@ -39,8 +39,6 @@ from .engine import (
     attach_refused,
     cannot_bind,
     check_pragma,
-    more_than_one_statement,
-    split_statements,
     stats_pragma,
 )
 from .errors import Error, SqlError
@@ -225,19 +223,7 @@ class SnapshotEngine(EngineBase):
 
     # -- running statements -----------------------------------------------------
 
-    def _execute(self, sql: str, params: Any, single: str | None) -> list[QueryResult]:
-        statements = split_statements(sql)
-        if single is not None and len(statements) > 1:
-            raise more_than_one_statement(single)
-        results = []
-        for statement in statements:
-            try:
-                results.append(self._run_one(statement, params))
-            finally:
-                self._commit_if_done()
-        return results
-
-    def _run_one(self, statement: str, params: Any) -> QueryResult:
+    def _run_one(self, statement: str, params: Any, repeated: bool) -> QueryResult:
         self._refusal = None
         self._stats_request = _NO_REQUEST
         cursor = self.conn.cursor()
@@ -268,6 +254,12 @@ class SnapshotEngine(EngineBase):
         return RunResult(changes, rowid)
 
     # -- committing ---------------------------------------------------------------
+
+    def _conn_in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def _after_statement(self) -> None:
+        self._commit_if_done()
 
     def _commit_if_done(self) -> None:
         """Commit what the last statement changed, once no transaction is open."""
