@@ -25,6 +25,7 @@ from .errors import (
     StoreError,
     StoreLimitError,
     StoreProtocolError,
+    TransactionError,
     UnusableError,
 )
 from .lmdbstore import LmdbStore
@@ -32,6 +33,7 @@ from .memory import MemoryStore
 from .metrics import Stats
 from .store import RIVET_ACTOR_LIMITS, KvStore, StoreLimits
 from .sync import Connection, connect
+from .transaction import AsyncTransaction, Transaction
 from .urls import open_store
 
 __version__ = "0.1.0"
@@ -72,6 +74,9 @@ __all__ = [
     "StoreLimitError",
     "StoreLimits",
     "StoreProtocolError",
+    "Transaction",
+    "AsyncTransaction",
+    "TransactionError",
     "UnusableError",
     "connect",
     "open_store",

@@ -65,3 +65,10 @@ class LockedError(Error):
 
 class FencedError(Error):
     """This writer lost its lease; its commit was refused and nothing of it is visible."""
+
+
+class TransactionError(Error):
+    """A transaction was used against the rules: a call left one open (it was
+    rolled back), a call came after its transaction ended, a commit found its
+    transaction already rolled back, or a direct call came from inside an open
+    ``transaction()`` (which would otherwise wait on itself)."""

@@ -34,6 +34,7 @@ coroutines need the loop), and ``SQLKV_ASYNC_SPIN_US=0`` turns it off.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 import time
@@ -201,6 +202,27 @@ class Worker:
         self._jobs.append((None, _STOP, ()))
         self._to_thread.ring()
 
+    async def finish_elsewhere(self, last: Callable[[], Any]) -> None:
+        """From another event loop, once the worker's own loop no longer runs:
+        run ``last``, end the thread and release its pipes; ``last``'s exception
+        is raised here."""
+        if self._stopping:
+            return
+        outcome: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run_last() -> None:
+            try:
+                outcome.set_result(last())
+            except BaseException as exc:  # handed to the caller, whatever it is
+                outcome.set_exception(exc)
+
+        self.abandon(run_last)
+        try:
+            await asyncio.wrap_future(outcome)
+        finally:
+            await asyncio.to_thread(self._thread.join)
+            self._release()
+
     def _release(self) -> None:
         """On the loop, once the thread has ended: stop watching and close the pipes."""
         if self._released:
@@ -237,6 +259,11 @@ class Worker:
                     done.append((future, True, None))
                     self._answer()
                     return
+                if future is not None and future.cancelled():
+                    # Cancelled while queued: it never runs. (A plain read of
+                    # the future's state; a cancel that comes after it finds
+                    # the call running, and the call completes.)
+                    continue
                 try:
                     outcome = (future, True, fn(*args))
                 except BaseException as exc:  # handed to the caller, whatever it is
