@@ -8,7 +8,9 @@
 
 Each database runs SQLite on a worker thread of its own, so the event loop
 keeps running while SQLite works (and while an async store is awaited).
-Calls from many coroutines at once are queued and run one at a time.
+Calls from many coroutines at once are queued and run one at a time; no call
+leaves a transaction open, and ``db.transaction()`` spans calls (see
+transaction.py).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ changed chunks to the database's :class:`~sqlkv.kvfile.KvFile`, whose
 ``sync`` commits them with the new FileMeta (and the deletion of chunks past a
 shrunken end): one atomic round trip when the store allows, exactly as backend
 ``pages`` commits, in the same layout. A transaction the user opens with
-``BEGIN`` commits when it ends, however many calls it spans.
+``BEGIN`` commits when it ends, however many engine calls it spans (the
+public API spans calls only through ``transaction()``, see transaction.py).
 
 Statements that cannot have changed the database take no image at all: an
 authorizer notes, while SQLite prepares each statement, every action that is

@@ -3,7 +3,8 @@
 Each async :class:`~sqlkv.database.Database` owns one :class:`Worker`: a
 thread that runs the calls it is given one at a time, in the order given, and
 hands each result back to the event loop as a future. Queued calls need no
-lock: one thread, first in, first out.
+lock: one thread, first in, first out. A call whose future was cancelled
+before the thread took it up is skipped; one already running completes.
 
 Why not ``loop.run_in_executor``: its hand-off cost far more than a short call
 itself (a locked queue, a condition variable, a wrapped concurrent future, a
