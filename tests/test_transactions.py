@@ -224,6 +224,23 @@ async def test_transactions_queued_behind_each_other_run_one_after_another(open_
     assert len(values) == 20 and len(set(values)) == 20  # no two saw the same count
 
 
+async def test_close_waits_for_the_transaction_and_refuses_the_calls_behind_it(open_db):
+    db = await open_db()
+    await db.exec("CREATE TABLE t(x)")
+    async with db.transaction() as tx:
+        await tx.run("INSERT INTO t VALUES (1)")
+        closing = asyncio.create_task(db.close())
+        later_call = asyncio.create_task(db.run("INSERT INTO t VALUES (2)"))
+        later_tx = asyncio.create_task(db.transaction().__aenter__())
+        await asyncio.sleep(0.01)
+        assert not db.closed
+    await asyncio.wait_for(closing, WAIT)
+    for task in (later_call, later_tx):
+        with pytest.raises(sqlkv.ClosedError):
+            await asyncio.wait_for(task, WAIT)
+    assert db.closed and db._worker._released
+
+
 # -- item 3: cancellation --------------------------------------------------------
 
 
@@ -280,6 +297,22 @@ async def test_a_call_cancelled_while_running_completes_whole(open_db):
         await insert
     store.release.set()
     assert (await db.query("SELECT x FROM t ORDER BY x")).rows == [(1,), (2,)]
+
+
+async def test_an_open_cancelled_while_running_closes_what_it_opened(backend):
+    store = _BlockingStore()
+    store.block = True  # the lease-taking write waits
+    vfs = sqlkv.SqliteVfs(backend=backend)
+    opening = asyncio.create_task(vfs.open("app.db", store))
+    assert await asyncio.to_thread(store.entered.wait, WAIT)
+    opening.cancel()
+    store.release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await opening
+    store.block = False
+    # The open completed on the worker, and was closed there: its lease is free.
+    db = await vfs.open("app.db", store)
+    await db.close()
 
 
 async def test_cancelling_the_body_of_a_transaction_rolls_it_back(open_db):

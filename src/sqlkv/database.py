@@ -78,19 +78,36 @@ class SqliteVfs:
         """
         loop = asyncio.get_running_loop()
         worker = Worker(loop)
-        try:
-            engine = await worker.submit(
-                partial(
-                    open_engine, self.options, store, file_name,
-                    readonly=readonly, loop=loop, lock_timeout=lock_timeout,
-                )
+        opened: list[Engine] = []
+
+        def open_it() -> Engine:
+            engine = open_engine(
+                self.options, store, file_name, readonly=readonly, loop=loop, lock_timeout=lock_timeout
             )
+            opened.append(engine)
+            return engine
+
+        def close_unclaimed() -> None:
+            for engine in opened:
+                engine.close()
+
+        try:
+            engine = await worker.submit(open_it)
         except BaseException:
-            await worker.stop()
+            # Cancelled while the open ran, it completed: close what nobody will get.
+            # Queued after the open, and run before the worker stops.
+            worker.submit(close_unclaimed).add_done_callback(_ignore_outcome)
+            await asyncio.shield(worker.stop())
             raise
         if engine.client.is_async:
             worker.no_spin()
         return Database(engine, file_name, loop, worker)
+
+
+def _ignore_outcome(future: asyncio.Future) -> None:
+    """A done callback that retrieves a future's outcome nobody awaits."""
+    if not future.cancelled():
+        future.exception()
 
 
 def warn_unclosed(kind: str, name: str, release: Callable[[], Any]) -> None:
@@ -197,7 +214,9 @@ class Database(OpenDatabase):
             elif taker is not None:  # granted the database, then cancelled before using it
                 self._let_go(taker)
             raise
-        if self._closed:
+        if self._closed:  # closed by a caller that waited before this one
+            if taker is not None:
+                self._let_go(taker)
             raise self._closed_error()
 
     def _let_go(self, taker: AsyncTransaction | None) -> None:
