@@ -170,7 +170,7 @@ def _statements_sqlite_runs(script: str) -> list[str]:
     return seen
 
 
-@settings(max_examples=300, deadline=timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow])
 @given(_script())
 def test_split_statements_matches_what_sqlite_prepares(script):
     assert split_statements(script) == _statements_sqlite_runs(script)
