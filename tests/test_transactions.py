@@ -74,7 +74,9 @@ def test_sync_transaction_commits_at_the_end_and_rolls_back_on_an_exception(conn
         assert db.in_transaction
         tx.run("INSERT INTO t VALUES (1)")
         tx.exec("INSERT INTO t VALUES (2); INSERT INTO t VALUES (3)")
-        assert _count(tx) == 3
+        seen: list = []
+        tx.exec("SELECT x FROM t WHERE x > 1 ORDER BY x", lambda row, columns: seen.append((row, columns)))
+        assert seen == [([2], ["x"]), ([3], ["x"])]
     assert not db.in_transaction and _count(db) == 3
     with pytest.raises(KeyError):
         with db.transaction(mode="immediate") as tx:
@@ -188,7 +190,13 @@ async def test_async_transaction_holds_the_database_for_its_task(open_db, new_st
         for call in (lambda: db.query("SELECT 1"), db.close, lambda: db.transaction().__aenter__()):
             with pytest.raises(sqlkv.TransactionError, match="run the call through it"):
                 await call()
-        await tx.run("INSERT INTO t VALUES (2)")
+        seen: list = []
+
+        async def note(row: list, columns: list[str]) -> None:
+            seen.append((row, columns))
+
+        await tx.exec("INSERT INTO t VALUES (2); SELECT x FROM t ORDER BY x", note)
+        assert seen == [([1], ["x"]), ([2], ["x"])]
         order.append("commit")
     await asyncio.wait_for(asyncio.gather(*others), WAIT)
     # They ran after the commit, in the order made (rowid order).

@@ -21,7 +21,7 @@ from .database import OpenDatabase, warn_unclosed
 from .engine import Engine, QueryResult, RunResult
 from .lease import DEFAULT_LEASE_SECONDS
 from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
-from .transaction import Transaction, direct_call_refused, run_call
+from .transaction import Transaction, call_for_each_row, direct_call_refused, run_call
 
 
 def connect(
@@ -129,10 +129,7 @@ class Connection(OpenDatabase):
         Returns one :class:`QueryResult` per statement too.
         """
         results = self._call(self._engine.exec, sql)
-        if callback is not None:
-            for result in results:
-                for row in result.rows:
-                    callback(list(row), result.columns)
+        call_for_each_row(results, callback)
         return results
 
     def query(self, sql: str, params: Any = None) -> QueryResult:

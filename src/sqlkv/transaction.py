@@ -77,6 +77,17 @@ def run_call(engine: Engine, fn: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
+def call_for_each_row(
+    results: list[QueryResult], callback: Callable[[list, list[str]], Any] | None
+) -> None:
+    """``exec``'s ``callback(row, columns)`` for each row of each result (sync API)."""
+    if callback is None:
+        return
+    for result in results:
+        for row in result.rows:
+            callback(list(row), result.columns)
+
+
 class TransactionCore:
     """One ``transaction()``'s steps, run on the engine's thread."""
 
@@ -183,10 +194,7 @@ class Transaction:
     ) -> list[QueryResult]:
         """Run every statement of ``sql`` inside the transaction."""
         results = self._call(self._core.engine.exec, sql)
-        if callback is not None:
-            for result in results:
-                for row in result.rows:
-                    callback(list(row), result.columns)
+        call_for_each_row(results, callback)
         return results
 
     def _finish(self, commit: bool) -> None:
