@@ -137,7 +137,9 @@ def _statement(draw: st.DrawFn, number: int) -> str:
     # SQLite runs is one of the script's own.
     body = "".join(
         f"{gap()}{draw(st.sampled_from(['SELECT', 'select']))}{gap()}{draw(_STRING)};{gap()}"
-        f"INSERT INTO t1 VALUES ({draw(_STRING)});"
+        f"INSERT INTO t1 VALUES ({draw(_STRING)});{gap()}"
+        # An END that does not end the trigger: SQLite's tokenizer tells them apart.
+        f"SELECT CASE WHEN 1 THEN {draw(_STRING)} {draw(st.sampled_from(['END', 'end']))};"
         for _ in range(draw(st.integers(1, 3)))
     )
     end = draw(st.sampled_from(["END", "end", "End"]))

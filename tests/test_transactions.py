@@ -268,6 +268,15 @@ async def test_a_call_cancelled_while_queued_never_runs(open_db):
     release.set()
     await busy
     assert await _acount(db) == 0
+    # Queued behind a transaction of another task: the same.
+    async with db.transaction() as tx:
+        insert = asyncio.create_task(db.run("INSERT INTO t VALUES (2)"))
+        await asyncio.sleep(0.01)
+        insert.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await insert
+        await tx.run("INSERT INTO t VALUES (3)")
+    assert (await db.query("SELECT x FROM t")).rows == [(3,)]
 
 
 class _BlockingStore(sqlkv.MemoryStore):
