@@ -115,8 +115,15 @@ def _quoted(quote: str, close: str) -> st.SearchStrategy[str]:
 
 _STRING = _quoted("'", "'")
 _IDENT = st.one_of(_quoted('"', '"'), _quoted("`", "`"), _quoted("[", "]"), st.just("plain"))
+def _without(text: str, part: str) -> str:
+    """``text`` with every ``part`` taken out, including those the removal makes."""
+    while part in text:
+        text = text.replace(part, "")
+    return text
+
+
 _COMMENT = st.one_of(
-    _TRICKY.map(lambda t: "/*" + t.replace("*/", "") + "*/"),
+    _TRICKY.map(lambda t: "/*" + _without(t, "*/") + "*/"),
     _TRICKY.map(lambda t: "--" + t.replace("\n", "") + "\n"),
 )
 #: What may stand between two tokens: white space, comments.
@@ -172,13 +179,13 @@ def _statements_sqlite_runs(script: str) -> list[str]:
     return seen
 
 
-@settings(max_examples=200, deadline=timedelta(seconds=2), suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=timedelta(seconds=5), suppress_health_check=[HealthCheck.too_slow])
 @given(_script())
 def test_split_statements_matches_what_sqlite_prepares(script):
     assert split_statements(script) == _statements_sqlite_runs(script)
 
 
-@settings(max_examples=200, deadline=timedelta(seconds=2))
+@settings(max_examples=200, deadline=timedelta(seconds=5))
 @given(st.lists(st.one_of(_GAP, st.just(";")), max_size=6).map("".join))
 def test_text_of_comments_and_semicolons_holds_no_statement(text):
     assert split_statements(text) == [] == _statements_sqlite_runs(text)
