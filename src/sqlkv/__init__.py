@@ -51,6 +51,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "AsyncRedisStore",
+    "AsyncTransaction",
     "ClosedError",
     "ConfigError",
     "Connection",
@@ -75,7 +76,6 @@ __all__ = [
     "StoreLimits",
     "StoreProtocolError",
     "Transaction",
-    "AsyncTransaction",
     "TransactionError",
     "UnusableError",
     "connect",
