@@ -397,3 +397,23 @@ def test_the_command_line_works_without_rich(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["a        | b", "---------+--", "[b]x[/b] | 2"]
+
+
+def test_a_transaction_spans_statements_in_exec_and_in_the_shell(tmp_path):
+    """BEGIN ... COMMIT works as in the sqlite3 shell, across statements of one
+    exec and across lines of the shell, with dot commands inside it; a
+    transaction left open is rolled back and exec says so with a non-zero status."""
+    url = f"lmdb://{tmp_path / 's'}"
+    done = run_cli("exec", "--store", url, "app.db", "CREATE TABLE t(x); BEGIN; INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); COMMIT")
+    assert done.returncode == 0, done.stderr
+    script = "BEGIN IMMEDIATE;\nINSERT INTO t VALUES (3);\n.tables\nSAVEPOINT a;\nINSERT INTO t VALUES (4);\nROLLBACK TO a;\nCOMMIT;\nSELECT count(*) FROM t;\n"
+    shell = run_cli("shell", "--store", url, "app.db", input=script)
+    assert shell.returncode == 0, shell.stderr
+    assert shell.stdout.splitlines()[0] == "t" and shell.stdout.splitlines()[-1] == "3"
+    left_open = run_cli("exec", "--store", url, "app.db", "BEGIN; INSERT INTO t VALUES (5)")
+    assert left_open.returncode == cli.EXIT_ERROR
+    assert "rolled back" in one_line_error(left_open)
+    unclosed = run_cli("shell", "--store", url, "app.db", input="BEGIN;\nINSERT INTO t VALUES (6);\n")
+    assert unclosed.returncode == 0 and "rolled back" in unclosed.stderr
+    after = run_cli("exec", "--store", url, "app.db", "SELECT group_concat(x, '-') FROM t")
+    assert after.stdout.splitlines()[-1] == "1-2-3"

@@ -171,11 +171,12 @@ def test_a_failed_commit_of_a_user_transaction_is_gone_after_the_error(connect_d
     store = FailingStore()
     db = connect_db(store)
     db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
-    db.exec("BEGIN; INSERT INTO t VALUES (2)")
-    db.run("INSERT INTO t VALUES (3)")
-    store.fail = 1
     with pytest.raises(sqlkv.StoreError):
-        db.exec("COMMIT")
+        with db.transaction() as tx:
+            tx.exec("INSERT INTO t VALUES (2)")
+            tx.run("INSERT INTO t VALUES (3)")
+            store.fail = 1
+    assert not db.in_transaction
     assert db.query("SELECT x FROM t ORDER BY x").rows == [(1,)]
 
 
@@ -187,12 +188,11 @@ def test_a_transaction_over_several_calls_commits_once_when_it_ends(connect_db):
     db = connect_db(store)
     db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
     store.reset()
-    db.exec("BEGIN")
-    for i in range(5):
-        db.run("INSERT INTO t(v) VALUES (?)", [str(i)])
-        assert db.query("SELECT count(*) FROM t").rows == [(i + 1,)]
-    assert store.total == 0
-    db.exec("COMMIT")
+    with db.transaction() as tx:
+        for i in range(5):
+            tx.run("INSERT INTO t(v) VALUES (?)", [str(i)])
+            assert tx.query("SELECT count(*) FROM t").rows == [(i + 1,)]
+        assert store.total == 0
     assert store.calls == {"put_batch": 1}
     # Two transactions in one exec are two commits, as SQLite commits twice.
     store.reset()
@@ -209,11 +209,12 @@ def test_a_write_of_no_row_and_a_rolled_back_spill_cost_nothing(connect_db):
     # A rollback of a transaction that spilled SQLite's page cache (pages writes
     # the old pages back: they equal the committed ones and are not sent).
     db.exec("PRAGMA cache_size = 10")
-    db.exec(
-        "BEGIN; WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
-        "INSERT INTO t(v) SELECT printf('%.1000c', 'b') FROM n"
-    )
-    db.exec("ROLLBACK")
+    with db.transaction() as tx:
+        tx.exec(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) "
+            "INSERT INTO t(v) SELECT printf('%.1000c', 'b') FROM n"
+        )
+        tx.rollback()
     assert store.total == 0
     assert db.query("SELECT v FROM t ORDER BY id").rows == [("a",), ("b",)]
 

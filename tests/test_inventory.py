@@ -36,10 +36,9 @@ def any_store(request, tmp_path):
 def fill(store, name: str, rows: int) -> None:
     with sqlkv.connect(store, name) as db:
         db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
-        db.exec("BEGIN")
-        for i in range(rows):
-            db.run("INSERT INTO t(v) VALUES (?)", [bytes([i % 256]) * 1000])
-        db.exec("COMMIT")
+        with db.transaction() as tx:
+            for i in range(rows):
+                tx.run("INSERT INTO t(v) VALUES (?)", [bytes([i % 256]) * 1000])
 
 
 def test_ls_lists_each_database_with_its_size_chunks_and_lease(any_store):

@@ -95,8 +95,9 @@ async def test_a_database_dropped_without_close_closes_its_engine_and_ends_its_t
     db = await sqlkv.SqliteVfs(backend="pages").open("app.db", sqlkv.MemoryStore())
     await db.exec("CREATE TABLE t(x)")
     worker, engine = db._worker, db._engine
-    del db
-    gc.collect()
+    with pytest.warns(ResourceWarning, match="dropped without close"):
+        del db
+        gc.collect()
     worker._thread.join(10)
     assert not worker._thread.is_alive()
     with pytest.raises(apsw.ConnectionClosedError):

@@ -29,6 +29,7 @@ from .errors import (
     StoreError,
     StoreLimitError,
     StoreProtocolError,
+    TransactionError,
     UnusableError,
 )
 from .inventory import (
@@ -55,6 +56,7 @@ from .store import (
 )
 from .sync import Connection, connect
 from .transfer import SourceFileError, TransferResult, copy_database, export_database, import_database
+from .transaction import AsyncTransaction, Transaction
 from .urls import open_store
 
 __version__ = "0.1.0"
@@ -75,6 +77,7 @@ __all__ = [
     "AsyncKvStore",
     "AsyncRedisStore",
     "CheckReport",
+    "AsyncTransaction",
     "ClosedError",
     "ConcurrentCommitError",
     "ConfigError",
@@ -108,6 +111,8 @@ __all__ = [
     "StoreLimits",
     "StoreProtocolError",
     "TransferResult",
+    "Transaction",
+    "TransactionError",
     "UnusableError",
     "check_database",
     "connect",

@@ -41,6 +41,7 @@ from .errors import (
     FencedError,
     LockedError,
     StoreError,
+    TransactionError,
 )
 from .files import Progress
 from .inventory import check_database, lease_info, list_databases, remove_database
@@ -213,7 +214,15 @@ def cmd_exec(args: argparse.Namespace) -> int:
         with _connect(args, store, args.readonly or store_readonly) as db:
             from .shell import Script
 
-            Script(db, _printer(args.format)).run(sql)
+            script = Script(db, _printer(args.format))
+            try:
+                script.run(sql)
+            finally:
+                left_open = script.close()
+            if left_open:
+                raise TransactionError(
+                    "the SQL left a transaction open (BEGIN without COMMIT); it was rolled back"
+                )
     return EXIT_OK
 
 

@@ -8,14 +8,18 @@
 
 Each database runs SQLite on a worker thread of its own, so the event loop
 keeps running while SQLite works (and while an async store is awaited).
-Calls from many coroutines at once are queued and run one at a time.
+Calls from many coroutines at once are queued and run one at a time; no call
+leaves a transaction open, and ``db.transaction()`` spans calls (see
+transaction.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import warnings
 import weakref
+from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -27,6 +31,7 @@ from .lease import DEFAULT_LEASE_SECONDS
 from .metrics import Stats
 from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
 from .store import AnyKvStore
+from .transaction import AsyncTransaction, direct_call_refused, held_here, run_call
 from .worker import Worker
 
 RowCallback = Callable[[list, list[str]], Any]
@@ -74,19 +79,46 @@ class SqliteVfs:
         """
         loop = asyncio.get_running_loop()
         worker = Worker(loop)
-        try:
-            engine = await worker.submit(
-                partial(
-                    open_engine, self.options, store, file_name,
-                    readonly=readonly, loop=loop, lock_timeout=lock_timeout,
-                )
+        opened: list[Engine] = []
+
+        def open_it() -> Engine:
+            engine = open_engine(
+                self.options, store, file_name, readonly=readonly, loop=loop, lock_timeout=lock_timeout
             )
+            opened.append(engine)
+            return engine
+
+        def close_unclaimed() -> None:
+            for engine in opened:
+                engine.close()
+
+        try:
+            engine = await worker.submit(open_it)
         except BaseException:
-            await worker.stop()
+            # Cancelled while the open ran, it completed: close what nobody will get.
+            # Queued after the open, and run before the worker stops.
+            worker.submit(close_unclaimed).add_done_callback(_ignore_outcome)
+            await asyncio.shield(worker.stop())
             raise
         if engine.client.is_async:
             worker.no_spin()
         return Database(engine, file_name, loop, worker)
+
+
+def _ignore_outcome(future: asyncio.Future) -> None:
+    """A done callback that retrieves a future's outcome nobody awaits."""
+    if not future.cancelled():
+        future.exception()
+
+
+def warn_unclosed(kind: str, name: str, release: Callable[[], Any]) -> None:
+    """What a database dropped without ``close()`` does when it is collected:
+    warn (``ResourceWarning``, as an unclosed file does) and release it, so its
+    lease and its threads do not outlive it."""
+    warnings.warn(
+        f"{kind} {name!r} was dropped without close(); closing it now", ResourceWarning, stacklevel=2
+    )
+    release()
 
 
 class OpenDatabase:
@@ -111,9 +143,27 @@ class OpenDatabase:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a ``transaction()`` is open on this database (no plain call
+        ever leaves one open, see transaction.py)."""
+        return self._transaction_holder() is not None
+
+    def _transaction_holder(self) -> object | None:
+        raise NotImplementedError
+
+    def _closed_error(self) -> ClosedError:
+        return ClosedError(f"database {self.name!r} is closed")
+
 
 class Database(OpenDatabase):
-    """An open database (async). Made by :meth:`SqliteVfs.open`."""
+    """An open database (async). Made by :meth:`SqliteVfs.open`.
+
+    Calls are queued and run one at a time in the order made. While a
+    :meth:`transaction` is open, calls from other coroutines wait for it to
+    end (still in order), and a cancelled call that has not started yet never
+    runs (see the README's Cancellation).
+    """
 
     def __init__(
         self, engine: Engine, name: str, loop: asyncio.AbstractEventLoop, worker: Worker
@@ -123,17 +173,91 @@ class Database(OpenDatabase):
         self._loop = loop
         self._worker = worker
         self._closed = False
+        #: The open (or starting) transaction() that holds the database, if any.
+        self._holder: AsyncTransaction | None = None
+        #: Callers waiting for it to end, in order; a transaction waits as its taker.
+        self._waiting: deque[tuple[asyncio.Future, AsyncTransaction | None]] = deque()
         # Dropped without close(): close the engine on its thread and end the thread.
-        self._finalizer = weakref.finalize(self, worker.abandon, engine.close)
+        self._finalizer = weakref.finalize(
+            self, warn_unclosed, "sqlkv.Database", name, partial(worker.abandon, engine.close)
+        )
         self._finalizer.atexit = False
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        # The worker runs calls one at a time in the order queued: no lock needed.
+    def _transaction_holder(self) -> object | None:
+        return self._holder
+
+    def _check_usable(self) -> None:
         if self._closed:
-            raise ClosedError(f"database {self.name!r} is closed")
+            raise self._closed_error()
         if asyncio.get_running_loop() is not self._loop:
             raise Error(f"database {self.name!r} was opened on another event loop")
-        return await self._worker.call(fn, *args)
+
+    # -- taking turns with transaction() -----------------------------------------
+
+    async def _take_turn(self, taker: AsyncTransaction | None) -> None:
+        """Return when no transaction holds the database (``taker``: then hold it).
+
+        Calls made while one does wait in order; a call from inside the
+        holding transaction would wait on itself, and is refused.
+        """
+        if self._holder is None and not self._waiting:
+            self._holder = taker
+            return
+        if held_here(self._holder):
+            raise direct_call_refused(self.name)
+        entry = (self._loop.create_future(), taker)
+        self._waiting.append(entry)
+        try:
+            await entry[0]
+        except asyncio.CancelledError:
+            if entry[0].cancelled():
+                self._waiting.remove(entry)
+            elif taker is not None:  # granted the database, then cancelled before using it
+                self._let_go(taker)
+            raise
+        if self._closed:  # closed by a caller that waited before this one
+            if taker is not None:
+                self._let_go(taker)
+            raise self._closed_error()
+
+    def _let_go(self, taker: AsyncTransaction | None) -> None:
+        """The turn of ``taker`` is over: let the waiting callers go, in order,
+        up to and including the next transaction (which then holds the database)."""
+        if taker is not None and self._holder is not taker:
+            return
+        self._holder = None
+        while self._waiting and self._holder is None:
+            future, next_taker = self._waiting.popleft()
+            if future.done():
+                continue
+            self._holder = next_taker
+            future.set_result(None)
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        self._check_usable()
+        if self._holder is not None or self._waiting:
+            await self._take_turn(None)
+        # The worker runs calls one at a time in the order queued: no lock needed.
+        return await self._worker.call(run_call, self._engine, fn, *args)
+
+    def transaction(self, mode: str = "deferred") -> AsyncTransaction:
+        """``async with db.transaction(mode="deferred") as tx:`` a transaction
+        across calls (``BEGIN DEFERRED | IMMEDIATE | EXCLUSIVE``); see
+        :class:`~sqlkv.transaction.AsyncTransaction`."""
+        self._check_usable()
+        return AsyncTransaction(self, mode)
+
+    # -- the calls ---------------------------------------------------------------
+
+    async def _deliver_rows(self, results: list[QueryResult], callback: RowCallback | None) -> None:
+        """Call ``callback(row, columns)`` for each row, awaiting it if it is a coroutine."""
+        if callback is None:
+            return
+        for result in results:
+            for row in result.rows:
+                outcome = callback(list(row), result.columns)
+                if inspect.isawaitable(outcome):
+                    await outcome
 
     async def exec(self, sql: str, callback: RowCallback | None = None) -> list[QueryResult]:
         """Run every statement of ``sql``; ``callback(row, columns)`` for each result row.
@@ -142,12 +266,7 @@ class Database(OpenDatabase):
         be a coroutine function. Returns one :class:`QueryResult` per statement too.
         """
         results = await self._call(self._engine.exec, sql)
-        if callback is not None:
-            for result in results:
-                for row in result.rows:
-                    outcome = callback(list(row), result.columns)
-                    if inspect.isawaitable(outcome):
-                        await outcome
+        await self._deliver_rows(results, callback)
         return results
 
     async def query(self, sql: str, params: Any = None) -> QueryResult:
@@ -159,17 +278,42 @@ class Database(OpenDatabase):
         return await self._call(self._engine.run, sql, params)
 
     async def close(self) -> None:
-        """Close the database; later calls raise :class:`ClosedError`. Closing twice is fine."""
+        """Close the database; later calls raise :class:`ClosedError`. Closing twice is fine.
+
+        Waits for an open transaction to end first. From an event loop other
+        than the one the database was opened on: if that loop still runs (in
+        another thread), the close is handed to it; if it no longer runs, the
+        database is closed from here all the same (engine, lease, thread and
+        descriptors released).
+        """
         if self._closed:
+            return
+        running = asyncio.get_running_loop()
+        if running is not self._loop:
+            await self._close_from_elsewhere()
+            return
+        if self._holder is not None or self._waiting:
+            await self._take_turn(None)
+            if self._closed:
+                return
+        self._closed = True
+        self._finalizer.detach()
+        # Queued after every call made before it, so those still run first;
+        # shielded, so it runs even if this task is cancelled meanwhile.
+        closing = self._worker.submit(self._engine.close)
+        try:
+            await asyncio.shield(closing)
+        finally:
+            await self._worker.stop()
+
+    async def _close_from_elsewhere(self) -> None:
+        own = self._loop
+        if own.is_running():
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self.close(), own))
             return
         self._closed = True
         self._finalizer.detach()
-        # Queued after every call made before it, so those still run first.
-        closing = self._worker.submit(self._engine.close)
-        try:
-            await closing
-        finally:
-            await self._worker.stop()
+        await self._worker.finish_elsewhere(self._engine.close)
 
     async def __aenter__(self) -> "Database":
         return self

@@ -7,10 +7,8 @@ An engine runs SQL synchronously on one open database; the async
 
 from __future__ import annotations
 
-import re
-import sqlite3
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .errors import ConfigError, Error, PinnedSettingError, SqlError
@@ -18,6 +16,7 @@ from .kvfile import KvFile
 from .lease import LeaseRequest
 from .metrics import Stats
 from .options import Options
+from .statements import check_sql, split_statements
 from .storage import Storage
 from .store import StoreClient
 
@@ -49,6 +48,15 @@ class Engine(Protocol):
     def exec(self, sql: str) -> list[QueryResult]: ...
     def close(self) -> None: ...
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open (begun and not yet committed or rolled back)."""
+        ...
+
+    def rollback(self) -> None:
+        """Roll back the open transaction, if any; afterwards none is open."""
+        ...
+
 
 #: What every connection is set to at open, before a user's statement runs.
 SETUP_PRAGMAS = ("locking_mode=EXCLUSIVE", "journal_mode=MEMORY", "temp_store=MEMORY")
@@ -72,52 +80,6 @@ def check_pragma(name: str, value: str | None) -> None:
             f"PRAGMA {name}={value} is not allowed: sqlkv commits through the store and "
             f"needs {name} to stay {allowed[0].upper()}"
         )
-
-
-# A block comment's body never runs past its first "*/" (an unterminated one
-# runs to the end): otherwise fullmatch could stretch a comment over the
-# statement after it and call "/* c */ SELECT 1" blank.
-_BLANK_SQL = re.compile(r"(?:\s+|;|--[^\n]*(?:\n|$)|/\*(?:[^*]|\*(?!/))*(?:\*/|$))*", re.S)
-
-
-def is_blank_sql(text: str) -> bool:
-    """Whether ``text`` holds no statement (only white space, comments and semicolons)."""
-    return _BLANK_SQL.fullmatch(text) is not None
-
-
-# Quoted text and comments (skipped whole, unterminated ones too), or a semicolon.
-_SQL_TOKENS = re.compile(
-    r"""'[^']*'?|"[^"]*"?|`[^`]*`?|\[[^\]]*\]?|--[^\n]*|/\*.*?(?:\*/|$)|;""", re.S
-)
-
-
-def split_statements(sql: str) -> list[str]:
-    """The statements of ``sql``, in order, each with its own text; blank ones left out.
-
-    A semicolon outside quotes and comments ends a statement when SQLite says
-    the text up to it is complete (``sqlite3.complete_statement``), so the
-    semicolons inside a trigger body do not.
-    """
-    statements = []
-    start = 0
-    for token in _SQL_TOKENS.finditer(sql):
-        if token.group() != ";":
-            continue
-        piece = sql[start : token.end()]
-        if sqlite3.complete_statement(piece):
-            if not is_blank_sql(piece):
-                statements.append(piece)
-            start = token.end()
-    rest = sql[start:]
-    if not is_blank_sql(rest):
-        statements.append(rest)
-    return statements
-
-
-def check_sql(sql: object) -> str:
-    if not isinstance(sql, str):
-        raise Error(f"sql must be a str, not {type(sql).__name__}")
-    return sql
 
 
 def more_than_one_statement(call: str) -> Error:
@@ -200,9 +162,38 @@ class EngineBase:
         raise NotImplementedError
 
     def _execute(self, sql: str, params: Any, single: str | None) -> list[QueryResult]:
-        """Run ``sql``; one :class:`QueryResult` per statement. ``single``: the
-        public call's name when only one statement is allowed."""
+        """Run ``sql``, one statement at a time; one :class:`QueryResult` per statement.
+
+        ``single``: the public call's name when only one statement is allowed
+        (refused before anything runs).
+        """
+        statements = split_statements(sql)
+        if single is not None and len(statements) > 1:
+            raise more_than_one_statement(single)
+        results = []
+        for statement in statements:
+            try:
+                results.append(self._run_one(statement, params, single is not None))
+            finally:
+                self._after_statement()
+        return results
+
+    def _one_statement(self, sql: str, call: str) -> str | None:
+        """The one statement of ``sql`` (``None`` if blank), the database ready to run it."""
+        check_sql(sql)
+        self._ready()
+        statements = split_statements(sql)
+        if len(statements) > 1:
+            raise more_than_one_statement(call)
+        return statements[0] if statements else None
+
+    def _run_one(self, statement: str, params: Any, repeated: bool) -> QueryResult:
+        """Run one statement. ``repeated``: likely to be run again with other
+        parameters (``query``/``run``), so worth a statement cache."""
         raise NotImplementedError
+
+    def _after_statement(self) -> None:
+        """Called after each statement, whether it succeeded or not."""
 
     def _last_run(self) -> RunResult:
         raise NotImplementedError
@@ -214,6 +205,7 @@ class EngineBase:
         self._discard()
         self._open()
         self._broken = None
+        self._restore_functions()
 
     def _statements(self, sql: str, params: Any, single: str | None) -> list[QueryResult]:
         check_sql(sql)
@@ -231,6 +223,28 @@ class EngineBase:
     def exec(self, sql: str) -> list[QueryResult]:
         return self._statements(sql, None, None)
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is open. Not after a store failure: the next
+        call reopens the database from the store, which holds no part of it."""
+        return self._broken is None and self._conn_in_transaction()
+
+    def _conn_in_transaction(self) -> bool:
+        raise NotImplementedError
+
+    def rollback(self) -> None:
+        """Roll back the open transaction, if any. Should that fail, the state
+        in memory is dropped (the next call reopens the database from the
+        store, which holds only committed transactions) and the error raised."""
+        if not self.in_transaction:
+            return
+        try:
+            self._execute("ROLLBACK", None, None)
+        except BaseException as exc:
+            if self._broken is None:
+                self._broken = exc
+            raise
+
     def close(self) -> None:
         try:
             self._discard()
@@ -238,11 +252,6 @@ class EngineBase:
             self.client.close()
 
     # -- for the DB-API (dbapi2.py) ------------------------------------------------
-
-    @property
-    def in_transaction(self) -> bool:
-        """Whether a transaction is open (SQLite is not in autocommit mode)."""
-        return self.conn.in_transaction  # APSW's and sqlite3's connections both say
 
     def last_run(self) -> RunResult:
         """Rows changed by the last statement, and the last rowid inserted."""

@@ -16,7 +16,8 @@ changed chunks to the database's :class:`~sqlkv.kvfile.KvFile`, whose
 ``sync`` commits them with the new FileMeta (and the deletion of chunks past a
 shrunken end): one atomic round trip when the store allows, exactly as backend
 ``pages`` commits, in the same layout. A transaction the user opens with
-``BEGIN`` commits when it ends, however many calls it spans.
+``BEGIN`` commits when it ends, however many engine calls it spans (the
+public API spans calls only through ``transaction()``, see transaction.py).
 
 Statements that cannot have changed the database take no image at all: an
 authorizer notes, while SQLite prepares each statement, every action that is
@@ -41,9 +42,6 @@ from .engine import (
     attach_refused,
     cannot_bind,
     check_pragma,
-    check_sql,
-    more_than_one_statement,
-    split_statements,
     stats_pragma,
 )
 from .errors import ConfigError, Error, SqlError
@@ -242,19 +240,7 @@ class SnapshotEngine(EngineBase):
 
     # -- running statements -----------------------------------------------------
 
-    def _execute(self, sql: str, params: Any, single: str | None) -> list[QueryResult]:
-        statements = split_statements(sql)
-        if single is not None and len(statements) > 1:
-            raise more_than_one_statement(single)
-        results = []
-        for statement in statements:
-            try:
-                results.append(self._run_one(statement, params))
-            finally:
-                self._commit_if_done()
-        return results
-
-    def _run_one(self, statement: str, params: Any) -> QueryResult:
+    def _run_one(self, statement: str, params: Any, repeated: bool) -> QueryResult:
         self._refusal = None
         self._stats_request = _NO_REQUEST
         cursor = self.conn.cursor()
@@ -285,6 +271,12 @@ class SnapshotEngine(EngineBase):
         return RunResult(changes, rowid)
 
     # -- committing ---------------------------------------------------------------
+
+    def _conn_in_transaction(self) -> bool:
+        return self.conn.in_transaction
+
+    def _after_statement(self) -> None:
+        self._commit_if_done()
 
     def _commit_if_done(self) -> None:
         """Commit what the last statement changed, once no transaction is open."""
@@ -362,16 +354,6 @@ class SnapshotEngine(EngineBase):
         rows = self._rows_of(cursor)
         next(rows)
         return [d[0] for d in description] if description else [], rows
-
-    def _one_statement(self, sql: str, call: str) -> str | None:
-        """The one statement of ``sql`` (``None`` if blank), the database ready to run it."""
-        check_sql(sql)
-        self._ready()
-        self._restore_functions()
-        statements = split_statements(sql)
-        if len(statements) > 1:
-            raise more_than_one_statement(call)
-        return statements[0] if statements else None
 
     def _rows_of(self, cursor: sqlite3.Cursor) -> Iterator[tuple]:
         try:

@@ -106,3 +106,10 @@ class NotFoundError(Error):
 
 class ExistsError(Error):
     """The database (or file) to be made exists already, and replacing it was not asked for."""
+
+
+class TransactionError(Error):
+    """A transaction was used against the rules: a call left one open (it was
+    rolled back), a call came after its transaction ended, a commit found its
+    transaction already rolled back, or a direct call came from inside an open
+    ``transaction()`` (which would otherwise wait on itself)."""

@@ -19,12 +19,14 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
-from .engine import split_statements
+from .engine import QueryResult, split_statements
 from .errors import Error, SqlError
 from .output import FORMATS, Printer
 from .sync import Connection
+from .transaction import Transaction
 
-_TRANSACTION_WORD = re.compile(r"\s*(?:--[^\n]*\n\s*|/\*.*?\*/\s*)*(\w+)", re.S)
+_LEADING_COMMENTS = re.compile(r"\s*(?:--[^\n]*(?:\n|$)\s*|/\*.*?\*/\s*)*", re.S)
+_WORD = re.compile(r"\w+")
 
 
 class StatementError(Error):
@@ -38,9 +40,14 @@ class StatementError(Error):
         self.error = error
 
 
+def _without_comments(statement: str) -> str:
+    """``statement`` from its first token on (split_statements keeps comments before it)."""
+    return statement[_LEADING_COMMENTS.match(statement).end() :]  # type: ignore[union-attr]
+
+
 def _first_word(statement: str) -> str:
-    match = _TRANSACTION_WORD.match(statement)
-    return match.group(1).upper() if match else ""
+    match = _WORD.match(_without_comments(statement))
+    return match.group(0).upper() if match else ""
 
 
 def _one_line(text: str, limit: int = 60) -> str:
@@ -58,32 +65,72 @@ def _named_pragma_column(statement: str, columns: list[str], rows: list[tuple]) 
     return columns
 
 
+#: What runs statements: the connection, or the transaction a script began on it.
+Session = Connection | Transaction
+
+_BEGIN = re.compile(r"\s*BEGIN(?:\s+(DEFERRED|IMMEDIATE|EXCLUSIVE))?(?:\s+TRANSACTION)?\s*;?\s*$", re.I)
+
+
 class Script:
-    """Runs SQL text on ``db`` statement by statement, printing rows with ``printer``."""
+    """Runs SQL text on ``db`` statement by statement, printing rows with ``printer``.
+
+    ``BEGIN`` (or a ``SAVEPOINT`` outside a transaction) opens a
+    :meth:`~sqlkv.Connection.transaction` that the following statements, of
+    this text and of later ones, run in until one of them ends it (``COMMIT``,
+    ``END``, ``ROLLBACK``, ``RELEASE`` of the outermost savepoint), as in the
+    ``sqlite3`` shell. :meth:`close` rolls back one still open.
+    """
 
     def __init__(self, db: Connection, printer: Printer) -> None:
         self.db = db
         self.printer = printer
+        self.tx: Transaction | None = None
+
+    @property
+    def session(self) -> Session:
+        """Where statements run now: the open transaction, else the connection."""
+        return self.tx if self.tx is not None else self.db
 
     def run(self, sql: str) -> None:
         """Run every statement of ``sql``; a failure is a :class:`StatementError`
         naming the statement and what ran before it (a failed statement's
         transaction is SQLite's to end: autocommit statements before it stay)."""
         statements = split_statements(sql)
-        in_transaction = False
         for number, statement in enumerate(statements, 1):
+            in_transaction = self.tx is not None
             try:
-                results = self.db.exec(statement)
+                results = self._run_one(statement)
             except Error as exc:
                 raise StatementError(self._failure(exc, number, len(statements), statement, in_transaction), exc) from exc
-            word = _first_word(statement)
-            if word in ("BEGIN", "SAVEPOINT"):
-                in_transaction = True
-            elif word in ("COMMIT", "END", "ROLLBACK") and not re.match(r"\s*ROLLBACK\s+TO\b", statement, re.I):
-                in_transaction = False
             for result in results:
                 columns = _named_pragma_column(statement, result.columns, result.rows)
                 self.printer.rows(columns, result.rows)
+
+    def _run_one(self, statement: str) -> list[QueryResult]:
+        if self.tx is None:
+            begin = _BEGIN.match(_without_comments(statement))
+            if begin is not None:
+                self.tx = self.db.transaction((begin.group(1) or "deferred").lower())
+                self.tx.__enter__()
+                return []
+            if _first_word(statement) != "SAVEPOINT":
+                return self.db.exec(statement)
+            self.tx = self.db.transaction()
+            self.tx.__enter__()
+        try:
+            return self.tx.exec(statement)
+        finally:
+            if not self.tx.open:
+                tx, self.tx = self.tx, None
+                tx.__exit__(None, None, None)
+
+    def close(self) -> bool:
+        """Roll back a transaction left open; whether there was one."""
+        if self.tx is None:
+            return False
+        tx, self.tx = self.tx, None
+        tx.rollback()
+        return True
 
     @staticmethod
     def _failure(exc: Error, number: int, total: int, statement: str, in_transaction: bool) -> str:
@@ -102,7 +149,7 @@ class Script:
         return f"{message} [in {where}; {ran} ran before it, {kept}]"
 
 
-def dump(db: Connection) -> Iterator[str]:
+def dump(db: Session) -> Iterator[str]:
     """The database as SQL text, statement by statement, as ``sqlite3``'s ``.dump``
     and ``Connection.iterdump`` write it: schema, rows as INSERTs, then indexes,
     triggers and views, in one transaction."""
@@ -188,6 +235,9 @@ class Shell:
             self.feed(lines)
         except ShellExit:
             pass
+        finally:
+            if self.script.close():
+                self.err.write("sqlkv: the transaction left open was rolled back\n")
 
     def feed(self, lines: Iterable[str]) -> None:
         """Run the statements and dot commands of ``lines`` (one line each)."""
@@ -261,7 +311,7 @@ class Shell:
         if command == ".help":
             self.out.write(HELP + "\n")
         elif command == ".tables":
-            names = self.db.query(
+            names = self.script.session.query(
                 "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
                 "AND name NOT LIKE 'sqlite_%' ORDER BY name"
             ).rows
@@ -269,9 +319,9 @@ class Shell:
         elif command == ".schema":
             sql = "SELECT sql FROM sqlite_master WHERE sql NOT NULL AND name NOT LIKE 'sqlite_%'"
             if args:
-                rows = self.db.query(sql + " AND tbl_name = ? ORDER BY rowid", [args[0]]).rows
+                rows = self.script.session.query(sql + " AND tbl_name = ? ORDER BY rowid", [args[0]]).rows
             else:
-                rows = self.db.query(sql + " ORDER BY rowid").rows
+                rows = self.script.session.query(sql + " ORDER BY rowid").rows
             self.out.write("".join(f"{text};\n" for (text,) in rows))
         elif command == ".mode":
             if len(args) != 1 or args[0] not in FORMATS:
@@ -284,11 +334,11 @@ class Shell:
         elif command == ".import":
             if len(args) != 2:
                 raise Error(".import takes FILE TABLE")
-            count = import_csv(self.db, Path(args[0]), args[1])
+            count = import_csv(self.script.session, Path(args[0]), args[1])
             if self.interactive:
                 self.err.write(f"{count} row{'' if count == 1 else 's'} imported into {args[1]}\n")
         elif command == ".dump":
-            for statement in dump(self.db):
+            for statement in dump(self.script.session):
                 self.out.write(statement + "\n")
         elif command == ".read":
             if len(args) != 1:
@@ -297,9 +347,9 @@ class Shell:
                 text = Path(args[0]).read_text(encoding="utf-8")
             except OSError as exc:
                 raise Error(f"cannot read {args[0]}: {exc.strerror or exc}") from exc
-            Shell(self.db, self.out, self.err, interactive=False, terminal_out=self.printer.terminal).feed(
-                text.splitlines()
-            )
+            reader = Shell(self.db, self.out, self.err, interactive=False, terminal_out=self.printer.terminal)
+            reader.script, reader.printer = self.script, self.printer  # one session: a transaction open here goes on there
+            reader.feed(text.splitlines())
         elif command == ".stats":
             self.out.write(self.db.stats.to_json() + "\n")
         else:
@@ -318,9 +368,24 @@ def _stdin_lines() -> Iterator[str]:
         yield line.rstrip("\n")
 
 
-def import_csv(db: Connection, path: Path, table: str) -> int:
-    """Insert the rows of the CSV file ``path`` into ``table`` in one transaction;
-    a missing table is made from the header row (columns of no type). Returns the rows inserted."""
+def import_csv(db: Session, path: Path, table: str) -> int:
+    """Insert the rows of the CSV file ``path`` into ``table``, all or none (in a
+    transaction of its own, or a savepoint of the one open); a missing table is
+    made from the header row (columns of no type). Returns the rows inserted."""
+    if isinstance(db, Connection):
+        with db.transaction() as tx:
+            return _insert_csv(tx, path, table)
+    db.exec("SAVEPOINT sqlkv_import")
+    try:
+        count = _insert_csv(db, path, table)
+    except BaseException:
+        db.exec("ROLLBACK TO sqlkv_import; RELEASE sqlkv_import")
+        raise
+    db.exec("RELEASE sqlkv_import")
+    return count
+
+
+def _insert_csv(tx: Transaction, path: Path, table: str) -> int:
     try:
         handle = open(path, newline="", encoding="utf-8")
     except OSError as exc:
@@ -328,25 +393,19 @@ def import_csv(db: Connection, path: Path, table: str) -> int:
     with handle:
         rows = csv.reader(handle)
         quoted = '"' + table.replace('"', '""') + '"'
-        exists = db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [table]).rows
-        db.exec("BEGIN")
+        exists = tx.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", [table]).rows
+        if not exists:
+            header = next(rows, None)
+            if not header:
+                raise Error(f"{path} is empty: no header row to make table {table!r} from")
+            columns = ", ".join('"' + c.replace('"', '""') + '"' for c in header)
+            tx.exec(f"CREATE TABLE {quoted}({columns})")
+        width = len(tx.query(f"PRAGMA table_info({quoted})").rows)
+        insert = f"INSERT INTO {quoted} VALUES ({', '.join('?' * width)})"
         count = 0
-        try:
-            if not exists:
-                header = next(rows, None)
-                if not header:
-                    raise Error(f"{path} is empty: no header row to make table {table!r} from")
-                columns = ", ".join('"' + c.replace('"', '""') + '"' for c in header)
-                db.exec(f"CREATE TABLE {quoted}({columns})")
-            width = len(db.query(f"PRAGMA table_info({quoted})").rows)
-            insert = f"INSERT INTO {quoted} VALUES ({', '.join('?' * width)})"
-            for line_number, row in enumerate(rows, 2 if not exists else 1):
-                if len(row) != width:
-                    raise SqlError(f"{path} line {line_number}: {len(row)} values, table {table!r} has {width} columns")
-                db.run(insert, row)
-                count += 1
-            db.exec("COMMIT")
-        except BaseException:
-            db.exec("ROLLBACK")
-            raise
+        for line_number, row in enumerate(rows, 2 if not exists else 1):
+            if len(row) != width:
+                raise SqlError(f"{path} line {line_number}: {len(row)} values, table {table!r} has {width} columns")
+            tx.run(insert, row)
+            count += 1
     return count

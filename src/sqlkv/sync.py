@@ -12,16 +12,17 @@ are run one at a time.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from .backends import open_engine
-from .database import OpenDatabase
+from .database import OpenDatabase, warn_unclosed
 from .engine import Engine, QueryResult, RunResult
-from .errors import ClosedError
 from .lease import DEFAULT_LEASE_SECONDS
 from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
 from .store import AnyKvStore
+from .transaction import Transaction, call_for_each_row, direct_call_refused, run_call
 
 
 def connect(
@@ -56,19 +57,70 @@ def connect(
 
 
 class Connection(OpenDatabase):
-    """An open database (sync). Made by :func:`connect`."""
+    """An open database (sync). Made by :func:`connect`.
+
+    Calls from several threads run one at a time. While a :meth:`transaction`
+    is open it holds the connection: other threads' calls wait for it to end,
+    and a direct call from the thread holding it raises
+    :class:`~sqlkv.TransactionError` (it would wait on itself).
+    """
 
     def __init__(self, engine: Engine, name: str) -> None:
         self._engine = engine
         self.name = name
         self._lock = threading.Lock()
         self._closed = False
+        #: The open transaction() holding the connection, and its thread.
+        self._tx: Transaction | None = None
+        self._tx_thread: int | None = None
+        # Dropped without close(): release the lease, stop the renewer.
+        self._finalizer = weakref.finalize(self, warn_unclosed, "sqlkv.Connection", name, engine.close)
+
+    def _transaction_holder(self) -> object | None:
+        return self._tx
+
+    def _enter(self) -> None:
+        """Take the connection for one call or a transaction (the caller releases it)."""
+        if self._tx_thread == threading.get_ident():
+            raise direct_call_refused(self.name)
+        self._lock.acquire()
+        if self._closed:
+            self._lock.release()
+            raise self._closed_error()
 
     def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        with self._lock:
-            if self._closed:
-                raise ClosedError(f"database {self.name!r} is closed")
-            return fn(*args)
+        self._enter()
+        try:
+            return run_call(self._engine, fn, *args)
+        finally:
+            self._lock.release()
+
+    # -- transaction() -------------------------------------------------------------
+
+    def transaction(self, mode: str = "deferred") -> Transaction:
+        """``with conn.transaction(mode="deferred") as tx:`` a transaction across
+        calls (``BEGIN DEFERRED | IMMEDIATE | EXCLUSIVE``); see
+        :class:`~sqlkv.transaction.Transaction`."""
+        return Transaction(self, mode)
+
+    def _hold(self, tx: Transaction, begin: Callable[[], None]) -> None:
+        """Take the connection for ``tx`` and run its ``begin``."""
+        self._enter()
+        try:
+            begin()
+        except BaseException:
+            self._lock.release()
+            raise
+        self._tx, self._tx_thread = tx, threading.get_ident()
+
+    def _holds(self, tx: Transaction) -> bool:
+        return self._tx is tx
+
+    def _let_go(self) -> None:
+        self._tx = self._tx_thread = None
+        self._lock.release()
+
+    # -- the calls ---------------------------------------------------------------
 
     def exec(
         self, sql: str, callback: Callable[[list, list[str]], Any] | None = None
@@ -78,10 +130,7 @@ class Connection(OpenDatabase):
         Returns one :class:`QueryResult` per statement too.
         """
         results = self._call(self._engine.exec, sql)
-        if callback is not None:
-            for result in results:
-                for row in result.rows:
-                    callback(list(row), result.columns)
+        call_for_each_row(results, callback)
         return results
 
     def query(self, sql: str, params: Any = None) -> QueryResult:
@@ -93,11 +142,15 @@ class Connection(OpenDatabase):
         return self._call(self._engine.run, sql, params)
 
     def close(self) -> None:
-        """Close the connection; later calls raise :class:`ClosedError`."""
+        """Close the connection; later calls raise :class:`ClosedError`. Waits
+        for an open transaction of another thread to end."""
+        if self._tx_thread == threading.get_ident():
+            raise direct_call_refused(self.name)
         with self._lock:
             if self._closed:
                 return
             self._closed = True
+            self._finalizer.detach()
             self._engine.close()
 
     def __enter__(self) -> "Connection":

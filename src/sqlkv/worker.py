@@ -3,7 +3,8 @@
 Each async :class:`~sqlkv.database.Database` owns one :class:`Worker`: a
 thread that runs the calls it is given one at a time, in the order given, and
 hands each result back to the event loop as a future. Queued calls need no
-lock: one thread, first in, first out.
+lock: one thread, first in, first out. A call whose future was cancelled
+before the thread took it up is skipped; one already running completes.
 
 Why not ``loop.run_in_executor``: its hand-off cost far more than a short call
 itself (a locked queue, a condition variable, a wrapped concurrent future, a
@@ -34,6 +35,7 @@ coroutines need the loop), and ``SQLKV_ASYNC_SPIN_US=0`` turns it off.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import threading
 import time
@@ -201,6 +203,27 @@ class Worker:
         self._jobs.append((None, _STOP, ()))
         self._to_thread.ring()
 
+    async def finish_elsewhere(self, last: Callable[[], Any]) -> None:
+        """From another event loop, once the worker's own loop no longer runs:
+        run ``last``, end the thread and release its pipes; ``last``'s exception
+        is raised here."""
+        if self._stopping:
+            return
+        outcome: concurrent.futures.Future = concurrent.futures.Future()
+
+        def run_last() -> None:
+            try:
+                outcome.set_result(last())
+            except BaseException as exc:  # handed to the caller, whatever it is
+                outcome.set_exception(exc)
+
+        self.abandon(run_last)
+        try:
+            await asyncio.wrap_future(outcome)
+        finally:
+            await asyncio.to_thread(self._thread.join)
+            self._release()
+
     def _release(self) -> None:
         """On the loop, once the thread has ended: stop watching and close the pipes."""
         if self._released:
@@ -237,6 +260,11 @@ class Worker:
                     done.append((future, True, None))
                     self._answer()
                     return
+                if future is not None and future.cancelled():
+                    # Cancelled while queued: it never runs. (A plain read of
+                    # the future's state; a cancel that comes after it finds
+                    # the call running, and the call completes.)
+                    continue
                 try:
                     outcome = (future, True, fn(*args))
                 except BaseException as exc:  # handed to the caller, whatever it is
