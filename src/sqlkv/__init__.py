@@ -55,8 +55,8 @@ from .store import (
     store_capabilities,
 )
 from .sync import Connection, connect
-from .transfer import SourceFileError, TransferResult, copy_database, export_database, import_database
 from .transaction import AsyncTransaction, Transaction
+from .transfer import SourceFileError, TransferResult, copy_database, export_database, import_database
 from .urls import open_store
 
 __version__ = "0.1.0"

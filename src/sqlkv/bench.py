@@ -281,11 +281,16 @@ class Sqlite3FileSession(Session):
         self.conn = sqlite3.connect(self.path, isolation_level=None)
         self.conn.execute("PRAGMA synchronous=FULL")
 
+    def _conn(self) -> sqlite3.Connection:
+        if self.conn is None:
+            raise RuntimeError("the baseline's file is not open")
+        return self.conn
+
     async def exec(self, sql: str) -> None:
-        self.conn.executescript(sql)
+        self._conn().executescript(sql)
 
     async def query(self, sql: str) -> list[tuple]:
-        return self.conn.execute(sql).fetchall()
+        return self._conn().execute(sql).fetchall()
 
     async def close(self) -> None:
         if self.conn is not None:

@@ -158,7 +158,7 @@ class AsyncConnection:
         self._connection = connection
 
     @classmethod
-    async def open(cls, *args: Any, **kwargs: Any) -> "AsyncConnection":
+    async def open(cls, *args: Any, **kwargs: Any) -> AsyncConnection:
         worker = Worker(asyncio.get_running_loop(), name="sqlkv-sqlalchemy")
         try:
             connection = await worker.call(lambda: dbapi2.connect(*args, **kwargs))
@@ -170,7 +170,7 @@ class AsyncConnection:
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         return await self._worker.call(fn, *args)
 
-    def cursor(self) -> "AsyncCursor":
+    def cursor(self) -> AsyncCursor:
         return AsyncCursor(self)
 
     async def commit(self) -> None:
@@ -197,7 +197,7 @@ class AsyncCursor:
         self._connection = connection
         self._cursor: dbapi2.Cursor | None = None
 
-    async def __aenter__(self) -> "AsyncCursor":
+    async def __aenter__(self) -> AsyncCursor:
         self._cursor = await self._connection.call(self._connection._connection.cursor)
         return self
 
@@ -250,7 +250,7 @@ class AsyncCursor:
     async def nextset(self) -> None:
         return None
 
-    def __aiter__(self) -> "AsyncCursor":
+    def __aiter__(self) -> AsyncCursor:
         return self
 
     async def __anext__(self) -> Any:
@@ -260,15 +260,15 @@ class AsyncCursor:
         return row
 
 
-class AsyncAdapt_sqlkv_cursor(AsyncAdapt_dbapi_cursor):  # noqa: N801 - SQLAlchemy's naming
+class AsyncAdapt_sqlkv_cursor(AsyncAdapt_dbapi_cursor):
     __slots__ = ()
 
 
-class AsyncAdapt_sqlkv_ss_cursor(AsyncAdapt_dbapi_ss_cursor):  # noqa: N801
+class AsyncAdapt_sqlkv_ss_cursor(AsyncAdapt_dbapi_ss_cursor):
     __slots__ = ()
 
 
-class AsyncAdapt_sqlkv_connection(AsyncAdapt_dbapi_connection):  # noqa: N801
+class AsyncAdapt_sqlkv_connection(AsyncAdapt_dbapi_connection):
     """What SQLAlchemy's pool holds for ``sqlkv+aio``: sync calls, each awaited with ``await_``."""
 
     __slots__ = ()
@@ -302,7 +302,7 @@ class AsyncAdapt_sqlkv_connection(AsyncAdapt_dbapi_connection):  # noqa: N801
             self._handle_exception(error)
 
 
-class AsyncAdapt_sqlkv_dbapi(AsyncAdapt_dbapi_module):  # noqa: N801
+class AsyncAdapt_sqlkv_dbapi(AsyncAdapt_dbapi_module):
     """The module SQLAlchemy sees for ``sqlkv+aio``: dbapi2's names, an awaited connect."""
 
     def __init__(self) -> None:
@@ -316,10 +316,11 @@ class AsyncAdapt_sqlkv_dbapi(AsyncAdapt_dbapi_module):  # noqa: N801
             setattr(self, name, getattr(dbapi2, name))
 
     def connect(self, *args: Any, **kwargs: Any) -> AsyncAdapt_sqlkv_connection:
-        return AsyncAdapt_sqlkv_connection(self, await_(AsyncConnection.open(*args, **kwargs)))
+        connection = await_(AsyncConnection.open(*args, **kwargs))
+        return AsyncAdapt_sqlkv_connection(self, connection)  # type: ignore[arg-type]
 
 
-class SQLKVDialect_aio(SQLKVDialect):  # noqa: N801
+class SQLKVDialect_aio(SQLKVDialect):
     """``sqlkv+aio://``: the same dialect for ``create_async_engine``."""
 
     driver = "sqlkv_aio"

@@ -51,7 +51,7 @@ def _checksum(nonce: int, page: bytes) -> int:
     return total & 0xFFFFFFFF
 
 
-def super_journal_name(journal: "KvFile") -> str | None:
+def super_journal_name(journal: KvFile) -> str | None:
     """The super-journal named at the end of a journal, if any."""
     size = journal.size
     if size < 16:
@@ -63,7 +63,7 @@ def super_journal_name(journal: "KvFile") -> str | None:
     return journal.read(length, size - 16 - length).split(b"\x00")[0].decode("utf-8", "replace")
 
 
-def is_hot(journal: "KvFile", database: "KvFile") -> bool:
+def is_hot(journal: KvFile, database: KvFile) -> bool:
     """Whether ``journal`` must be rolled back into ``database``: it holds a
     valid first header and the database is not empty."""
     if journal.size < _HEADER.size or database.size == 0:
@@ -71,7 +71,7 @@ def is_hot(journal: "KvFile", database: "KvFile") -> bool:
     return journal.read(8, 0) == MAGIC
 
 
-def play_back(journal: "KvFile", database: "KvFile") -> int:
+def play_back(journal: KvFile, database: KvFile) -> int:
     """Write the journal's original pages into ``database``'s buffer and truncate
     it to its original size. Returns the number of pages restored. Does not commit."""
     journal_size = journal.size

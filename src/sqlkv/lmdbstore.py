@@ -15,7 +15,7 @@ from collections.abc import Iterator
 try:
     import lmdb
 except ImportError as exc:  # sqlkv imports and works without it; only this store needs it
-    lmdb = None
+    lmdb = None  # type: ignore[assignment]
     _LMDB_MISSING = str(exc)
 
 from .errors import ConfigError, StoreError
@@ -29,7 +29,7 @@ class _SharedEnv:
     """One LMDB environment per real path (and mode) in this process, reference counted."""
 
     _lock = threading.Lock()
-    _envs: dict[tuple[str, bool], "_SharedEnv"] = {}
+    _envs: dict[tuple[str, bool], _SharedEnv] = {}
 
     def __init__(self, path: str, readonly: bool, map_size: int) -> None:
         self.path = path
@@ -48,7 +48,7 @@ class _SharedEnv:
         self.resizing = False
 
     @classmethod
-    def acquire(cls, path: str, readonly: bool, create: bool, map_size: int) -> "_SharedEnv":
+    def acquire(cls, path: str, readonly: bool, create: bool, map_size: int) -> _SharedEnv:
         real = os.path.realpath(path)
         with cls._lock:
             shared = cls._envs.get((real, readonly))
@@ -254,7 +254,7 @@ class LmdbStore:
             self._closed = True
             self._shared.release()
 
-    def __enter__(self) -> "LmdbStore":
+    def __enter__(self) -> LmdbStore:
         return self
 
     def __exit__(self, *exc: object) -> None:

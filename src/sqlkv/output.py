@@ -15,7 +15,7 @@ import csv
 import json
 import math
 from collections.abc import Sequence
-from typing import IO
+from typing import IO, Any
 
 FORMATS = ("table", "csv", "json", "jsonl", "line")
 
@@ -49,7 +49,7 @@ def json_row(columns: Sequence[str], row: Sequence[object]) -> str:
     ) + "}"
 
 
-def rich_console(stream: IO[str]) -> object | None:
+def rich_console(stream: IO[str]) -> Any:
     """A rich Console on ``stream`` that reads no markup and highlights nothing,
     or ``None`` when rich is not installed (the CLI then prints plain text)."""
     try:

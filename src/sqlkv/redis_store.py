@@ -212,7 +212,7 @@ class RedisStore(_RedisKeys):
         self.client = client
 
     @classmethod
-    def from_url(cls, url: str, **client_kwargs: Any) -> "RedisStore":
+    def from_url(cls, url: str, **client_kwargs: Any) -> RedisStore:
         """A store from ``redis://``, ``rediss://``, ``redis+cluster://`` or
         ``rediss+cluster://`` (see :func:`parse_redis_url` for the options)."""
         target = parse_redis_url(url)
@@ -222,7 +222,7 @@ class RedisStore(_RedisKeys):
             client = client_cls.from_url(target.client_url, **client_kwargs)
         except (redis.RedisError, redis.cluster.RedisClusterException) as exc:
             raise StoreError(f"cannot reach Redis at {target.safe_url}: {exc}") from exc
-        return cls(client, **target.store_kwargs)
+        return cls(client, **target.store_kwargs)  # type: ignore[arg-type]
 
     # -- the store calls ----------------------------------------------------------
 
@@ -271,7 +271,7 @@ class RedisStore(_RedisKeys):
         """Close the client's connections."""
         self.client.close()
 
-    def __enter__(self) -> "RedisStore":
+    def __enter__(self) -> RedisStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -305,7 +305,7 @@ class AsyncRedisStore(_RedisKeys):
         super().__init__(namespace, hash_tag, False, limits)
 
     @classmethod
-    def from_url(cls, url: str, **client_kwargs: Any) -> "AsyncRedisStore":
+    def from_url(cls, url: str, **client_kwargs: Any) -> AsyncRedisStore:
         """An async store from the same URLs as :meth:`RedisStore.from_url`."""
         target = parse_redis_url(url)
         client_cls = redis.asyncio.cluster.RedisCluster if target.cluster else redis.asyncio.Redis
@@ -315,7 +315,7 @@ class AsyncRedisStore(_RedisKeys):
             kwargs.setdefault("retry", AsyncRetry(NoBackoff(), 0))
             return client_cls.from_url(target.client_url, **kwargs)
 
-        return cls(factory, **target.store_kwargs)
+        return cls(factory, **target.store_kwargs)  # type: ignore[arg-type]
 
     @property
     def client(self) -> Any:

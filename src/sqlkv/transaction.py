@@ -164,13 +164,13 @@ class Transaction:
     :class:`TransactionError`.
     """
 
-    def __init__(self, conn: "Connection", mode: str = "deferred") -> None:
+    def __init__(self, conn: Connection, mode: str = "deferred") -> None:
         self._conn = conn
         self._core = TransactionCore(conn._engine, conn.name, mode)
         self._lock = threading.Lock()  # the transaction's own calls, one at a time
         self._entered = False
 
-    def __enter__(self) -> "Transaction":
+    def __enter__(self) -> Transaction:
         if self._entered:
             raise TransactionError("a transaction can be entered only once")
         self._entered = True
@@ -246,7 +246,7 @@ class AsyncTransaction:
     cancelled while waiting for it.
     """
 
-    def __init__(self, db: "Database", mode: str = "deferred") -> None:
+    def __init__(self, db: Database, mode: str = "deferred") -> None:
         self._db = db
         self._core = TransactionCore(db._engine, db.name, mode)
         #: The task that entered the transaction and holds the database.
@@ -254,7 +254,7 @@ class AsyncTransaction:
         self._entered = False
         self._over = False
 
-    async def __aenter__(self) -> "AsyncTransaction":
+    async def __aenter__(self) -> AsyncTransaction:
         if self._entered:
             raise TransactionError("a transaction can be entered only once")
         self._entered = True
