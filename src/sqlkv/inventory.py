@@ -106,9 +106,7 @@ def list_databases(store: object, **options: Any) -> list[DatabaseInfo]:
         wanted = [layout.meta_key(n) for n in mains]
         for n in mains:
             wanted += _lease_keys(layout, n)
-        values = []
-        for start in range(0, len(wanted), 512):
-            values += client.get_batch(wanted[start : start + 512])
+        values = client.get_many(wanted)
     finally:
         client.close()
     out = []
@@ -167,11 +165,11 @@ def database_keys(client: StoreClient, layout: Layout, name: str) -> DatabaseKey
     return found
 
 
-def _delete(client: StoreClient, keys: list[bytes], batch_keys: int = 256) -> None:
-    """Delete ``keys`` in batches, each conditional on this writer's lease (if it holds one)."""
-    for start in range(0, len(keys), batch_keys):
-        if not client.write_batch([], keys[start : start + batch_keys], client.fence):
-            raise FencedError("this writer lost its lease while deleting; nothing more was deleted")
+def _delete(client: StoreClient, keys: list[bytes]) -> None:
+    """Delete ``keys`` in as few calls as the store allows, each conditional on this
+    writer's lease (if it holds one)."""
+    if not client.write((), keys, client.fence):
+        raise FencedError("this writer lost its lease while deleting; nothing more was deleted")
 
 
 def remove_database(store: object, name: str, *, lock_timeout: float = 0.0, **options: Any) -> int:
@@ -267,13 +265,11 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
                 Problem(f"{len(past)} chunk(s) past the end of the file (first: chunk {past[0]})", True)
             )
         inside = [chunks[i] for i in sorted(chunks) if i < count]
-        for start in range(0, len(inside), 256):
-            batch = inside[start : start + 256]
-            for key, value in zip(batch, client.get_batch(batch)):
-                if value is not None and len(value) > cs:
-                    report.problems.append(
-                        Problem(f"chunk at key {key.hex()} is {len(value)} bytes, longer than chunk_size {cs}", False)
-                    )
+        for key, value in client.read_lazily(inside):
+            if value is not None and len(value) > cs:
+                report.problems.append(
+                    Problem(f"chunk at key {key.hex()} is {len(value)} bytes, longer than chunk_size {cs}", False)
+                )
     elif meta_values[0] is None and chunks:
         report.problems.append(Problem(f"{len(chunks)} chunk(s) of no file", True))
     return found

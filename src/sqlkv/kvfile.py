@@ -10,7 +10,8 @@ The current bytes of chunk ``i`` are, in order of precedence: its buffered
 write (``dirty``), its spilled copy in the staging area (a transaction whose
 changes outgrew the memory bound), its committed value (cache, then store),
 or zeros past the committed end. Every cache miss fetches its chunks and some
-read-ahead in one ``get_batch``.
+read-ahead in one ``get_batch`` (the transport splits it only where the
+store's limits make it).
 
 Missing chunks. LAYOUT.md lets a chunk inside the file size be missing and
 read as zeros. For the database file itself sqlkv does not take that word:
@@ -178,18 +179,13 @@ class KvFile:
                 wanted[i] = None
         indices = list(wanted)
         requested = set(missing)
-        step = self.storage.max_read_chunks
-        for start in range(0, len(indices), step):
-            part = indices[start : start + step]
-            keys = self._chunk_keys(part)
-            values = self.storage.client.get_batch(keys)
-            for i, key, value in zip(part, keys, values):
-                if i not in requested and not self._intact(i, value):
-                    continue  # a damaged chunk read ahead fails when it is read
-                value = self._committed(i, key, value)
-                self.cache.put(i, value)
-                if i in wanted:
-                    out[i] = value
+        keys = self._chunk_keys(indices)
+        for i, key, value in zip(indices, keys, self.storage.client.get_many(keys, self.chunk_size)):
+            if i not in requested and not self._intact(i, value):
+                continue  # a damaged chunk read ahead fails when it is read
+            value = self._committed(i, key, value)
+            self.cache.put(i, value)
+            out[i] = value
         return out
 
     def _fetch_overlaid(self, indices: list[int]) -> dict[int, bytes]:
@@ -200,12 +196,12 @@ class KvFile:
         into place): the chunk is then read where the layout keeps it.
         """
         keys = [self._overlay[i] for i in indices]
-        values = self.storage.client.get_batch(keys)
+        values = self.storage.client.get_many(keys, self.chunk_size)
         out = {i: self._staged(i, k, v) for i, k, v in zip(indices, keys, values) if v is not None}
         moved = [i for i in indices if i not in out]
         if moved:
             keys = self._chunk_keys(moved)
-            values = self.storage.client.get_batch(keys)
+            values = self.storage.client.get_many(keys, self.chunk_size)
             out.update((i, self._committed(i, k, v)) for i, k, v in zip(moved, keys, values))
         return out
 
@@ -318,15 +314,11 @@ class KvFile:
         stats.cache_misses += len(staged) + len(overlaid) + len(wanted)
         if len(wanted) > 1:
             wanted.insert(0, wanted.pop())
-        step = self.storage.max_batch_chunks or len(wanted) or 1
-        for start in range(0, len(wanted), step):
-            part = wanted[start : start + step]
-            keys = self._chunk_keys(part)
-            values = self.storage.client.get_batch(keys)
-            for i, key, value in zip(part, keys, values):
-                loaded[i] = self._committed(i, key, value)
-        for start in range(0, len(overlaid), step):
-            loaded.update(self._fetch_overlaid(overlaid[start : start + step]))
+        keys = self._chunk_keys(wanted)
+        for i, key, value in zip(wanted, keys, self.storage.client.get_many(keys, cs)):
+            loaded[i] = self._committed(i, key, value)
+        if overlaid:
+            loaded.update(self._fetch_overlaid(overlaid))
         if staged:
             loaded.update(self._read_staged(staged))
         parts = []

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from . import journal as hot_journal
-from .commit import Committer
+from .commit import Committer, recovery_keys
 from .errors import ConcurrentCommitError, ConfigError, Error, StoreLimitError
 from .kvfile import KvFile
-from .layout import Layout, decode_file_meta
+from .layout import Layout, chunk_count, decode_file_meta
 from .metrics import Stats
 from .store import StoreClient
 
@@ -53,22 +53,15 @@ class Storage:
         self.cache_bytes = cache_bytes
         self.readonly = readonly
         self.max_dirty_bytes = max_dirty_bytes
-        self.failure: BaseException | None = None
         limits = client.limits
         if limits.max_value_bytes is not None and chunk_size > limits.max_value_bytes:
             raise StoreLimitError(
                 f"chunk_size {chunk_size} exceeds the store's largest value "
                 f"({limits.max_value_bytes} bytes)"
             )
-        #: The most chunks one ``get_batch`` may ask for within the store's limits
-        #: (``None``: no limit), for reading a whole file at once.
-        self.max_batch_chunks: int | None = None
-        if limits.max_batch_keys is not None:
-            self.max_batch_chunks = limits.max_batch_keys
-        if limits.max_batch_bytes is not None:
-            by_bytes = max(1, limits.max_batch_bytes // (chunk_size + 64))
-            self.max_batch_chunks = min(self.max_batch_chunks or by_bytes, by_bytes)
-        max_read = min(MAX_READ_AHEAD_CHUNKS, self.max_batch_chunks or MAX_READ_AHEAD_CHUNKS)
+        #: The most chunks one read-ahead fetches: within one ``get_batch`` and a
+        #: quarter of the cache.
+        max_read = min(MAX_READ_AHEAD_CHUNKS, client.keys_per_read(chunk_size) or MAX_READ_AHEAD_CHUNKS)
         self.max_read_chunks = max(1, min(max_read, cache_bytes // (4 * chunk_size)))
         # Every commit is conditional on the writer's lease, once it holds one (writer fencing).
         self.committer = Committer(client, layout, chunk_size, lambda: client.fence)
@@ -93,18 +86,17 @@ class Storage:
         """
         layout, name, committer = self.layout, self.main_name, self.committer
         names = [name, name + "-journal", name + "-wal"]
-        keys = [layout.meta_key(n) for n in names] + committer.recovery_keys(name)
+        keys = [layout.meta_key(n) for n in names] + recovery_keys(layout, name)
         # A store without write_batch cannot fence: it opens without a lease.
         take_lease = lease is not None and self.client.lease is None and self.client.can_write_batch
         lease_keys = lease.keys() if take_lease else []
         keys += lease_keys
         prefetch = range(max(1, min(16, OPEN_PREFETCH_BYTES // self.chunk_size)))
-        if self.max_batch_chunks is not None:  # stay within one batch when the store allows
-            prefetch = range(min(len(prefetch), max(0, self.max_batch_chunks - len(keys))))
+        most = self.client.keys_per_read(self.chunk_size)
+        if most is not None:  # stay within one batch when the store allows
+            prefetch = range(min(len(prefetch), max(0, most - len(keys))))
         keys += layout.chunk_keys(name, prefetch)
-        values = []
-        for batch in committer.key_batches(keys):
-            values += self.client.get_batch(batch)
+        values = self.client.get_many(keys, self.chunk_size)
         metas, (record, piece0) = values[:3], values[3:5]
         chunks = values[5 + len(lease_keys):]
         if take_lease:
@@ -190,10 +182,8 @@ class Storage:
             raise ConfigError("the database file itself cannot be deleted through SQLite")
         self._check_writable()
         kvfile = self.file(name)
-        chunks = -(-kvfile.committed_size // self.chunk_size)
-        keys = self.layout.chunk_keys(name, range(chunks)) + [kvfile.meta_key]
-        for batch in self.committer.key_batches(keys):
-            self.committer.write([], batch)
+        chunks = chunk_count(kvfile.committed_size, self.chunk_size)
+        self.committer.write([], self.layout.chunk_keys(name, range(chunks)) + [kvfile.meta_key])
         self._files.pop(name, None)
         self._known_meta[name] = None
 
