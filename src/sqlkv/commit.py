@@ -32,9 +32,10 @@ before it, so the staging keys are deleted (rolled back). Readers therefore
 only ever see the old state or the new one. Any store whose single-key put is
 atomic gets atomic commits of any size this way.
 
-Every write here carries the storage's fence (writer lease) when the store has
-``write_batch``, so a writer that lost its lease can neither commit nor
-disturb the staging area of the writer that replaced it. The store's limits are the transport's business
+Every write here carries the fence the :class:`Committer` was given (the
+writer's lease, see lease.py) when the store has ``write_batch``, so a writer
+that lost its lease can neither commit nor disturb the staging area of the
+writer that replaced it. The store's limits are the transport's business
 (:class:`~sqlkv.store.StoreClient`): this module says what to write, in what
 order, and which writes must each be one atomic call.
 
@@ -61,7 +62,7 @@ import hashlib
 import itertools
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -210,12 +211,13 @@ class Committer:
         transport: StoreClient,
         layout: Layout,
         chunk_size: int,
-        fence: Callable[[], dict[bytes, bytes | None] | None],
+        fence: dict[bytes, bytes | None] | None = None,
     ) -> None:
         self.transport = transport
         self.layout = layout
         self.chunk_size = chunk_size
-        self._fence = fence
+        #: What every write expects of the store: the writer's lease (``None``: no lease).
+        self.fence = fence
         self.atomic = transport.limits.atomic_batches
         self.max_value = transport.limits.max_value_bytes
 
@@ -235,7 +237,7 @@ class Committer:
     def write(self, puts: Sequence[Entry], deletes: Iterable[bytes] = ()) -> None:
         """Write and delete, fenced, in as few calls as the store allows (see
         :meth:`StoreClient.write`); :class:`FencedError` if the fence failed."""
-        if not self.transport.write(puts, deletes, self._fence()):
+        if not self.transport.write(puts, deletes, self.fence):
             raise FencedError("commit refused: this writer no longer holds the database's lease")
 
     def _check_values(self, chunks: dict[int, bytes]) -> None:

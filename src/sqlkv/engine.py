@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from .errors import ConfigError, Error, PinnedSettingError, SqlError
 from .kvfile import KvFile
-from .lease import LeaseRequest
+from .lease import LeaseRequest, release_and_close
 from .metrics import Stats
 from .options import Options
 from .storage import Storage
@@ -231,4 +231,4 @@ class EngineBase:
         try:
             self._discard()
         finally:
-            self.client.close()
+            release_and_close(self._lease_request, self.client)

@@ -19,8 +19,10 @@ from typing import Any
 from . import layout as layouts
 from .errors import CorruptError, Error, FencedError, NotFoundError, StoreError
 from .files import make_options, open_file
+from .kvfile import KvFile
 from .layout import Layout, check_file_name, decode_file_meta
 from .lease import _decode as decode_lease_value
+from .lease import lease_keys
 from .options import Options
 from .store import StoreClient
 
@@ -65,17 +67,13 @@ def _lease_info(gen_key: bytes, gen: bytes | None, expiry_key: bytes, expiry: by
     return LeaseInfo(generation, (ends_ms - time.time() * 1000) / 1000)
 
 
-def _lease_keys(layout: Layout, name: str) -> list[bytes]:
-    return [layout.ext_key(name, layouts.EXT_LEASE), layout.ext_key(name, layouts.EXT_LEASE, b"e")]
-
-
 def lease_info(store: object, name: str, **options: Any) -> LeaseInfo | None:
     """The writer's lease on database ``name``, or ``None`` when nobody holds one.
 
     One ``get_batch``; needs no ``scan``. ``options``: ``kv_prefix``, ``layout``.
     """
     layout = make_options(options).make_layout(check_file_name(name))
-    keys = _lease_keys(layout, name)
+    keys = lease_keys(layout, name)
     client = StoreClient(store)
     try:
         gen, expiry = client.get_batch(keys)
@@ -105,14 +103,14 @@ def list_databases(store: object, **options: Any) -> list[DatabaseInfo]:
         layout = layouts.SeedLayout(opts.kv_prefix)
         wanted = [layout.meta_key(n) for n in mains]
         for n in mains:
-            wanted += _lease_keys(layout, n)
+            wanted += lease_keys(layout, n)
         values = client.get_many(wanted)
     finally:
         client.close()
     out = []
     for i, name in enumerate(mains):
         meta = values[i]
-        gen_key, expiry_key = _lease_keys(layout, name)
+        gen_key, expiry_key = lease_keys(layout, name)
         gen, expiry = values[len(mains) + 2 * i : len(mains) + 2 * i + 2]
         size, problem = None, None
         try:
@@ -165,10 +163,10 @@ def database_keys(client: StoreClient, layout: Layout, name: str) -> DatabaseKey
     return found
 
 
-def _delete(client: StoreClient, keys: list[bytes]) -> None:
-    """Delete ``keys`` in as few calls as the store allows, each conditional on this
-    writer's lease (if it holds one)."""
-    if not client.write((), keys, client.fence):
+def _delete(main: KvFile, keys: list[bytes]) -> None:
+    """Delete ``keys`` in as few calls as the store allows, each conditional on the
+    lease of the writer that opened ``main`` (if it holds one)."""
+    if not main.storage.client.write((), keys, main.committer.fence):
         raise FencedError("this writer lost its lease while deleting; nothing more was deleted")
 
 
@@ -188,8 +186,8 @@ def remove_database(store: object, name: str, *, lock_timeout: float = 0.0, **op
         if not keys:
             raise NotFoundError(f"database {name!r} does not exist in the store")
         first = [found.meta[name]] if name in found.meta else []
-        _delete(client, first)
-        _delete(client, [k for k in keys if k not in first])
+        _delete(main, first)
+        _delete(main, [k for k in keys if k not in first])
     return len(keys)
 
 
@@ -219,7 +217,7 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
     layout = opts.make_layout(name)
     found = database_keys(client, layout, name)
     cs = opts.chunk_size
-    gen_key, expiry_key = _lease_keys(layout, name)
+    gen_key, expiry_key = lease_keys(layout, name)
     gen, expiry = client.get_batch([gen_key, expiry_key])
     lease = None
     try:
@@ -330,7 +328,7 @@ def check_database(
             for file_name, by_index in left.chunks.items():
                 limit = count if file_name == name else 0
                 doomed += [k for i, k in by_index.items() if i >= limit]
-            _delete(client, doomed)
+            _delete(main, doomed)
         report = CheckReport(name, repaired=repaired)
         client = StoreClient(store)
         try:

@@ -4,23 +4,20 @@ The one object both engines talk to. It owns the store client, the layout,
 the chunk files (the database and, rarely, a journal beside it) and the commit
 step. Opening costs one round trip: the database's FileMeta, its journal's
 FileMeta, its first chunks (and a writer's lease keys) come back in a single
-``get_batch``; a writer then takes its lease in one conditional write.
+``get_batch``; a writer then takes its lease in one conditional write, and
+its commits carry that lease's fence from then on.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
 
 from . import journal as hot_journal
 from .commit import Committer, recovery_keys
 from .errors import ConcurrentCommitError, ConfigError, Error, StoreLimitError
 from .kvfile import KvFile
 from .layout import Layout, chunk_count, decode_file_meta
+from .lease import LeaseRequest
 from .metrics import Stats
 from .store import StoreClient
-
-if TYPE_CHECKING:
-    from .lease import LeaseRequest
 
 #: Bytes of the database read ahead at open, in the same round trip as its FileMeta:
 #: page 1 and the first root pages, enough for most queries' schema look-up.
@@ -63,15 +60,15 @@ class Storage:
         #: quarter of the cache.
         max_read = min(MAX_READ_AHEAD_CHUNKS, client.keys_per_read(chunk_size) or MAX_READ_AHEAD_CHUNKS)
         self.max_read_chunks = max(1, min(max_read, cache_bytes // (4 * chunk_size)))
-        # Every commit is conditional on the writer's lease, once it holds one (writer fencing).
-        self.committer = Committer(client, layout, chunk_size, lambda: client.fence)
+        #: Commits without a fence until :meth:`open` takes the writer's lease.
+        self.committer = Committer(client, layout, chunk_size)
         self.main: KvFile | None = None
         self._files: dict[str, KvFile] = {}
         self._known_meta: dict[str, bytes | None] = {}
         # Files SQLite must not see (a journal already dealt with at open).
         self._hidden: set[str] = set()
 
-    def open(self, lease: "LeaseRequest | None" = None, retries_left: int = OPEN_RETRIES) -> KvFile:
+    def open(self, lease: LeaseRequest | None = None, retries_left: int = OPEN_RETRIES) -> KvFile:
         """Open the database file: one round trip when nothing was left half done.
 
         Reads, in one ``get_batch``, the FileMeta of the database and of the
@@ -82,14 +79,15 @@ class Storage:
 
         A writer's ``lease`` request is served in the same round trip: the
         lease keys are read with the rest and the lease is taken (one
-        conditional write) before anything is recovered (see lease.py).
+        conditional write) before anything is recovered (see lease.py); every
+        commit from then on carries its fence.
         """
-        layout, name, committer = self.layout, self.main_name, self.committer
+        layout, name = self.layout, self.main_name
         names = [name, name + "-journal", name + "-wal"]
         keys = [layout.meta_key(n) for n in names] + recovery_keys(layout, name)
         # A store without write_batch cannot fence: it opens without a lease.
-        take_lease = lease is not None and self.client.lease is None and self.client.can_write_batch
-        lease_keys = lease.keys() if take_lease else []
+        take_lease = lease is not None and lease.wanted
+        lease_keys = lease.keys() if lease is not None and take_lease else []
         keys += lease_keys
         prefetch = range(max(1, min(16, OPEN_PREFETCH_BYTES // self.chunk_size)))
         most = self.client.keys_per_read(self.chunk_size)
@@ -99,10 +97,11 @@ class Storage:
         values = self.client.get_many(keys, self.chunk_size)
         metas, (record, piece0) = values[:3], values[3:5]
         chunks = values[5 + len(lease_keys):]
-        if take_lease:
-            self.client.lease, current = lease.take(values[5:7])
-            if not current:  # its last holder could have committed until now
-                return self.open()
+        if lease is not None and take_lease and not lease.take(values[5:7]):
+            return self.open(lease)  # its last holder could have committed until now
+        if lease is not None:  # taken now, or before this reopen: it fences every commit
+            self.committer = Committer(self.client, layout, self.chunk_size, lease.fence)
+        committer = self.committer
         self._known_meta.update(zip(names, metas))
         main = None
         if record is not None or piece0 is not None:

@@ -42,12 +42,15 @@ hand: :meth:`StoreClient.get_many` reads any number of keys in as few
 ``get_batch`` calls as the limits allow, :meth:`StoreClient.write` writes any
 number of entries and deletes any number of keys in as few calls as they
 allow, and :meth:`StoreClient.fits_one_call` says whether a write is one
-atomic call.
+atomic call. It knows nothing of leases: a conditional write's expectations
+(a writer's fence) are the caller's argument. It may be called from several
+threads at once (a database's worker and its lease renewer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
 import itertools
 import threading
@@ -310,14 +313,15 @@ class StoreClient:
         self._write_batch = (
             cast(SupportsWriteBatch, store).write_batch if capabilities.write_batch else None
         )
-        #: The writer lease (lease.py) this client's commits are fenced by, if any;
-        #: released by :meth:`close`.
-        self.lease: Any = None
 
-    @property
-    def fence(self) -> dict[bytes, bytes | None] | None:
-        """What every commit through this client expects of the store (writer fencing)."""
-        return self.lease.fence if self.lease is not None else None
+    def apart(self) -> StoreClient:
+        """This transport (same store, same loop), counting its round trips in a
+        :class:`Stats` of its own: for traffic that is not the database's (its
+        lease). Closing the view releases nothing."""
+        view = copy.copy(self)
+        view.stats = Stats()
+        view._owns_loop = False
+        return view
 
     @property
     def can_write_batch(self) -> bool:
@@ -356,11 +360,7 @@ class StoreClient:
             raise StoreError(f"store {kind} failed: {type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
-        """Release the lease, if any; stop the private loop thread, if this client
-        started one (a view: nothing)."""
-        lease, self.lease = self.lease, None
-        if lease is not None:
-            lease.release()
+        """Stop the private loop thread, if this client started one (a view: nothing)."""
         if self._owns_loop:
             self._loop.close()
 
