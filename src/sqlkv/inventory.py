@@ -166,7 +166,7 @@ def database_keys(client: StoreClient, layout: Layout, name: str) -> DatabaseKey
 def _delete(main: KvFile, keys: list[bytes]) -> None:
     """Delete ``keys`` in as few calls as the store allows, each conditional on the
     lease of the writer that opened ``main`` (if it holds one)."""
-    if not main.storage.client.write((), keys, main.committer.fence):
+    if not main.transport.write((), keys, main.committer.fence):
         raise FencedError("this writer lost its lease while deleting; nothing more was deleted")
 
 
@@ -179,8 +179,7 @@ def remove_database(store: object, name: str, *, lock_timeout: float = 0.0, **op
     opts = make_options(options)
     layout = opts.make_layout(check_file_name(name))
     with open_file(store, name, opts, readonly=False, lock_timeout=lock_timeout) as main:
-        client = main.storage.client
-        found = database_keys(client, layout, name)
+        found = database_keys(main.transport, layout, name)
         # The lease's keys go with the lease, at its release.
         keys = [k for k in found.all() if k not in found.lease]
         if not keys:
@@ -320,9 +319,8 @@ def check_database(
     if repair and any(p.repairable for p in report.problems):
         repaired = [p.message for p in report.problems if p.repairable]
         with open_file(store, name, opts, readonly=False, lock_timeout=lock_timeout) as main:
-            client = main.storage.client
             after = CheckReport(name)
-            left = _audit(client, opts, name, after)
+            left = _audit(main.transport, opts, name, after)
             count = -(-main.size // opts.chunk_size) if main.exists else 0
             doomed = list(left.staging) + [k for f, k in left.meta.items() if f != name]
             for file_name, by_index in left.chunks.items():

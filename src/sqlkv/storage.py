@@ -1,11 +1,12 @@
 """Storage: the files of one database in one store.
 
-The one object both engines talk to. It owns the store client, the layout,
-the chunk files (the database and, rarely, a journal beside it) and the commit
-step. Opening costs one round trip: the database's FileMeta, its journal's
-FileMeta, its first chunks (and a writer's lease keys) come back in a single
-``get_batch``; a writer then takes its lease in one conditional write, and
-its commits carry that lease's fence from then on.
+The one object both engines talk to. It holds the transport, the layout,
+the chunk files (the database and, rarely, a journal beside it) and the
+commit step, and hands each file what it needs when it opens it. Opening
+costs one round trip: the database's FileMeta, its journal's FileMeta, its
+first chunks (and a writer's lease keys) come back in a single ``get_batch``;
+a writer then takes its lease in one conditional write, and its commits carry
+that lease's fence from then on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from .errors import ConcurrentCommitError, ConfigError, Error, StoreLimitError
 from .kvfile import KvFile
 from .layout import Layout, chunk_count, decode_file_meta
 from .lease import LeaseRequest
-from .metrics import Stats
 from .store import StoreClient
 
 #: Bytes of the database read ahead at open, in the same round trip as its FileMeta:
@@ -30,11 +30,11 @@ OPEN_RETRIES = 3
 
 
 class Storage:
-    """The files of the database ``main_name`` in the store behind ``client``."""
+    """The files of the database ``main_name`` in the store behind ``transport``."""
 
     def __init__(
         self,
-        client: StoreClient,
+        transport: StoreClient,
         layout: Layout,
         main_name: str,
         chunk_size: int,
@@ -42,15 +42,14 @@ class Storage:
         readonly: bool = False,
         max_dirty_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        self.client = client
-        self.stats: Stats = client.stats
+        self.transport = transport
         self.layout = layout
         self.main_name = main_name
         self.chunk_size = chunk_size
         self.cache_bytes = cache_bytes
         self.readonly = readonly
         self.max_dirty_bytes = max_dirty_bytes
-        limits = client.limits
+        limits = transport.limits
         if limits.max_value_bytes is not None and chunk_size > limits.max_value_bytes:
             raise StoreLimitError(
                 f"chunk_size {chunk_size} exceeds the store's largest value "
@@ -58,10 +57,10 @@ class Storage:
             )
         #: The most chunks one read-ahead fetches: within one ``get_batch`` and a
         #: quarter of the cache.
-        max_read = min(MAX_READ_AHEAD_CHUNKS, client.keys_per_read(chunk_size) or MAX_READ_AHEAD_CHUNKS)
+        max_read = min(MAX_READ_AHEAD_CHUNKS, transport.keys_per_read(chunk_size) or MAX_READ_AHEAD_CHUNKS)
         self.max_read_chunks = max(1, min(max_read, cache_bytes // (4 * chunk_size)))
         #: Commits without a fence until :meth:`open` takes the writer's lease.
-        self.committer = Committer(client, layout, chunk_size)
+        self.committer = Committer(transport, layout, chunk_size)
         self.main: KvFile | None = None
         self._files: dict[str, KvFile] = {}
         self._known_meta: dict[str, bytes | None] = {}
@@ -90,17 +89,17 @@ class Storage:
         lease_keys = lease.keys() if lease is not None and take_lease else []
         keys += lease_keys
         prefetch = range(max(1, min(16, OPEN_PREFETCH_BYTES // self.chunk_size)))
-        most = self.client.keys_per_read(self.chunk_size)
+        most = self.transport.keys_per_read(self.chunk_size)
         if most is not None:  # stay within one batch when the store allows
             prefetch = range(min(len(prefetch), max(0, most - len(keys))))
         keys += layout.chunk_keys(name, prefetch)
-        values = self.client.get_many(keys, self.chunk_size)
+        values = self.transport.get_many(keys, self.chunk_size)
         metas, (record, piece0) = values[:3], values[3:5]
         chunks = values[5 + len(lease_keys):]
         if lease is not None and take_lease and not lease.take(values[5:7]):
             return self.open(lease)  # its last holder could have committed until now
         if lease is not None:  # taken now, or before this reopen: it fences every commit
-            self.committer = Committer(self.client, layout, self.chunk_size, lease.fence)
+            self.committer = Committer(self.transport, layout, self.chunk_size, lease.fence)
         committer = self.committer
         self._known_meta.update(zip(names, metas))
         main = None
@@ -143,7 +142,7 @@ class Storage:
     def _reopen_main(self, prefetch: range) -> KvFile:
         """Read the database's FileMeta and first chunks again (after a recovery)."""
         layout, name = self.layout, self.main_name
-        values = self.client.get_batch([layout.meta_key(name)] + layout.chunk_keys(name, prefetch))
+        values = self.transport.get_batch([layout.meta_key(name)] + layout.chunk_keys(name, prefetch))
         self._known_meta[name] = values[0]
         self._files.pop(name, None)
         main = self.file(name)
@@ -158,8 +157,18 @@ class Storage:
             if name in self._known_meta:
                 meta = self._known_meta[name]
             else:
-                meta = self.client.get(self.layout.meta_key(name))
-            kvfile = self._files[name] = KvFile(self, name, meta)
+                meta = self.transport.get(self.layout.meta_key(name))
+            kvfile = self._files[name] = KvFile(
+                self.transport,
+                self.committer,
+                self.layout,
+                name,
+                meta,
+                cache_bytes=self.cache_bytes,
+                read_ahead_chunks=self.max_read_chunks,
+                max_dirty_bytes=self.max_dirty_bytes,
+                strict=name == self.main_name,
+            )
         return kvfile
 
     def exists(self, name: str) -> bool:
@@ -171,7 +180,7 @@ class Storage:
             return kvfile.size > 0
         key = self.layout.meta_key(name)
         if name not in self._known_meta:
-            self._known_meta[name] = self.client.get(key)
+            self._known_meta[name] = self.transport.get(key)
         meta = self._known_meta[name]
         return meta is not None and decode_file_meta(meta, self.chunk_size, key) > 0
 
