@@ -67,6 +67,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from .errors import ConfigError, CorruptError, Error, LockedError
 from .layout import EXT_LEASE, Layout
@@ -128,7 +129,7 @@ def _now_ms() -> int:
 def check_lease_options(lease_seconds: object, lock_timeout: object) -> None:
     """Raise :class:`ConfigError` naming a bad ``lease_seconds`` or ``lock_timeout``."""
 
-    def number(value: object) -> bool:
+    def number(value: object) -> TypeGuard[int | float]:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 
     if lease_seconds is not None and (not number(lease_seconds) or not 0 < lease_seconds < 2**31):

@@ -393,10 +393,7 @@ class StoreClient:
         limit) as the caller goes on, so a caller that stops early reads no more."""
         step = self.keys_per_read() or run
         keys = iter(keys)
-        while True:
-            batch = list(itertools.islice(keys, step))
-            if not batch:
-                return
+        while batch := list(itertools.islice(keys, step)):
             yield from zip(batch, self.get_batch(batch))
 
     def fits_one_write(self, puts: Sequence[Entry], deletes: Sequence[bytes] = ()) -> bool:
@@ -517,7 +514,7 @@ class StoreClient:
 
     def _listing(self, prefix: bytes) -> Any:
         """The store's answer to ``scan``, as a list (or the coroutine giving it)."""
-        found = self.store.scan(prefix)
+        found = cast(SupportsScan, self.store).scan(prefix)
         return found if inspect.isawaitable(found) else list(found)
 
     def get(self, key: bytes) -> bytes | None:
