@@ -14,12 +14,16 @@ from sqlkv.wrapper import AsyncStoreWrapper, StoreWrapper, call_parts
 
 
 class CountingStore(StoreWrapper):
-    """Wraps a store, exposing only the five seed calls, and counts every call."""
+    """Wraps a store, exposing only the five seed calls (and ``write_batch`` when
+    asked to), and counts every call."""
 
-    def __init__(self, inner=None, limits: sqlkv.StoreLimits | None = None) -> None:
+    def __init__(
+        self, inner=None, limits: sqlkv.StoreLimits | None = None, write_batch: bool = False
+    ) -> None:
         super().__init__(
             inner if inner is not None else sqlkv.MemoryStore(),
             limits=limits if limits is not None else sqlkv.StoreLimits(),
+            write_batch=write_batch,
         )
         self.calls: Counter[str] = Counter()
         self.keys_written: list[bytes] = []

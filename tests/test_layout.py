@@ -15,6 +15,7 @@ from sqlkv.layout import (
     EXT_STAGED_MANIFEST,
     RivetV2Layout,
     SeedLayout,
+    chunk_spans,
     database_of,
     decode_file_meta,
     encode_file_meta,
@@ -193,3 +194,17 @@ def test_the_vectors_of_docs_layout_md_are_the_keys_the_code_makes():
     ]
     for key in keys:
         assert f"`{key.hex(' ')}`" in text, f"docs/layout.md lacks the vector {key.hex(' ')}"
+
+
+@pytest.mark.parametrize(
+    "offset, length, spans",
+    [
+        (0, 0, []),
+        (0, 4096, [(0, 0, 4096)]),
+        (100, 50, [(0, 100, 150)]),
+        (4000, 200, [(0, 4000, 4096), (1, 0, 104)]),
+        (4096, 8192 + 1, [(1, 0, 4096), (2, 0, 4096), (3, 0, 1)]),
+    ],
+)
+def test_chunk_spans_say_which_chunks_a_range_touches(offset, length, spans):
+    assert list(chunk_spans(offset, length, 4096)) == spans

@@ -5,15 +5,19 @@ from __future__ import annotations
 import logging
 import signal
 import struct
+import threading
 import time
 
 import pytest
-
-import sqlkv
 from helpers import CountingStore, integrity, unique_namespace
 from processes import Worker
+
+import sqlkv
 from sqlkv.layout import EXT_LEASE, SeedLayout
+from sqlkv.lease import Leaser
+from sqlkv.store import StoreClient
 from sqlkv.testing import FaultyStore, InjectedFault
+from sqlkv.wrapper import AsyncStoreWrapper
 
 LAYOUT = SeedLayout(9)
 GEN_KEY = LAYOUT.ext_key("app.db", EXT_LEASE)
@@ -105,16 +109,17 @@ def test_a_fenced_writer_writes_nothing_and_stays_fenced(connect, backend):
 def test_renewal_keeps_the_lease_and_notices_its_loss(connect):
     store = sqlkv.MemoryStore()
     db = connect(store, lease_seconds=0.3)
-    lease = db._engine.client.lease
+    request = db._engine._lease_request
     first = store.get(EXPIRY_KEY)
     deadline = time.monotonic() + 10
     while store.get(EXPIRY_KEY) == first and time.monotonic() < deadline:
         time.sleep(0.02)
     assert store.get(EXPIRY_KEY) != first, "the lease was not renewed"
     store.put(GEN_KEY, lease_value(99))  # another writer took over
-    while not lease.lost and time.monotonic() < deadline:
+    lease = request.lease
+    while not request.leaser.lost(lease) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert lease.lost
+    assert request.leaser.lost(lease)
     with pytest.raises(sqlkv.FencedError):
         db.exec("CREATE TABLE t(x)")
 
@@ -218,10 +223,60 @@ def test_lease_traffic_is_its_own(connect):
     store.write_batch = store.inner.write_batch  # a store that can fence, counted
     db = connect(store, lease_seconds=LONG_LEASE)
     # The lease keys come with the open's one get_batch; taking the lease is the one
-    # write_batch more, made by the lease's own client and not in the database's stats.
+    # write_batch more, made by the leaser (through the database's transport, counted
+    # apart) and not in the database's stats.
     assert db.stats.round_trips == 1 and store.calls["get_batch"] == 1
     db.exec("CREATE TABLE t(x)")
     assert db.stats.calls["write_batch"] == 1
+
+
+def _threads(prefix: str) -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith(prefix)}
+
+
+def _wait_for_renewal(store, key: bytes, first: bytes | None) -> None:
+    deadline = time.monotonic() + 10
+    while store.get(key) == first and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert store.get(key) != first, "the lease was not renewed"
+
+
+def test_a_sync_connection_on_an_async_store_runs_one_loop_thread(connect):
+    """Issue 10: the lease has no store client nor event loop of its own; its
+    renewals go through the database's transport, on the connection's one
+    private loop thread."""
+    base = sqlkv.MemoryStore()
+    store = AsyncStoreWrapper(base, write_batch=True)
+    loops, renewers = _threads("sqlkv-store-loop"), _threads("sqlkv-lease-")
+    db = connect(store, lease_seconds=0.3)
+    db.exec("CREATE TABLE t(x)")
+    _wait_for_renewal(base, EXPIRY_KEY, base.get(EXPIRY_KEY))
+    assert len(_threads("sqlkv-store-loop") - loops) == 1
+    assert len(_threads("sqlkv-lease-") - renewers) == 1
+    db.close()
+    assert base.get(GEN_KEY) is None and base.get(EXPIRY_KEY) is None
+    assert not _threads("sqlkv-store-loop") - loops and not _threads("sqlkv-lease-") - renewers
+
+
+def test_one_leaser_holds_and_renews_several_leases():
+    """The shape issue 12 builds on: one leaser per store, one renewer thread for
+    all its leases; each is released on its own."""
+    store = sqlkv.MemoryStore()
+    renewers = _threads("sqlkv-lease-")
+    leaser = Leaser(StoreClient(store))
+    leases = [leaser.take(LAYOUT, name, 0.3, [None, None])[0] for name in ("a.db", "b.db")]
+    assert [lease.generation for lease in leases] == [1, 1]
+    assert leases[0].fence != leases[1].fence
+    assert len(_threads("sqlkv-lease-") - renewers) == 1
+    for lease in leases:
+        _wait_for_renewal(store, lease.expiry_key, store.get(lease.expiry_key))
+    leaser.release(leases[0])
+    assert store.get(leases[0].gen_key) is None
+    _wait_for_renewal(store, leases[1].expiry_key, store.get(leases[1].expiry_key))
+    leaser.release(leases[1])
+    assert store.get(leases[1].gen_key) is None and store.get(leases[1].expiry_key) is None
+    assert not _threads("sqlkv-lease-") - renewers
+    assert leaser.transport.stats.calls["write_batch"] >= 6  # 2 takes, 3+ renewals, 2 releases
 
 
 def test_stores_without_write_batch_open_without_a_lease(connect):

@@ -14,7 +14,7 @@ import os
 from .engine import Engine
 from .errors import ConfigError
 from .layout import check_file_name
-from .lease import LeaseRequest, check_lease_options
+from .lease import Leaser, LeaseRequest, check_lease_options, release_and_close
 from .options import BACKENDS, Options
 from .store import AnyKvStore, StoreClient
 
@@ -80,7 +80,9 @@ def open_engine(
     ``loop`` is the event loop an async store's calls are run on (the
     caller's, for the async API); without one a private loop is started when
     the store turns out to be async. A writer first takes the database's
-    lease (see lease.py), waiting up to ``lock_timeout`` seconds for it.
+    lease (see lease.py), waiting up to ``lock_timeout`` seconds for it; its
+    leaser works through the engine's transport (no second client, no second
+    loop), and the engine releases the lease when it closes.
     """
     check_file_name(file_name)
     check_lease_options(options.lease_seconds, lock_timeout)
@@ -89,7 +91,7 @@ def open_engine(
     lease = None
     if not readonly and options.lease_seconds is not None:
         lease = LeaseRequest(
-            store, options.make_layout(file_name), file_name, options.lease_seconds, lock_timeout, loop
+            Leaser(client), options.make_layout(file_name), file_name, options.lease_seconds, lock_timeout
         )
     try:
         if backend == "pages":
@@ -100,5 +102,5 @@ def open_engine(
 
         return SnapshotEngine(client, options, file_name, readonly, lease)
     except BaseException:
-        client.close()
+        release_and_close(lease, client)
         raise

@@ -334,8 +334,7 @@ def _delete_database(store: AnyKvStore) -> None:
                 continue
             chunks = -(-decode_file_meta(meta, 4096, layout.meta_key(name)) // 4096)
             keys = layout.chunk_keys(name, range(chunks)) + [layout.meta_key(name)]
-            for start in range(0, len(keys), 128):
-                client.delete_batch(keys[start : start + 128])
+            client.write((), keys)
     finally:
         client.close()
 

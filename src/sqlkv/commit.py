@@ -32,9 +32,12 @@ before it, so the staging keys are deleted (rolled back). Readers therefore
 only ever see the old state or the new one. Any store whose single-key put is
 atomic gets atomic commits of any size this way.
 
-Every write here carries the storage's fence (writer lease) when the store has
-``write_batch``, so a writer that lost its lease can neither commit nor
-disturb the staging area of the writer that replaced it.
+Every write here carries the fence the :class:`Committer` was given (the
+writer's lease, see lease.py) when the store has ``write_batch``, so a writer
+that lost its lease can neither commit nor disturb the staging area of the
+writer that replaced it. The store's limits are the transport's business
+(:class:`~sqlkv.store.StoreClient`): this module says what to write, in what
+order, and which writes must each be one atomic call.
 
 **Checked before trusted.** A commit record and every manifest piece carry a
 checksum over their key and content (BLAKE2b, 8 bytes), and a random commit
@@ -56,9 +59,10 @@ of the transaction is visible.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -80,7 +84,7 @@ from .layout import (
     decode_file_meta,
     encode_file_meta,
 )
-from .store import StoreClient
+from .store import Entry, StoreClient
 
 _INDEX = struct.Struct(">I")
 _RECORD = struct.Struct(">4s8sQQQQ")
@@ -89,8 +93,8 @@ _COMMIT_ID_BYTES = 8
 _DIGEST_BYTES = 8
 #: Manifest pieces read per ``get_batch`` on a store that declares no key limit.
 _PIECES_PER_READ = 256
-
-Entry = tuple[bytes, bytes]
+#: Pieces looked for per ``get_batch`` when counting them, on a store without a key limit.
+_PIECES_PER_COUNT = 64
 
 
 def _cause(exc: BaseException) -> BaseException:
@@ -172,6 +176,21 @@ def decode_piece(value: bytes, key: bytes, commit_id: bytes | None) -> list[int]
     return [i for (i,) in _INDEX.iter_unpack(memoryview(body)[_COMMIT_ID_BYTES:])]
 
 
+def record_key(layout: Layout, name: str) -> bytes:
+    """Where the commit record of a staged commit of file ``name`` is kept."""
+    return layout.ext_key(name, EXT_COMMIT_RECORD)
+
+
+def piece_key(layout: Layout, name: str, piece: int) -> bytes:
+    """Where manifest piece ``piece`` of a staged commit of file ``name`` is kept."""
+    return layout.ext_key(name, EXT_STAGED_MANIFEST, _INDEX.pack(piece))
+
+
+def recovery_keys(layout: Layout, name: str) -> list[bytes]:
+    """Keys to read at open that tell whether a commit of ``name`` was interrupted."""
+    return [record_key(layout, name), piece_key(layout, name, 0)]
+
+
 class Staging:
     """The staging area of one file during one transaction: what was spilled so far."""
 
@@ -189,84 +208,37 @@ class Committer:
 
     def __init__(
         self,
-        client: StoreClient,
+        transport: StoreClient,
         layout: Layout,
         chunk_size: int,
-        fence: Callable[[], dict[bytes, bytes | None] | None],
+        fence: dict[bytes, bytes | None] | None = None,
     ) -> None:
-        self.client = client
+        self.transport = transport
         self.layout = layout
         self.chunk_size = chunk_size
-        self._fence = fence
-        limits = client.limits
-        self.atomic = limits.atomic_batches
-        self.max_keys = limits.max_batch_keys
-        self.max_bytes = limits.max_batch_bytes
-        self.max_value = limits.max_value_bytes
+        #: What every write expects of the store: the writer's lease (``None``: no lease).
+        self.fence = fence
+        self.atomic = transport.limits.atomic_batches
+        self.max_value = transport.limits.max_value_bytes
 
     # -- keys ------------------------------------------------------------------
 
     def record_key(self, name: str) -> bytes:
-        return self.layout.ext_key(name, EXT_COMMIT_RECORD)
+        return record_key(self.layout, name)
 
     def piece_key(self, name: str, piece: int) -> bytes:
-        return self.layout.ext_key(name, EXT_STAGED_MANIFEST, _INDEX.pack(piece))
+        return piece_key(self.layout, name, piece)
 
     def staged_key(self, name: str, index: int) -> bytes:
         return self.layout.ext_key(name, EXT_STAGED_CHUNK, _INDEX.pack(index))
 
     # -- the store calls, fenced -------------------------------------------------
 
-    def write(self, puts: Sequence[Entry], deletes: Sequence[bytes] = ()) -> None:
-        """One store call (two on a store without write_batch that must also delete)."""
-        fence = self._fence()
-        if self.client.can_write_batch:
-            if not self.client.write_batch(puts, deletes, fence):
-                raise FencedError(
-                    "commit refused: this writer no longer holds the database's lease"
-                )
-        else:
-            self.client.put_batch(puts)
-            self.client.delete_batch(deletes)
-
-    def _batches(self, entries: Sequence[Entry], reserve_keys: int = 0, reserve_bytes: int = 0) -> Iterator[list[Entry]]:
-        """Split ``entries`` into runs that fit one batch, leaving room for reserved keys."""
-        max_keys = None if self.max_keys is None else max(1, self.max_keys - reserve_keys)
-        max_bytes = None if self.max_bytes is None else self.max_bytes - reserve_bytes
-        batch: list[Entry] = []
-        nbytes = 0
-        for key, value in entries:
-            size = len(key) + len(value)
-            if batch and (
-                (max_keys is not None and len(batch) >= max_keys)
-                or (max_bytes is not None and nbytes + size > max_bytes)
-            ):
-                yield batch
-                batch, nbytes = [], 0
-            batch.append((key, value))
-            nbytes += size
-        if batch:
-            yield batch
-
-    def key_batches(self, keys: Sequence[bytes]) -> Iterator[list[bytes]]:
-        step = self.max_keys or max(1, len(keys))
-        for start in range(0, len(keys), step):
-            yield list(keys[start : start + step])
-
-    def fits_one_batch(self, puts: Sequence[Entry], deletes: Sequence[bytes]) -> bool:
-        if not self.atomic:
-            return False
-        with_deletes = self.client.can_write_batch
-        keys = len(puts) + (len(deletes) if with_deletes else 0)
-        if self.max_keys is not None and (keys > self.max_keys or len(deletes) > self.max_keys):
-            return False
-        if self.max_bytes is not None:
-            nbytes = sum(len(k) + len(v) for k, v in puts)
-            if with_deletes:
-                nbytes += sum(len(k) for k in deletes)
-            if nbytes > self.max_bytes:
-                return False
-        return True
+    def write(self, puts: Sequence[Entry], deletes: Iterable[bytes] = ()) -> None:
+        """Write and delete, fenced, in as few calls as the store allows (see
+        :meth:`StoreClient.write`); :class:`FencedError` if the fence failed."""
+        if not self.transport.write(puts, deletes, self.fence):
+            raise FencedError("commit refused: this writer no longer holds the database's lease")
 
     def _check_values(self, chunks: dict[int, bytes]) -> None:
         if self.max_value is None:
@@ -301,8 +273,8 @@ class Committer:
             puts = [(layout.chunk_key(name, i), v) for i, v in chunks.items()]
             puts.append(meta)
             deletes = [layout.chunk_key(name, i) for i in range(first_gone, old_chunks) if i not in chunks]
-            if self.fits_one_batch(puts, deletes):
-                if self.client.can_write_batch or not deletes:
+            if self.transport.fits_one_write(puts, deletes):
+                if self.transport.can_write_batch or not deletes:
                     self._commit_point(puts, deletes)
                 else:  # put_batch commits; the delete_batch after it only cleans up
                     self._commit_point(puts)
@@ -333,7 +305,7 @@ class Committer:
                 "database and shows which: look before retrying the transaction",
                 committed=None,
             ) from _cause(exc)
-        self.client.stats.commits += 1
+        self.transport.stats.commits += 1
 
     @contextmanager
     def _committed(self, commit_point: str) -> Iterator[None]:
@@ -354,8 +326,9 @@ class Committer:
         self._check_values(chunks)
         entries = [(self.staged_key(name, i), v) for i, v in chunks.items()]
         piece_key_len = len(self.piece_key(name, 0))
-        reserve_bytes = piece_key_len + _COMMIT_ID_BYTES + _DIGEST_BYTES + 4 * (self.max_keys or 1024)
-        for batch in self._batches(entries, reserve_keys=1, reserve_bytes=reserve_bytes):
+        most = self.transport.limits.max_batch_keys or 1024
+        reserve_bytes = piece_key_len + _COMMIT_ID_BYTES + _DIGEST_BYTES + 4 * most
+        for batch in self.transport.entry_batches(entries, reserve_keys=1, reserve_bytes=reserve_bytes):
             indices = [_INDEX.unpack(k[-4:])[0] for k, _ in batch]
             piece_key = self.piece_key(name, staging.pieces)
             piece = (piece_key, encode_piece(piece_key, staging.commit_id, indices))
@@ -370,17 +343,13 @@ class Committer:
     def drop_staged(self, name: str, staging: Staging, indices: Iterable[int]) -> None:
         """Forget staged chunks (the file shrank below them during the transaction)."""
         indices = [i for i in indices if i in staging.indices]
-        for batch in self.key_batches([self.staged_key(name, i) for i in indices]):
-            self.write([], batch)
+        self.write([], [self.staged_key(name, i) for i in indices])
         staging.indices.difference_update(indices)
 
     def read_staged(self, name: str, indices: Sequence[int]) -> dict[int, bytes | None]:
         """The staged values of ``indices`` (``None`` where not staged)."""
-        out: dict[int, bytes | None] = {}
-        for batch in self.key_batches([self.staged_key(name, i) for i in indices]):
-            values = self.client.get_batch(batch)
-            out.update(zip((_INDEX.unpack(k[-4:])[0] for k in batch), values))
-        return out
+        keys = [self.staged_key(name, i) for i in indices]
+        return dict(zip(indices, self.transport.get_many(keys, self.chunk_size)))
 
     def _manifest(
         self, name: str, record: CommitRecord, record_value: bytes | None = None
@@ -393,22 +362,20 @@ class Committer:
         or reads without one).
         """
         pieces = record.pieces
-        step = self.max_keys or _PIECES_PER_READ
-        for start in range(0, pieces, step):
-            keys = [self.piece_key(name, p) for p in range(start, min(pieces, start + step))]
-            for key, value in zip(keys, self.client.get_batch(keys)):
-                if value is None:
-                    record_key = self.record_key(name)
-                    if record_value is not None and self.client.get(record_key) != record_value:
-                        raise ConcurrentCommitError(
-                            f"a writer finished the commit of {name!r} (record at key "
-                            f"{record_key.hex()}) while this open read it; reopen"
-                        )
-                    raise CorruptError(
-                        f"manifest piece at key {key.hex()} is missing, though the commit "
-                        f"record at key {record_key.hex()} lists {pieces} pieces"
+        keys = (self.piece_key(name, p) for p in range(pieces))
+        for key, value in self.transport.read_lazily(keys, run=_PIECES_PER_READ):
+            if value is None:
+                record_key = self.record_key(name)
+                if record_value is not None and self.transport.get(record_key) != record_value:
+                    raise ConcurrentCommitError(
+                        f"a writer finished the commit of {name!r} (record at key "
+                        f"{record_key.hex()}) while this open read it; reopen"
                     )
-                yield decode_piece(value, key, record.commit_id)
+                raise CorruptError(
+                    f"manifest piece at key {key.hex()} is missing, though the commit "
+                    f"record at key {record_key.hex()} lists {pieces} pieces"
+                )
+            yield decode_piece(value, key, record.commit_id)
 
     def verify(self, name: str, record_value: bytes, meta_value: bytes | None) -> CommitRecord:
         """The commit record of ``name``, checked against the file's real state.
@@ -468,12 +435,9 @@ class Committer:
                 want = min(cs, record.new_size - i * cs)
                 value = value[:want] if len(value) >= want else value + bytes(want - len(value))
                 entries.append((layout.chunk_key(name, i), value))
-            for batch in self._batches(entries):
-                self.write(batch)
-        step = self.max_keys or _PIECES_PER_READ * 16
-        for start in range(max(record.first_gone, new_chunks), record.old_chunks, step):
-            stop = min(start + step, record.old_chunks)
-            self.write([], layout.chunk_keys(name, range(start, stop)))
+            self.write(entries)
+        gone = range(max(record.first_gone, new_chunks), record.old_chunks)
+        self.write([], (layout.chunk_key(name, i) for i in gone))  # lazily: the range may be huge
         self.write([(layout.meta_key(name), encode_file_meta(record.new_size))])
 
     def _finish(self, name: str, pieces: int) -> None:
@@ -486,25 +450,20 @@ class Committer:
 
         Every piece is read and checked before the first delete."""
         keys = [self.piece_key(name, p) for p in range(pieces)]
-        listed: list[list[int]] = []
-        for batch in self.key_batches(keys):
-            for key, value in zip(batch, self.client.get_batch(batch)):
-                listed.append(decode_piece(value, key, None) if value is not None else [])
+        listed = [
+            decode_piece(value, key, None) if value is not None else []
+            for key, value in zip(keys, self.transport.get_many(keys))
+        ]
         for piece in reversed(range(pieces)):
             key = keys[piece]
             staged = [self.staged_key(name, i) for i in listed[piece]]
-            if self.atomic and (self.max_keys is None or len(staged) < self.max_keys):
+            if self.transport.fits_one_write((), [*staged, key]):
                 self.write([], [*staged, key])
-            else:
-                for batch in self.key_batches(staged):
-                    self.write([], batch)
+            else:  # the piece only after every chunk it lists is gone
+                self.write([], staged)
                 self.write([], [key])
 
     # -- recovery at open --------------------------------------------------------
-
-    def recovery_keys(self, name: str) -> list[bytes]:
-        """Keys to read at open that tell whether a commit of ``name`` was interrupted."""
-        return [self.record_key(name), self.piece_key(name, 0)]
 
     def recover(
         self, name: str, record_value: bytes | None, piece0: bytes | None, meta_value: bytes | None
@@ -541,12 +500,11 @@ class Committer:
         return record, overlay
 
     def _count_pieces(self, name: str) -> int:
+        """How many manifest pieces ``name``'s staging area holds: they are numbered from 0."""
+        keys = (self.piece_key(name, p) for p in itertools.count())
         count = 0
-        step = self.max_keys or 64
-        while True:
-            keys = [self.piece_key(name, p) for p in range(count, count + step)]
-            values = self.client.get_batch(keys)
-            for value in values:
-                if value is None:
-                    return count
-                count += 1
+        for _, value in self.transport.read_lazily(keys, run=_PIECES_PER_COUNT):
+            if value is None:
+                break
+            count += 1
+        return count

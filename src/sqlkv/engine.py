@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from .errors import ConfigError, Error, PinnedSettingError, SqlError
 from .kvfile import KvFile
-from .lease import LeaseRequest
+from .lease import LeaseRequest, release_and_close
 from .metrics import Stats
 from .options import Options
 from .statements import check_sql, split_statements
@@ -249,7 +249,7 @@ class EngineBase:
         try:
             self._discard()
         finally:
-            self.client.close()
+            release_and_close(self._lease_request, self.client)
 
     # -- for the DB-API (dbapi2.py) ------------------------------------------------
 

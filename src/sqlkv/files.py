@@ -17,7 +17,7 @@ from typing import Any
 
 from .kvfile import KvFile
 from .layout import check_file_name
-from .lease import LeaseRequest, check_lease_options
+from .lease import Leaser, LeaseRequest, check_lease_options, release_and_close
 from .options import Options
 from .storage import Storage
 from .store import StoreClient
@@ -54,19 +54,19 @@ def open_file(
     check_file_name(name)
     check_lease_options(options.lease_seconds, lock_timeout)
     layout = options.make_layout(name)
-    client = StoreClient(store)
+    transport = StoreClient(store)
+    lease = None
+    if not readonly and options.lease_seconds is not None:
+        lease = LeaseRequest(Leaser(transport), layout, name, options.lease_seconds, lock_timeout)
     try:
-        lease = None
-        if not readonly and options.lease_seconds is not None:
-            lease = LeaseRequest(store, layout, name, options.lease_seconds, lock_timeout)
         storage = Storage(
-            client, layout, name, options.chunk_size, options.cache_bytes,
+            transport, layout, name, options.chunk_size, options.cache_bytes,
             readonly=readonly, max_dirty_bytes=options.max_dirty_bytes,
         )
         yield storage.open(lease)
         storage.close()
     finally:
-        client.close()
+        release_and_close(lease, transport)
 
 
 def stream(

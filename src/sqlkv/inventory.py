@@ -19,8 +19,10 @@ from typing import Any
 from . import layout as layouts
 from .errors import CorruptError, Error, FencedError, NotFoundError, StoreError
 from .files import make_options, open_file
+from .kvfile import KvFile
 from .layout import Layout, check_file_name, decode_file_meta
 from .lease import _decode as decode_lease_value
+from .lease import lease_keys
 from .options import Options
 from .store import StoreClient
 
@@ -65,17 +67,13 @@ def _lease_info(gen_key: bytes, gen: bytes | None, expiry_key: bytes, expiry: by
     return LeaseInfo(generation, (ends_ms - time.time() * 1000) / 1000)
 
 
-def _lease_keys(layout: Layout, name: str) -> list[bytes]:
-    return [layout.ext_key(name, layouts.EXT_LEASE), layout.ext_key(name, layouts.EXT_LEASE, b"e")]
-
-
 def lease_info(store: object, name: str, **options: Any) -> LeaseInfo | None:
     """The writer's lease on database ``name``, or ``None`` when nobody holds one.
 
     One ``get_batch``; needs no ``scan``. ``options``: ``kv_prefix``, ``layout``.
     """
     layout = make_options(options).make_layout(check_file_name(name))
-    keys = _lease_keys(layout, name)
+    keys = lease_keys(layout, name)
     client = StoreClient(store)
     try:
         gen, expiry = client.get_batch(keys)
@@ -105,16 +103,14 @@ def list_databases(store: object, **options: Any) -> list[DatabaseInfo]:
         layout = layouts.SeedLayout(opts.kv_prefix)
         wanted = [layout.meta_key(n) for n in mains]
         for n in mains:
-            wanted += _lease_keys(layout, n)
-        values = []
-        for start in range(0, len(wanted), 512):
-            values += client.get_batch(wanted[start : start + 512])
+            wanted += lease_keys(layout, n)
+        values = client.get_many(wanted)
     finally:
         client.close()
     out = []
     for i, name in enumerate(mains):
         meta = values[i]
-        gen_key, expiry_key = _lease_keys(layout, name)
+        gen_key, expiry_key = lease_keys(layout, name)
         gen, expiry = values[len(mains) + 2 * i : len(mains) + 2 * i + 2]
         size, problem = None, None
         try:
@@ -167,11 +163,11 @@ def database_keys(client: StoreClient, layout: Layout, name: str) -> DatabaseKey
     return found
 
 
-def _delete(client: StoreClient, keys: list[bytes], batch_keys: int = 256) -> None:
-    """Delete ``keys`` in batches, each conditional on this writer's lease (if it holds one)."""
-    for start in range(0, len(keys), batch_keys):
-        if not client.write_batch([], keys[start : start + batch_keys], client.fence):
-            raise FencedError("this writer lost its lease while deleting; nothing more was deleted")
+def _delete(main: KvFile, keys: list[bytes]) -> None:
+    """Delete ``keys`` in as few calls as the store allows, each conditional on the
+    lease of the writer that opened ``main`` (if it holds one)."""
+    if not main.transport.write((), keys, main.committer.fence):
+        raise FencedError("this writer lost its lease while deleting; nothing more was deleted")
 
 
 def remove_database(store: object, name: str, *, lock_timeout: float = 0.0, **options: Any) -> int:
@@ -183,15 +179,14 @@ def remove_database(store: object, name: str, *, lock_timeout: float = 0.0, **op
     opts = make_options(options)
     layout = opts.make_layout(check_file_name(name))
     with open_file(store, name, opts, readonly=False, lock_timeout=lock_timeout) as main:
-        client = main.storage.client
-        found = database_keys(client, layout, name)
+        found = database_keys(main.transport, layout, name)
         # The lease's keys go with the lease, at its release.
         keys = [k for k in found.all() if k not in found.lease]
         if not keys:
             raise NotFoundError(f"database {name!r} does not exist in the store")
         first = [found.meta[name]] if name in found.meta else []
-        _delete(client, first)
-        _delete(client, [k for k in keys if k not in first])
+        _delete(main, first)
+        _delete(main, [k for k in keys if k not in first])
     return len(keys)
 
 
@@ -221,7 +216,7 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
     layout = opts.make_layout(name)
     found = database_keys(client, layout, name)
     cs = opts.chunk_size
-    gen_key, expiry_key = _lease_keys(layout, name)
+    gen_key, expiry_key = lease_keys(layout, name)
     gen, expiry = client.get_batch([gen_key, expiry_key])
     lease = None
     try:
@@ -267,13 +262,11 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
                 Problem(f"{len(past)} chunk(s) past the end of the file (first: chunk {past[0]})", True)
             )
         inside = [chunks[i] for i in sorted(chunks) if i < count]
-        for start in range(0, len(inside), 256):
-            batch = inside[start : start + 256]
-            for key, value in zip(batch, client.get_batch(batch)):
-                if value is not None and len(value) > cs:
-                    report.problems.append(
-                        Problem(f"chunk at key {key.hex()} is {len(value)} bytes, longer than chunk_size {cs}", False)
-                    )
+        for key, value in client.read_lazily(inside):
+            if value is not None and len(value) > cs:
+                report.problems.append(
+                    Problem(f"chunk at key {key.hex()} is {len(value)} bytes, longer than chunk_size {cs}", False)
+                )
     elif meta_values[0] is None and chunks:
         report.problems.append(Problem(f"{len(chunks)} chunk(s) of no file", True))
     return found
@@ -326,15 +319,14 @@ def check_database(
     if repair and any(p.repairable for p in report.problems):
         repaired = [p.message for p in report.problems if p.repairable]
         with open_file(store, name, opts, readonly=False, lock_timeout=lock_timeout) as main:
-            client = main.storage.client
             after = CheckReport(name)
-            left = _audit(client, opts, name, after)
+            left = _audit(main.transport, opts, name, after)
             count = -(-main.size // opts.chunk_size) if main.exists else 0
             doomed = list(left.staging) + [k for f, k in left.meta.items() if f != name]
             for file_name, by_index in left.chunks.items():
                 limit = count if file_name == name else 0
                 doomed += [k for i, k in by_index.items() if i >= limit]
-            _delete(client, doomed)
+            _delete(main, doomed)
         report = CheckReport(name, repaired=repaired)
         client = StoreClient(store)
         try:

@@ -2,15 +2,18 @@
 
 A :class:`KvFile` offers what SQLite asks of a file: read, write, truncate,
 size, and :meth:`KvFile.sync`, which commits every change since the last
-commit through the storage's :class:`~sqlkv.commit.Committer` (one atomic
+commit through the :class:`~sqlkv.commit.Committer` it was given (one atomic
 round trip when the store allows). Until then the store only ever holds
-committed states.
+committed states. It gets all it needs at construction (the transport, the
+committer, its keys, its sizes) and knows nothing of who opened it; which
+chunks a read or write touches is :func:`~sqlkv.layout.chunk_spans`' answer.
 
 The current bytes of chunk ``i`` are, in order of precedence: its buffered
 write (``dirty``), its spilled copy in the staging area (a transaction whose
 changes outgrew the memory bound), its committed value (cache, then store),
 or zeros past the committed end. Every cache miss fetches its chunks and some
-read-ahead in one ``get_batch``.
+read-ahead in one ``get_batch`` (the transport splits it only where the
+store's limits make it).
 
 Missing chunks. LAYOUT.md lets a chunk inside the file size be missing and
 read as zeros. For the database file itself sqlkv does not take that word:
@@ -28,31 +31,48 @@ their own checksums, so zeros there can never pass for data.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
 
 from .chunkcache import ChunkCache, ReadAhead
-from .commit import Staging
+from .commit import Committer, Staging
 from .errors import ConcurrentCommitError, CorruptError, UnusableError
-from .layout import chunk_count, decode_file_meta, encode_file_meta
-
-if TYPE_CHECKING:
-    from .storage import Storage
+from .layout import Layout, chunk_count, chunk_spans, decode_file_meta, encode_file_meta
+from .store import StoreClient
 
 
 class KvFile:
     """A file's bytes over fixed-size chunks in the store (see the module docstring)."""
 
-    def __init__(self, storage: "Storage", name: str, meta_value: bytes | None) -> None:
-        self.storage = storage
-        self.committer = storage.committer
+    def __init__(
+        self,
+        transport: StoreClient,
+        committer: Committer,
+        layout: Layout,
+        name: str,
+        meta_value: bytes | None,
+        *,
+        cache_bytes: int,
+        read_ahead_chunks: int,
+        max_dirty_bytes: int,
+        strict: bool,
+    ) -> None:
+        """The file ``name`` whose FileMeta is ``meta_value`` (``None``: absent).
+
+        ``committer`` commits its changes (it knows the writer's fence);
+        ``cache_bytes`` bounds its chunk cache, ``read_ahead_chunks`` one
+        miss's read-ahead, ``max_dirty_bytes`` the changes it buffers before
+        spilling them to the staging area. ``strict``: missing or short
+        committed chunks are damage (the database file; see the module docstring).
+        """
+        self.transport = transport
+        self.stats = transport.stats
+        self.committer = committer
         self.name = name
-        self.chunk_size = cs = storage.chunk_size
-        layout = storage.layout
+        self.chunk_size = cs = committer.chunk_size
         self.meta_key = layout.meta_key(name)
         self._chunk_keys = lambda indices: layout.chunk_keys(name, indices)
         self.exists = meta_value is not None
-        #: Missing or short committed chunks are damage (see the module docstring).
-        self.strict = name == storage.main_name
+        self.strict = strict
         self._meta_value = meta_value
         self.committed_size = (
             decode_file_meta(meta_value, cs, self.meta_key) if meta_value is not None else 0
@@ -63,9 +83,9 @@ class KvFile:
         self._low_water = self.committed_size
         self.dirty: dict[int, bytes | bytearray] = {}
         self.staging = Staging()
-        self._max_dirty_chunks = max(1, storage.max_dirty_bytes // cs)
-        self.cache = ChunkCache(storage.cache_bytes)
-        self.read_ahead = ReadAhead(storage.max_read_chunks)
+        self._max_dirty_chunks = max(1, max_dirty_bytes // cs)
+        self.cache = ChunkCache(cache_bytes)
+        self.read_ahead = ReadAhead(read_ahead_chunks)
         self.failed: BaseException | None = None
         # Read-only view of an interrupted commit: chunk index -> staging key.
         self._overlay: dict[int, bytes] = {}
@@ -120,7 +140,7 @@ class KvFile:
     def _damaged(self, index: int, key: bytes, value: bytes | None, want: int) -> Exception:
         """The error for a missing or short committed chunk: a writer's change
         under a reader, or damage. Costs one round trip, on this error path only."""
-        now = self.storage.client.get(self.meta_key)
+        now = self.transport.get(self.meta_key)
         if now != self._meta_value:
             return ConcurrentCommitError(
                 f"the FileMeta of {self.name!r} (key {self.meta_key.hex()}) changed while "
@@ -155,7 +175,7 @@ class KvFile:
 
     def _fetch(self, missing: list[int]) -> dict[int, bytes]:
         """Fetch committed chunks ``missing``, with read-ahead, in as few round trips as allowed."""
-        self.storage.stats.cache_misses += len(missing)
+        self.stats.cache_misses += len(missing)
         out: dict[int, bytes] = {}
         overlaid = [i for i in missing if i in self._overlay]
         if overlaid:
@@ -178,18 +198,13 @@ class KvFile:
                 wanted[i] = None
         indices = list(wanted)
         requested = set(missing)
-        step = self.storage.max_read_chunks
-        for start in range(0, len(indices), step):
-            part = indices[start : start + step]
-            keys = self._chunk_keys(part)
-            values = self.storage.client.get_batch(keys)
-            for i, key, value in zip(part, keys, values):
-                if i not in requested and not self._intact(i, value):
-                    continue  # a damaged chunk read ahead fails when it is read
-                value = self._committed(i, key, value)
-                self.cache.put(i, value)
-                if i in wanted:
-                    out[i] = value
+        keys = self._chunk_keys(indices)
+        for i, key, value in zip(indices, keys, self.transport.get_many(keys, self.chunk_size)):
+            if i not in requested and not self._intact(i, value):
+                continue  # a damaged chunk read ahead fails when it is read
+            value = self._committed(i, key, value)
+            self.cache.put(i, value)
+            out[i] = value
         return out
 
     def _fetch_overlaid(self, indices: list[int]) -> dict[int, bytes]:
@@ -200,16 +215,16 @@ class KvFile:
         into place): the chunk is then read where the layout keeps it.
         """
         keys = [self._overlay[i] for i in indices]
-        values = self.storage.client.get_batch(keys)
+        values = self.transport.get_many(keys, self.chunk_size)
         out = {i: self._staged(i, k, v) for i, k, v in zip(indices, keys, values) if v is not None}
         moved = [i for i in indices if i not in out]
         if moved:
             keys = self._chunk_keys(moved)
-            values = self.storage.client.get_batch(keys)
+            values = self.transport.get_many(keys, self.chunk_size)
             out.update((i, self._committed(i, k, v)) for i, k, v in zip(moved, keys, values))
         return out
 
-    def _load(self, indices) -> dict[int, bytes]:
+    def _load(self, indices: Iterable[int]) -> dict[int, bytes]:
         """The current bytes of every chunk in ``indices`` that is not buffered; one fetch per kind."""
         out: dict[int, bytes] = {}
         missing = []
@@ -228,7 +243,7 @@ class KvFile:
                 missing.append(i)
             else:
                 out[i] = chunk
-        self.storage.stats.cache_hits += len(out)
+        self.stats.cache_hits += len(out)
         if staged:
             out.update(self._read_staged(staged))
         if missing:
@@ -261,20 +276,16 @@ class KvFile:
         end = min(offset + amount, self.size)
         if offset >= end:
             return b""
-        cs = self.chunk_size
-        first, last = offset // cs, (end - 1) // cs
-        loaded = self._load(range(first, last + 1))
-        if first == last:
-            chunk = self._chunk(first, loaded)
-            start = offset - first * cs
-            data = bytes(chunk[start : start + (end - offset)])
+        spans = list(chunk_spans(offset, end - offset, self.chunk_size))
+        loaded = self._load([i for i, _, _ in spans])
+        if len(spans) == 1:
+            i, lo, hi = spans[0]
+            data = bytes(self._chunk(i, loaded)[lo:hi])
         else:
+            last = spans[-1][0]
             parts = []
-            for i in range(first, last + 1):
-                chunk = self._chunk(i, loaded)
-                lo = max(offset, i * cs) - i * cs
-                hi = min(end, (i + 1) * cs) - i * cs
-                part = chunk[lo:hi]
+            for i, lo, hi in spans:
+                part = self._chunk(i, loaded)[lo:hi]
                 if len(part) < hi - lo and i != last:
                     part = bytes(part) + bytes(hi - lo - len(part))
                 parts.append(part)
@@ -313,27 +324,23 @@ class KvFile:
                     wanted.append(i)
                 else:
                     loaded[i] = chunk
-        stats = self.storage.stats
+        stats = self.stats
         stats.cache_hits += len(loaded)
         stats.cache_misses += len(staged) + len(overlaid) + len(wanted)
         if len(wanted) > 1:
             wanted.insert(0, wanted.pop())
-        step = self.storage.max_batch_chunks or len(wanted) or 1
-        for start in range(0, len(wanted), step):
-            part = wanted[start : start + step]
-            keys = self._chunk_keys(part)
-            values = self.storage.client.get_batch(keys)
-            for i, key, value in zip(part, keys, values):
-                loaded[i] = self._committed(i, key, value)
-        for start in range(0, len(overlaid), step):
-            loaded.update(self._fetch_overlaid(overlaid[start : start + step]))
+        keys = self._chunk_keys(wanted)
+        for i, key, value in zip(wanted, keys, self.transport.get_many(keys, cs)):
+            loaded[i] = self._committed(i, key, value)
+        if overlaid:
+            loaded.update(self._fetch_overlaid(overlaid))
         if staged:
             loaded.update(self._read_staged(staged))
         parts = []
         for i in range(count):
-            chunk = self._chunk(i, loaded)
+            current = self._chunk(i, loaded)
             want = min(cs, self.size - i * cs)
-            parts.append(chunk[:want] if len(chunk) >= want else bytes(chunk) + bytes(want - len(chunk)))
+            parts.append(current[:want] if len(current) >= want else bytes(current) + bytes(want - len(current)))
         return b"".join(parts)
 
     def check_end(self) -> None:
@@ -350,29 +357,28 @@ class KvFile:
         self._check()
         cs = self.chunk_size
         end = offset + len(data)
-        first, last = offset // cs, (end - 1) // cs
+        spans = list(chunk_spans(offset, len(data), cs))
         # Chunks the write covers only in part need their current bytes first.
-        partial = []
-        for i in range(first, last + 1):
-            start = i * cs
-            kept_end = min(start + cs, self.size)
-            if i not in self.dirty and (i in self.staging.indices or self._has_committed_bytes(i)):
-                if offset > start or end < kept_end:
-                    partial.append(i)
+        partial = [
+            i
+            for i, lo, hi in spans
+            if i not in self.dirty
+            and (i in self.staging.indices or self._has_committed_bytes(i))
+            and (lo > 0 or hi < min(cs, self.size - i * cs))
+        ]
         base = self._current(partial) if partial else {}
-        for i in range(first, last + 1):
-            start = i * cs
-            lo, hi = max(offset, start), min(end, start + cs)
-            piece = data[lo - offset : hi - offset]
-            if lo == start and hi == start + cs:
+        for i, lo, hi in spans:
+            at = i * cs - offset  # where chunk i starts in ``data``
+            piece = data[at + lo : at + hi]
+            if lo == 0 and hi == cs:
                 self.dirty[i] = piece if type(piece) is bytes else bytes(piece)
                 continue
             chunk = base[i] if i in base else self.dirty.get(i, b"")
             if type(chunk) is not bytearray:
                 chunk = bytearray(chunk)
-            if len(chunk) < lo - start:
-                chunk.extend(bytes(lo - start - len(chunk)))
-            chunk[lo - start : hi - start] = piece
+            if len(chunk) < lo:
+                chunk.extend(bytes(lo - len(chunk)))
+            chunk[lo:hi] = piece
             self.dirty[i] = chunk
         if end > self.size:
             self.size = end

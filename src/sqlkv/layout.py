@@ -31,6 +31,7 @@ knowledge of the layouts' bytes.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 
 from .errors import ConfigError, CorruptError
 
@@ -55,6 +56,18 @@ def encode_file_meta(size: int) -> bytes:
 def chunk_count(size: int, chunk_size: int) -> int:
     """How many chunks a file of ``size`` bytes has."""
     return -(-size // chunk_size)
+
+
+def chunk_spans(offset: int, length: int, chunk_size: int) -> Iterator[tuple[int, int, int]]:
+    """The chunks that bytes ``[offset, offset + length)`` of a file touch, in order:
+    ``(index, lo, hi)`` per chunk, ``lo:hi`` being the touched slice within the chunk.
+
+    The one place that does this arithmetic, for reads and writes alike.
+    """
+    end = offset + length
+    for index in range(offset // chunk_size, (end - 1) // chunk_size + 1 if length > 0 else 0):
+        start = index * chunk_size
+        yield index, max(offset, start) - start, min(end, start + chunk_size) - start
 
 
 def decode_file_meta(value: bytes, chunk_size: int, key: bytes) -> int:

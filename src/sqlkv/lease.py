@@ -20,8 +20,8 @@ expiry key was absent, nobody could commit between that read and the take
 (every committer holds the lease), so what the same batch read is current;
 when it was there but past, its holder may still have committed until the
 take, so the database is read again. Renewing (every third of the lease, on
-a thread of the lease's own): rewrite the expiry, expecting the generation
-key to still be ours. Releasing (at close, or when the open fails): delete
+the :class:`Leaser`'s renewer thread, through the database's own transport):
+rewrite the expiry, expecting the generation key to still be ours. Releasing (at close, or when the open fails): delete
 both keys, same expectation; the next writer starts again at generation 1,
 with a token of its own, so a writer fenced before never matches again.
 
@@ -36,8 +36,13 @@ lease over at once (generation + 1, as for an expired one) instead of waiting
 they must: they cannot know the holder is gone. Failed renewals and releases
 are logged on the ``sqlkv`` logger, never swallowed.
 
+A :class:`Lease` is a plain value (name, keys, generation, token, length);
+the :class:`Leaser` of a store takes, renews and releases leases, and can
+hold several (one per database open for writing). A :class:`LeaseRequest` is
+one writer's handle: what its open asks for, and the lease it then holds.
+
 Fencing: every commit expects the generation key to hold ours
-(:attr:`StoreClient.fence`). A writer that lost its lease (paused past the expiry,
+(:attr:`Lease.fence`, handed to the commit code explicitly). A writer that lost its lease (paused past the expiry,
 cut off from the store) while another took it over is refused at its next
 commit with :class:`FencedError`, and nothing of that commit is written.
 
@@ -55,17 +60,18 @@ make sure there is one writer (as an actor runtime does).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import struct
 import threading
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TypeGuard
 
 from .errors import ConfigError, CorruptError, Error, LockedError
 from .layout import EXT_LEASE, Layout
-from .store import AnyKvStore, StoreClient
+from .store import StoreClient
 
 DEFAULT_LEASE_SECONDS = 10.0
 #: The longest a writer waiting for a lease sleeps before looking again.
@@ -123,7 +129,7 @@ def _now_ms() -> int:
 def check_lease_options(lease_seconds: object, lock_timeout: object) -> None:
     """Raise :class:`ConfigError` naming a bad ``lease_seconds`` or ``lock_timeout``."""
 
-    def number(value: object) -> bool:
+    def number(value: object) -> TypeGuard[int | float]:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
 
     if lease_seconds is not None and (not number(lease_seconds) or not 0 < lease_seconds < 2**31):
@@ -132,154 +138,87 @@ def check_lease_options(lease_seconds: object, lock_timeout: object) -> None:
         raise ConfigError(f"lock_timeout must be a number of seconds >= 0, not {lock_timeout!r}")
 
 
+@dataclass(frozen=True)
 class Lease:
-    """The write lease of one database, held by this process while it is open."""
+    """A write lease as a plain value: whose it is (``token``), which take of the
+    database it is (``generation``), where it lives (``gen_key``,
+    ``expiry_key``) and how long it lasts unrenewed (``seconds``)."""
 
-    def __init__(
-        self,
-        client: StoreClient,
-        gen_key: bytes,
-        expiry_key: bytes,
-        generation: int,
-        token: bytes,
-        seconds: float,
-        name: str,
-    ) -> None:
-        self.client = client
-        self.name = name
-        self.generation = generation
-        self.seconds = seconds
-        self._token = token
-        self._gen_key = gen_key
-        self._expiry_key = expiry_key
-        self._mine = _encode(generation, token)
-        #: Set when a renewal found another writer's generation: commits will be refused.
-        self.lost = False
-        self._stop = threading.Event()
-        self._renewer = threading.Thread(
-            target=self._renew_until_stopped, name=f"sqlkv-lease-{name}", daemon=True
-        )
-        self._renewer.start()
+    name: str
+    gen_key: bytes
+    expiry_key: bytes
+    generation: int
+    token: bytes
+    seconds: float
 
     @property
     def fence(self) -> dict[bytes, bytes | None]:
-        """What every commit expects: the generation key still ours."""
-        return {self._gen_key: self._mine}
-
-    def renew(self) -> bool:
-        """Push the expiry a lease length ahead; ``False`` if another writer took the lease."""
-        expiry = _encode(_now_ms() + int(self.seconds * 1000), self._token)
-        return self.client.write_batch([(self._expiry_key, expiry)], [], self.fence)
-
-    def _renew_until_stopped(self) -> None:
-        interval = self.seconds / 3
-        while not self._stop.wait(interval):
-            try:
-                renewed = self.renew()
-            except Error as exc:
-                # The store is unreachable: try again next time. Should another
-                # writer take over meanwhile, our commits are refused anyway.
-                _log.warning(
-                    "renewing the lease of database %r failed (retrying in %.1f s): %s",
-                    self.name, interval, exc,
-                )
-                continue
-            if not renewed:
-                self.lost = True
-                _log.warning(
-                    "database %r: another writer took over its lease; this writer's "
-                    "commits will be refused (FencedError)", self.name,
-                )
-                return
-
-    def release(self) -> None:
-        """Stop renewing and free the lease.
-
-        Best effort: a lease the store did not release expires after
-        ``seconds``, and this process takes it over at once (see :func:`_orphan`).
-        """
-        self._stop.set()
-        if self._renewer is not threading.current_thread():
-            self._renewer.join(timeout=self.seconds + 30)
-        try:
-            if not self.lost:
-                self.client.write_batch([], [self._gen_key, self._expiry_key], self.fence)
-        except Error as exc:
-            _orphan(self._token)
-            _log.warning(
-                "releasing the lease of database %r failed; it ends in at most %.1f s: %s",
-                self.name, self.seconds, exc,
-            )
-        finally:
-            self.client.close()
+        """What every write under this lease expects: the generation key still ours."""
+        return {self.gen_key: _encode(self.generation, self.token)}
 
 
-class LeaseRequest:
-    """A writer's wish to take the lease of database ``name`` at open.
+class Leaser:
+    """Takes, renews and releases the write leases of databases in one store.
 
-    :meth:`Storage.open` reads :meth:`keys` in its first batch and hands the
-    values to :meth:`take`. ``wait`` is how long to wait for another writer's
-    lease to end; ``loop`` runs an async store's calls.
+    It talks to the store through the database's transport (a view of it
+    counting apart: a lease's round trips are not in the database's
+    ``stats``), so it adds no store client and no event loop. Every lease it
+    holds is renewed, every third of its length, by one renewer thread of the
+    leaser's own, started with the first lease and ended with the last.
     """
 
-    def __init__(
+    def __init__(self, transport: StoreClient) -> None:
+        self.transport = transport.apart()
+        self._held: dict[bytes, Lease] = {}  # by generation key
+        self._lost: set[bytes] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()  # the running renewer's
+        self._renewer: threading.Thread | None = None
+
+    @property
+    def can_fence(self) -> bool:
+        """Whether the store can fence writers (it has the conditional ``write_batch``)."""
+        return self.transport.can_write_batch
+
+    def lost(self, lease: Lease) -> bool:
+        """Whether a renewal found another writer's generation: ``lease``'s commits are refused."""
+        with self._lock:
+            return lease.gen_key in self._lost
+
+    def take(
         self,
-        store: AnyKvStore,
         layout: Layout,
         name: str,
         seconds: float,
+        values: list[bytes | None],
         wait: float = 0.0,
-        loop: asyncio.AbstractEventLoop | None = None,
-    ) -> None:
-        self.store = store
-        self.name = name
-        self.seconds = seconds
-        self.wait = wait
-        self.loop = loop
-        self.gen_key = layout.ext_key(name, EXT_LEASE)
-        self.expiry_key = layout.ext_key(name, EXT_LEASE, b"e")
+    ) -> tuple[Lease, bool]:
+        """Take the lease of database ``name``, given the values of :func:`lease_keys` just read.
 
-    def keys(self) -> list[bytes]:
-        return [self.gen_key, self.expiry_key]
-
-    def take(self, values: list[bytes | None]) -> tuple["Lease | None", bool]:
-        """Take the lease, given the values of :meth:`keys` just read.
-
-        Returns the lease (``None`` for a store without ``write_batch``: it
-        cannot fence) and whether what was read beside those values is still
-        current. Raises :class:`LockedError` if another writer still holds the
-        lease after ``wait`` seconds. The lease has a store client of its own,
-        so its round trips (renewals) are not in the database's ``stats``.
+        Returns the lease and whether what was read beside those values is
+        still current. Raises :class:`LockedError` if another writer still
+        holds the lease after ``wait`` seconds.
         """
-        client = StoreClient(self.store, loop=self.loop)
-        if not client.can_write_batch:
-            return None, True
-        try:
-            return self._take(client, values)
-        except BaseException:
-            client.close()
-            raise
-
-    def _take(self, client: StoreClient, values: list[bytes | None]) -> tuple["Lease", bool]:
-        gen_key, expiry_key, name = self.gen_key, self.expiry_key, self.name
+        gen_key, expiry_key = lease_keys(layout, name)
         token = os.urandom(16)
-        deadline = time.monotonic() + self.wait
+        deadline = time.monotonic() + wait
         gen_value, expiry_value = values
         first = True
         for _ in range(MAX_TAKE_RACES):
             if not first:
-                gen_value, expiry_value = client.get_batch([gen_key, expiry_key])
+                gen_value, expiry_value = self.transport.get_batch([gen_key, expiry_key])
             generation, holder = _decode(gen_value, gen_key) if gen_value is not None else (0, b"")
             now = _now_ms()
             expiry = _decode(expiry_value, expiry_key)[0] if expiry_value is not None else 0
             if expiry <= now or _is_orphan(holder):
                 puts = [
                     (gen_key, _encode(generation + 1, token)),
-                    (expiry_key, _encode(now + int(self.seconds * 1000), token)),
+                    (expiry_key, _encode(now + int(seconds * 1000), token)),
                 ]
-                if self._write(client, puts, {gen_key: gen_value, expiry_key: expiry_value}):
+                if self._write(name, seconds, puts, {gen_key: gen_value, expiry_key: expiry_value}):
                     _adopt(holder)
-                    lease = Lease(client, gen_key, expiry_key, generation + 1, token, self.seconds, name)
+                    lease = Lease(name, gen_key, expiry_key, generation + 1, token, seconds)
+                    self._hold(lease)
                     # An expired or orphaned lease's holder may have committed
                     # until now: only an absent one vouches for what was read.
                     return lease, first and expiry_value is None
@@ -297,7 +236,7 @@ class LeaseRequest:
         raise LockedError(f"database {name!r}: lost {MAX_TAKE_RACES} races for its lease to other writers")
 
     def _write(
-        self, client: StoreClient, puts: list[tuple[bytes, bytes]], expect: dict[bytes, bytes | None]
+        self, name: str, seconds: float, puts: list[tuple[bytes, bytes]], expect: dict[bytes, bytes | None]
     ) -> bool:
         """The conditional lease write of a take; on a store error, undo what may have landed.
 
@@ -307,18 +246,158 @@ class LeaseRequest:
         lease is never touched), and when even that fails, leave the token
         to be taken over by this process's next open (:func:`_orphan`).
         """
+        transport = self.transport
         try:
-            return client.write_batch(puts, [], expect)
+            return transport.write_batch(puts, [], expect)
         except Error as exc:
             token = _decode(puts[0][1], puts[0][0])[1]
             _orphan(token)
             try:
-                if client.write_batch([], [key for key, _ in puts], dict(puts)):
+                if transport.write_batch([], [key for key, _ in puts], dict(puts)):
                     _adopt(token)
             except Error as undo:
                 _log.warning(
                     "database %r: the lease write failed (%s) and so did its undo (%s); "
                     "this process takes the lease over at its next open, others after "
-                    "%.1f s", self.name, exc, undo, self.seconds,
+                    "%.1f s", name, exc, undo, seconds,
                 )
             raise
+
+    def _hold(self, lease: Lease) -> None:
+        """Keep ``lease`` renewed, starting the renewer thread if it is not running."""
+        with self._lock:
+            self._held[lease.gen_key] = lease
+            if self._renewer is None:
+                self._stop = threading.Event()
+                self._renewer = threading.Thread(
+                    target=self._renew_until_stopped, args=(self._stop,),
+                    name=f"sqlkv-lease-{lease.name}", daemon=True,
+                )
+                self._renewer.start()
+
+    def renew(self, lease: Lease) -> bool:
+        """Push ``lease``'s expiry a lease length ahead; ``False`` if another writer took it."""
+        expiry = _encode(_now_ms() + int(lease.seconds * 1000), lease.token)
+        return self.transport.write_batch([(lease.expiry_key, expiry)], [], lease.fence)
+
+    def _renew_until_stopped(self, stop: threading.Event) -> None:
+        while True:
+            with self._lock:
+                leases = list(self._held.values())
+            if not leases:
+                return
+            interval = min(lease.seconds for lease in leases) / 3
+            if stop.wait(interval):
+                return
+            for lease in leases:
+                self._renew_once(lease, interval)
+
+    def _renew_once(self, lease: Lease, interval: float) -> None:
+        """One renewal of ``lease``: a failure is logged; a lease found lost is given up."""
+        try:
+            renewed = self.renew(lease)
+        except Error as exc:
+            # The store is unreachable: try again next time. Should another
+            # writer take over meanwhile, our commits are refused anyway.
+            _log.warning(
+                "renewing the lease of database %r failed (retrying in %.1f s): %s",
+                lease.name, interval, exc,
+            )
+            return
+        if not renewed:
+            with self._lock:
+                self._lost.add(lease.gen_key)
+                self._held.pop(lease.gen_key, None)
+            _log.warning(
+                "database %r: another writer took over its lease; this writer's "
+                "commits will be refused (FencedError)", lease.name,
+            )
+
+    def release(self, lease: Lease) -> None:
+        """Stop renewing ``lease`` and free it.
+
+        Best effort: a lease the store did not release expires after
+        ``seconds``, and this process takes it over at once (see :func:`_orphan`).
+        """
+        with self._lock:
+            self._held.pop(lease.gen_key, None)
+            lost = lease.gen_key in self._lost
+            self._lost.discard(lease.gen_key)
+            renewer = self._renewer if not self._held else None
+            if renewer is not None:
+                self._renewer = None
+                self._stop.set()
+        if renewer is not None and renewer is not threading.current_thread():
+            renewer.join(timeout=lease.seconds + 30)
+        if lost:
+            return
+        try:
+            self.transport.write_batch([], [lease.gen_key, lease.expiry_key], lease.fence)
+        except Error as exc:
+            _orphan(lease.token)
+            _log.warning(
+                "releasing the lease of database %r failed; it ends in at most %.1f s: %s",
+                lease.name, lease.seconds, exc,
+            )
+
+
+def release_and_close(lease: LeaseRequest | None, transport: StoreClient) -> None:
+    """Release ``lease`` (if any) through ``transport``, then close ``transport``,
+    even when the release fails: the end of every writer's open."""
+    try:
+        if lease is not None:
+            lease.release()
+    finally:
+        transport.close()
+
+
+def lease_keys(layout: Layout, name: str) -> list[bytes]:
+    """The generation key and the expiry key of database ``name``'s lease."""
+    return [layout.ext_key(name, EXT_LEASE), layout.ext_key(name, EXT_LEASE, b"e")]
+
+
+class LeaseRequest:
+    """A writer's lease on database ``name``: asked for at open, held until :meth:`release`.
+
+    :meth:`Storage.open` reads :meth:`keys` in its first batch and hands the
+    values to :meth:`take` (only while no lease is held: a database reopened
+    after a store failure keeps its lease). ``wait`` is how long to wait for
+    another writer's lease to end.
+    """
+
+    def __init__(self, leaser: Leaser, layout: Layout, name: str, seconds: float, wait: float = 0.0) -> None:
+        self.leaser = leaser
+        self.layout = layout
+        self.name = name
+        self.seconds = seconds
+        self.wait = wait
+        #: The lease, once taken.
+        self.lease: Lease | None = None
+
+    @property
+    def wanted(self) -> bool:
+        """Whether the open must take the lease: none is held yet, and the store can fence.
+
+        On a store without ``write_batch`` a database opens without a lease.
+        """
+        return self.lease is None and self.leaser.can_fence
+
+    @property
+    def fence(self) -> dict[bytes, bytes | None] | None:
+        """What every commit expects of the store (``None``: no lease held)."""
+        return self.lease.fence if self.lease is not None else None
+
+    def keys(self) -> list[bytes]:
+        return lease_keys(self.layout, self.name)
+
+    def take(self, values: list[bytes | None]) -> bool:
+        """Take the lease, given the values of :meth:`keys` just read; return
+        whether what was read beside them is still current (see :meth:`Leaser.take`)."""
+        self.lease, current = self.leaser.take(self.layout, self.name, self.seconds, values, self.wait)
+        return current
+
+    def release(self) -> None:
+        """Free the lease, if one is held."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            self.leaser.release(lease)

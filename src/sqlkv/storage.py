@@ -1,26 +1,23 @@
 """Storage: the files of one database in one store.
 
-The one object both engines talk to. It owns the store client, the layout,
-the chunk files (the database and, rarely, a journal beside it) and the commit
-step. Opening costs one round trip: the database's FileMeta, its journal's
-FileMeta, its first chunks (and a writer's lease keys) come back in a single
-``get_batch``; a writer then takes its lease in one conditional write.
+The one object both engines talk to. It holds the transport, the layout,
+the chunk files (the database and, rarely, a journal beside it) and the
+commit step, and hands each file what it needs when it opens it. Opening
+costs one round trip: the database's FileMeta, its journal's FileMeta, its
+first chunks (and a writer's lease keys) come back in a single ``get_batch``;
+a writer then takes its lease in one conditional write, and its commits carry
+that lease's fence from then on.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from . import journal as hot_journal
-from .commit import Committer
+from .commit import Committer, recovery_keys
 from .errors import ConcurrentCommitError, ConfigError, Error, StoreLimitError
 from .kvfile import KvFile
-from .layout import Layout, decode_file_meta
-from .metrics import Stats
+from .layout import Layout, chunk_count, decode_file_meta
+from .lease import LeaseRequest
 from .store import StoreClient
-
-if TYPE_CHECKING:
-    from .lease import LeaseRequest
 
 #: Bytes of the database read ahead at open, in the same round trip as its FileMeta:
 #: page 1 and the first root pages, enough for most queries' schema look-up.
@@ -33,11 +30,11 @@ OPEN_RETRIES = 3
 
 
 class Storage:
-    """The files of the database ``main_name`` in the store behind ``client``."""
+    """The files of the database ``main_name`` in the store behind ``transport``."""
 
     def __init__(
         self,
-        client: StoreClient,
+        transport: StoreClient,
         layout: Layout,
         main_name: str,
         chunk_size: int,
@@ -45,40 +42,32 @@ class Storage:
         readonly: bool = False,
         max_dirty_bytes: int = 64 * 1024 * 1024,
     ) -> None:
-        self.client = client
-        self.stats: Stats = client.stats
+        self.transport = transport
         self.layout = layout
         self.main_name = main_name
         self.chunk_size = chunk_size
         self.cache_bytes = cache_bytes
         self.readonly = readonly
         self.max_dirty_bytes = max_dirty_bytes
-        self.failure: BaseException | None = None
-        limits = client.limits
+        limits = transport.limits
         if limits.max_value_bytes is not None and chunk_size > limits.max_value_bytes:
             raise StoreLimitError(
                 f"chunk_size {chunk_size} exceeds the store's largest value "
                 f"({limits.max_value_bytes} bytes)"
             )
-        #: The most chunks one ``get_batch`` may ask for within the store's limits
-        #: (``None``: no limit), for reading a whole file at once.
-        self.max_batch_chunks: int | None = None
-        if limits.max_batch_keys is not None:
-            self.max_batch_chunks = limits.max_batch_keys
-        if limits.max_batch_bytes is not None:
-            by_bytes = max(1, limits.max_batch_bytes // (chunk_size + 64))
-            self.max_batch_chunks = min(self.max_batch_chunks or by_bytes, by_bytes)
-        max_read = min(MAX_READ_AHEAD_CHUNKS, self.max_batch_chunks or MAX_READ_AHEAD_CHUNKS)
+        #: The most chunks one read-ahead fetches: within one ``get_batch`` and a
+        #: quarter of the cache.
+        max_read = min(MAX_READ_AHEAD_CHUNKS, transport.keys_per_read(chunk_size) or MAX_READ_AHEAD_CHUNKS)
         self.max_read_chunks = max(1, min(max_read, cache_bytes // (4 * chunk_size)))
-        # Every commit is conditional on the writer's lease, once it holds one (writer fencing).
-        self.committer = Committer(client, layout, chunk_size, lambda: client.fence)
+        #: Commits without a fence until :meth:`open` takes the writer's lease.
+        self.committer = Committer(transport, layout, chunk_size)
         self.main: KvFile | None = None
         self._files: dict[str, KvFile] = {}
         self._known_meta: dict[str, bytes | None] = {}
         # Files SQLite must not see (a journal already dealt with at open).
         self._hidden: set[str] = set()
 
-    def open(self, lease: "LeaseRequest | None" = None, retries_left: int = OPEN_RETRIES) -> KvFile:
+    def open(self, lease: LeaseRequest | None = None, retries_left: int = OPEN_RETRIES) -> KvFile:
         """Open the database file: one round trip when nothing was left half done.
 
         Reads, in one ``get_batch``, the FileMeta of the database and of the
@@ -89,28 +78,29 @@ class Storage:
 
         A writer's ``lease`` request is served in the same round trip: the
         lease keys are read with the rest and the lease is taken (one
-        conditional write) before anything is recovered (see lease.py).
+        conditional write) before anything is recovered (see lease.py); every
+        commit from then on carries its fence.
         """
-        layout, name, committer = self.layout, self.main_name, self.committer
+        layout, name = self.layout, self.main_name
         names = [name, name + "-journal", name + "-wal"]
-        keys = [layout.meta_key(n) for n in names] + committer.recovery_keys(name)
+        keys = [layout.meta_key(n) for n in names] + recovery_keys(layout, name)
         # A store without write_batch cannot fence: it opens without a lease.
-        take_lease = lease is not None and self.client.lease is None and self.client.can_write_batch
-        lease_keys = lease.keys() if take_lease else []
+        take_lease = lease is not None and lease.wanted
+        lease_keys = lease.keys() if lease is not None and take_lease else []
         keys += lease_keys
         prefetch = range(max(1, min(16, OPEN_PREFETCH_BYTES // self.chunk_size)))
-        if self.max_batch_chunks is not None:  # stay within one batch when the store allows
-            prefetch = range(min(len(prefetch), max(0, self.max_batch_chunks - len(keys))))
+        most = self.transport.keys_per_read(self.chunk_size)
+        if most is not None:  # stay within one batch when the store allows
+            prefetch = range(min(len(prefetch), max(0, most - len(keys))))
         keys += layout.chunk_keys(name, prefetch)
-        values = []
-        for batch in committer.key_batches(keys):
-            values += self.client.get_batch(batch)
+        values = self.transport.get_many(keys, self.chunk_size)
         metas, (record, piece0) = values[:3], values[3:5]
         chunks = values[5 + len(lease_keys):]
-        if take_lease:
-            self.client.lease, current = lease.take(values[5:7])
-            if not current:  # its last holder could have committed until now
-                return self.open()
+        if lease is not None and take_lease and not lease.take(values[5:7]):
+            return self.open(lease)  # its last holder could have committed until now
+        if lease is not None:  # taken now, or before this reopen: it fences every commit
+            self.committer = Committer(self.transport, layout, self.chunk_size, lease.fence)
+        committer = self.committer
         self._known_meta.update(zip(names, metas))
         main = None
         if record is not None or piece0 is not None:
@@ -152,7 +142,7 @@ class Storage:
     def _reopen_main(self, prefetch: range) -> KvFile:
         """Read the database's FileMeta and first chunks again (after a recovery)."""
         layout, name = self.layout, self.main_name
-        values = self.client.get_batch([layout.meta_key(name)] + layout.chunk_keys(name, prefetch))
+        values = self.transport.get_batch([layout.meta_key(name)] + layout.chunk_keys(name, prefetch))
         self._known_meta[name] = values[0]
         self._files.pop(name, None)
         main = self.file(name)
@@ -167,8 +157,18 @@ class Storage:
             if name in self._known_meta:
                 meta = self._known_meta[name]
             else:
-                meta = self.client.get(self.layout.meta_key(name))
-            kvfile = self._files[name] = KvFile(self, name, meta)
+                meta = self.transport.get(self.layout.meta_key(name))
+            kvfile = self._files[name] = KvFile(
+                self.transport,
+                self.committer,
+                self.layout,
+                name,
+                meta,
+                cache_bytes=self.cache_bytes,
+                read_ahead_chunks=self.max_read_chunks,
+                max_dirty_bytes=self.max_dirty_bytes,
+                strict=name == self.main_name,
+            )
         return kvfile
 
     def exists(self, name: str) -> bool:
@@ -180,7 +180,7 @@ class Storage:
             return kvfile.size > 0
         key = self.layout.meta_key(name)
         if name not in self._known_meta:
-            self._known_meta[name] = self.client.get(key)
+            self._known_meta[name] = self.transport.get(key)
         meta = self._known_meta[name]
         return meta is not None and decode_file_meta(meta, self.chunk_size, key) > 0
 
@@ -190,10 +190,8 @@ class Storage:
             raise ConfigError("the database file itself cannot be deleted through SQLite")
         self._check_writable()
         kvfile = self.file(name)
-        chunks = -(-kvfile.committed_size // self.chunk_size)
-        keys = self.layout.chunk_keys(name, range(chunks)) + [kvfile.meta_key]
-        for batch in self.committer.key_batches(keys):
-            self.committer.write([], batch)
+        chunks = chunk_count(kvfile.committed_size, self.chunk_size)
+        self.committer.write([], self.layout.chunk_keys(name, range(chunks)) + [kvfile.meta_key])
         self._files.pop(name, None)
         self._known_meta[name] = None
 

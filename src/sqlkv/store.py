@@ -27,27 +27,32 @@ own and found once, by :func:`store_capabilities`, never probed for elsewhere:
 
 On an async store the optional calls are ``async`` too.
 
-And one more optional call lists keys::
+``scan`` must not block the store for others (Redis: ``SCAN``, never
+``KEYS``). The maintenance operations that must find every key of a database
+(``list_databases``, ``check_database``, ``remove_database``) need it; a store
+without it gets a :class:`StoreError` saying so.
 
-    scan(prefix: bytes) -> Iterable[bytes]
-
-the keys that start with ``prefix``, in no promised order, without blocking
-the store for others (Redis: ``SCAN``, never ``KEYS``). The maintenance
-operations that must find every key of a database (``list_databases``,
-``check_database``, ``remove_database``) need it; a store without it gets a
-:class:`StoreError` saying so.
-
-:class:`StoreClient` is what the layers above see: synchronous calls (SQLite
-calls its VFS synchronously, from a worker thread), an ``async`` store's
-coroutines run on an event loop, every answer checked, every exception
-wrapped as :class:`StoreError` with the store's own as the cause, every round
-trip counted in :class:`Stats`.
+:class:`StoreClient` is the transport: what the layers above see of a store.
+It makes synchronous calls (SQLite calls its VFS synchronously, from a worker
+thread; an ``async`` store's coroutines run on an event loop), checks every
+answer, wraps every exception as :class:`StoreError` with the store's own as
+the cause, and counts every round trip in :class:`Stats`. It also does the
+batching within the store's limits, so that no layer above splits a batch by
+hand: :meth:`StoreClient.get_many` reads any number of keys in as few
+``get_batch`` calls as the limits allow, :meth:`StoreClient.write` writes any
+number of entries and deletes any number of keys in as few calls as they
+allow, and :meth:`StoreClient.fits_one_call` says whether a write is one
+atomic call. It knows nothing of leases: a conditional write's expectations
+(a writer's fence) are the caller's argument. It may be called from several
+threads at once (a database's worker and its lease renewer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
+import itertools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
@@ -250,8 +255,44 @@ class _LoopThread:
             self.loop.close()
 
 
+#: Bytes allowed for one key when planning how many values fit one ``get_batch``.
+KEY_BYTES_ALLOWANCE = 64
+#: Keys taken per call from a lazy iterable of keys (:meth:`StoreClient.read_lazily`,
+#: deletes given as an iterator) on a store that declares no key limit, so that
+#: a huge range of keys is never listed at once.
+DEFAULT_RUN_KEYS = 4096
+
+Entry: TypeAlias = tuple[bytes, bytes]
+
+
+class _Loop:
+    """Where an async store's coroutines run: the caller's loop, or a private
+    loop thread started on first use. Shared by a client and its views
+    (:meth:`StoreClient.apart`), safe to use from several threads."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None) -> None:
+        self._given = loop
+        self._own: _LoopThread | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> asyncio.AbstractEventLoop:
+        if self._given is not None:
+            return self._given
+        with self._lock:
+            if self._own is None:
+                self._own = _LoopThread()
+            return self._own.loop
+
+    def close(self) -> None:
+        with self._lock:
+            own, self._own = self._own, None
+        if own is not None:
+            own.close()
+
+
 class StoreClient:
-    """Synchronous, checked, counted access to a store (see the module docstring).
+    """The transport: synchronous, checked, counted and batched access to a store
+    (see the module docstring).
 
     ``loop`` is the event loop an async store's coroutines run on; when it is
     ``None`` and the store turns out to be async, a private loop thread is
@@ -267,19 +308,20 @@ class StoreClient:
         self.limits = capabilities.limits
         self.is_async = capabilities.is_async
         self.stats = stats if stats is not None else Stats()
-        self._loop = loop
-        self._own_loop: _LoopThread | None = None
+        self._loop = _Loop(loop)
+        self._owns_loop = True
         self._write_batch = (
             cast(SupportsWriteBatch, store).write_batch if capabilities.write_batch else None
         )
-        #: The writer lease (lease.py) this client's commits are fenced by, if any;
-        #: released by :meth:`close`.
-        self.lease: Any = None
 
-    @property
-    def fence(self) -> dict[bytes, bytes | None] | None:
-        """What every commit through this client expects of the store (writer fencing)."""
-        return self.lease.fence if self.lease is not None else None
+    def apart(self) -> StoreClient:
+        """This transport (same store, same loop), counting its round trips in a
+        :class:`Stats` of its own: for traffic that is not the database's (its
+        lease). Closing the view releases nothing."""
+        view = copy.copy(self)
+        view.stats = Stats()
+        view._owns_loop = False
+        return view
 
     @property
     def can_write_batch(self) -> bool:
@@ -291,11 +333,7 @@ class StoreClient:
     def _resolve(self, result: Any) -> Any:
         if not inspect.isawaitable(result):
             return result
-        loop = self._loop
-        if loop is None:
-            if self._own_loop is None:
-                self._own_loop = _LoopThread()
-            loop = self._own_loop.loop
+        loop = self._loop.get()
         if loop.is_closed():
             raise StoreError("the event loop this database was opened on is closed")
 
@@ -322,20 +360,132 @@ class StoreClient:
             raise StoreError(f"store {kind} failed: {type(exc).__name__}: {exc}") from exc
 
     def close(self) -> None:
-        """Release the lease, if any; stop the private loop thread, if one was started."""
-        lease, self.lease = self.lease, None
-        if lease is not None:
-            lease.release()
-        if self._own_loop is not None:
-            self._own_loop.close()
-            self._own_loop = None
+        """Stop the private loop thread, if this client started one (a view: nothing)."""
+        if self._owns_loop:
+            self._loop.close()
+
+    # -- batching within the store's limits -------------------------------------
+
+    def keys_per_read(self, value_bytes: int = 0) -> int | None:
+        """How many keys one ``get_batch`` may ask for when each value is up to
+        ``value_bytes`` long (``None``: any number)."""
+        limits = self.limits
+        most = limits.max_batch_keys
+        if limits.max_batch_bytes is not None:
+            by_bytes = max(1, limits.max_batch_bytes // (value_bytes + KEY_BYTES_ALLOWANCE))
+            most = by_bytes if most is None else min(most, by_bytes)
+        return most
+
+    def get_many(self, keys: Sequence[bytes], value_bytes: int = 0) -> list[bytes | None]:
+        """The values of ``keys`` (``None``: absent), in as few ``get_batch`` calls as
+        the store's limits allow for values up to ``value_bytes`` long."""
+        step = self.keys_per_read(value_bytes) or max(1, len(keys))
+        values: list[bytes | None] = []
+        for start in range(0, len(keys), step):
+            values += self.get_batch(keys[start : start + step])
+        return values
+
+    def read_lazily(
+        self, keys: Iterable[bytes], run: int = DEFAULT_RUN_KEYS
+    ) -> Iterator[tuple[bytes, bytes | None]]:
+        """``(key, value)`` for each of ``keys``, which may be endless: fetched in
+        runs of the store's most keys per call (``run`` keys on a store without a
+        limit) as the caller goes on, so a caller that stops early reads no more."""
+        step = self.keys_per_read() or run
+        keys = iter(keys)
+        while batch := list(itertools.islice(keys, step)):
+            yield from zip(batch, self.get_batch(batch))
+
+    def fits_one_write(self, puts: Sequence[Entry], deletes: Sequence[bytes] = ()) -> bool:
+        """Whether :meth:`write` of ``puts`` and ``deletes`` lands in one atomic step.
+
+        That is one ``write_batch`` within the limits, or, on a store without
+        it, one atomic ``put_batch`` (the deletes then follow in a second call,
+        which can only clean up after the puts).
+        """
+        limits = self.limits
+        if not limits.atomic_batches:
+            return False
+        with_deletes = self.can_write_batch
+        keys = len(puts) + (len(deletes) if with_deletes else 0)
+        if limits.max_batch_keys is not None and (
+            keys > limits.max_batch_keys or len(deletes) > limits.max_batch_keys
+        ):
+            return False
+        if limits.max_batch_bytes is not None:
+            nbytes = sum(len(k) + len(v) for k, v in puts)
+            if with_deletes:
+                nbytes += sum(len(k) for k in deletes)
+            if nbytes > limits.max_batch_bytes:
+                return False
+        return True
+
+    def entry_batches(
+        self, entries: Iterable[Entry], reserve_keys: int = 0, reserve_bytes: int = 0
+    ) -> Iterator[list[Entry]]:
+        """``entries`` in runs that each fit one call, leaving room in every call
+        for ``reserve_keys`` more keys and ``reserve_bytes`` more bytes."""
+        limits = self.limits
+        max_keys = None if limits.max_batch_keys is None else max(1, limits.max_batch_keys - reserve_keys)
+        max_bytes = None if limits.max_batch_bytes is None else limits.max_batch_bytes - reserve_bytes
+        batch: list[Entry] = []
+        nbytes = 0
+        for key, value in entries:
+            size = len(key) + len(value)
+            if batch and (
+                (max_keys is not None and len(batch) >= max_keys)
+                or (max_bytes is not None and nbytes + size > max_bytes)
+            ):
+                yield batch
+                batch, nbytes = [], 0
+            batch.append((key, value))
+            nbytes += size
+        if batch:
+            yield batch
+
+    def _key_runs(self, keys: Iterable[bytes]) -> Iterator[list[bytes]]:
+        """``keys`` in runs of the store's most keys per call; a list all at once on a
+        store without a limit, a lazy iterable in runs of :data:`DEFAULT_RUN_KEYS`."""
+        step = self.limits.max_batch_keys
+        if step is None:
+            if isinstance(keys, Sequence):
+                if keys:
+                    yield list(keys)
+                return
+            step = DEFAULT_RUN_KEYS
+        keys = iter(keys)
+        while batch := list(itertools.islice(keys, step)):
+            yield batch
+
+    def write(
+        self,
+        puts: Sequence[Entry] = (),
+        deletes: Iterable[bytes] = (),
+        expect: dict[bytes, bytes | None] | None = None,
+    ) -> bool:
+        """Write ``puts`` and delete ``deletes``, each call conditional on ``expect``.
+
+        One call (see :meth:`write_batch`) when they fit it; otherwise the puts
+        in batches, then the deletes in batches, which is not atomic as a
+        whole. Returns ``False`` at the first call whose expectations failed
+        (the calls before it applied, none after it was made).
+        """
+        if isinstance(deletes, Sequence) and self.fits_one_write(puts, deletes):
+            return not (puts or deletes) or self.write_batch(puts, deletes, expect)
+        for batch in self.entry_batches(puts):
+            if not self.write_batch(batch, (), expect):
+                return False
+        for keys in self._key_runs(deletes):
+            if not self.write_batch((), keys, expect):
+                return False
+        return True
 
     # -- the calls ------------------------------------------------------------
 
     @property
     def can_scan(self) -> bool:
         """Whether the store has the optional ``scan(prefix)`` call (key listing)."""
-        return callable(getattr(self.store, "scan", None))
+        return self.capabilities.scan
 
     def scan(self, prefix: bytes) -> list[bytes]:
         """The keys that start with ``prefix``, sorted (see the module docstring).
@@ -364,7 +514,7 @@ class StoreClient:
 
     def _listing(self, prefix: bytes) -> Any:
         """The store's answer to ``scan``, as a list (or the coroutine giving it)."""
-        found = self.store.scan(prefix)
+        found = cast(SupportsScan, self.store).scan(prefix)
         return found if inspect.isawaitable(found) else list(found)
 
     def get(self, key: bytes) -> bytes | None:
