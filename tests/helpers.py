@@ -166,3 +166,18 @@ def content(db) -> dict:
     for table in tables:
         out[table] = sorted(db.query(f'SELECT * FROM "{table}"').rows, key=repr)
     return out
+
+
+def is_version_key(key: bytes) -> bool:
+    """Whether ``key`` is one of sqlkv's version keys (layout seed): the version
+    record or a version-log entry, which stay beside a database (versions.py)."""
+    if len(key) < 4 or key[1] != 0x02:
+        return False
+    end = key.find(b"\x00", 2)
+    return end > 2 and key[end + 1 : end + 2] in (b"v", b"g")
+
+
+def staging_keys(keys) -> list[bytes]:
+    """The keys of sqlkv's own beside app.db (prefix 9, layout seed) other than
+    its version keys: staging and lease keys, which must not be left behind."""
+    return [k for k in keys if k.startswith(b"\x09\x02") and not is_version_key(k)]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 
 import sqlkv
-from helpers import FiveCallStore
+from helpers import FiveCallStore, staging_keys
 from sqlkv.testing import FaultyStore, InjectedFault, StoreCrashed
 from workload import content, make_workload, model_states
 
@@ -42,7 +42,6 @@ TRANSACTIONS = 25
 CRASH_SEEDS = list(range(1, 8))
 SLOW_SEEDS = list(range(8, 60))
 
-EXT_MARK = b"\x09\x02"  # sqlkv's own keys beside app.db (layout seed, prefix 9)
 #: These tests model one writer whose store fails under it. Writers open without
 #: a lease: a crashed writer's lease would keep the next open waiting until it
 #: expires (leases have their own tests, in test_lease.py).
@@ -113,7 +112,7 @@ def crash_everywhere(backend: str, config: str, seed: int) -> int:
             f"{done} acknowledged transactions left a state that is neither"
         )
         inner = base.inner if isinstance(base, FiveCallStore) else base
-        leftovers = [k for k in inner._data if k.startswith(EXT_MARK)]
+        leftovers = staging_keys(inner._data)
         assert not leftovers, f"crash at {n}: recovery left staging keys {leftovers[:3]}"
     CrashTally.points += total
     return total

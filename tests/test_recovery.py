@@ -8,7 +8,7 @@ import sqlite3
 import pytest
 
 import sqlkv
-from helpers import CountingStore, FiveCallStore
+from helpers import CountingStore, FiveCallStore, staging_keys
 from sqlkv.layout import SeedLayout, encode_file_meta
 from sqlkv.testing import FaultyStore, StoreCrashed
 
@@ -169,7 +169,7 @@ def test_commits_larger_than_a_batch_stay_within_the_limits(backend, limits):
         assert store.calls - before == 1  # a commit that fits is still one round trip
         assert db.query("SELECT count(*) FROM t").rows == [(2001,)]
     assert staged_calls > 10
-    assert not [k for k in base._data if k.startswith(b"\x09\x02")]
+    assert not staging_keys(base._data)
     with sqlkv.connect(base, "app.db", backend=backend) as db:
         assert db.query("SELECT count(*), sum(length(v)) FROM t").rows == [(2001, 2000 * 1000 + 5)]
         assert db.query("PRAGMA integrity_check").rows == [("ok",)]

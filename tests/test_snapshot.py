@@ -111,12 +111,14 @@ def test_open_reads_every_chunk_in_as_few_round_trips_as_the_limits_allow(
     chunks = math.ceil(stored_size(store_16mib, "bench.db") / 4096)
     db = sqlkv.connect(store, "bench.db", backend="snapshot")
     # The first round trip brings three FileMeta keys (database, journal, WAL), the two
-    # keys that tell of an interrupted commit, and the first 4 chunks; the rest follow in batches.
+    # keys that tell of an interrupted commit, the version record and the first 4 chunks; the
+    # rest follow in batches.
     rest = 1 if per_batch is None else math.ceil((chunks - 4) / per_batch)
     assert store.calls == {"get_batch": 1 + rest}
-    assert db.stats.keys_read == 3 + 2 + 4 + (chunks - 4)
+    assert db.stats.keys_read == 3 + 2 + 1 + 4 + (chunks - 4)
     meta = 10  # the database's FileMeta; its journal and WAL have none
-    assert db.stats.bytes_read == stored_size(store_16mib, "bench.db") + meta
+    version = 20  # the version record (versions.py)
+    assert db.stats.bytes_read == stored_size(store_16mib, "bench.db") + meta + version
     for i in range(50):
         assert db.query("SELECT id FROM t WHERE id = ?", [1 + i * 300]).rows == [(1 + i * 300,)]
     assert store.total == 1 + rest

@@ -21,6 +21,13 @@ from .store import AnyKvStore, StoreClient
 ENV_VAR = "SQLKV_BACKEND"
 
 
+def check_max_staleness(value: object) -> float:
+    """``max_staleness`` if it is a number of seconds, 0 or more; else :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ConfigError(f"max_staleness must be a number of seconds, 0 or more, not {value!r}")
+    return float(value)
+
+
 def apsw_import_error() -> ImportError | None:
     """Why APSW cannot be imported, or ``None`` when it can.
 
@@ -74,6 +81,7 @@ def open_engine(
     readonly: bool = False,
     loop: asyncio.AbstractEventLoop | None = None,
     lock_timeout: float = 0.0,
+    max_staleness: float = 0.0,
 ) -> Engine:
     """Open ``file_name`` in ``store`` on the backend the options resolve to.
 
@@ -86,6 +94,7 @@ def open_engine(
     """
     check_file_name(file_name)
     check_lease_options(options.lease_seconds, lock_timeout)
+    check_max_staleness(max_staleness)
     backend = resolve_backend(options.backend)
     client = StoreClient(store, loop=loop)
     lease = None
@@ -97,10 +106,10 @@ def open_engine(
         if backend == "pages":
             from .engine_pages import PagesEngine
 
-            return PagesEngine(client, options, file_name, readonly, lease)
+            return PagesEngine(client, options, file_name, readonly, lease, max_staleness)
         from .engine_snapshot import SnapshotEngine
 
-        return SnapshotEngine(client, options, file_name, readonly, lease)
+        return SnapshotEngine(client, options, file_name, readonly, lease, max_staleness)
     except BaseException:
         release_and_close(lease, client)
         raise

@@ -58,11 +58,11 @@ of the transaction is visible.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
+import logging
 import os
 import struct
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -84,13 +84,20 @@ from .layout import (
     decode_file_meta,
     encode_file_meta,
 )
+from .sealed import DIGEST_BYTES as _DIGEST_BYTES
+from .sealed import seal, unseal
 from .store import Entry, StoreClient
+from .versions import VersionLog
+
+_log = logging.getLogger("sqlkv")
 
 _INDEX = struct.Struct(">I")
 _RECORD = struct.Struct(">4s8sQQQQ")
 _RECORD_MAGIC = b"SKV2"
+#: A record that names its base state (BaseState): version, size, change counters.
+_RECORD_MAGIC_BASED = b"SKV3"
+_BASE = struct.Struct(">QQ4s4s")
 _COMMIT_ID_BYTES = 8
-_DIGEST_BYTES = 8
 #: Manifest pieces read per ``get_batch`` on a store that declares no key limit.
 _PIECES_PER_READ = 256
 #: Pieces looked for per ``get_batch`` when counting them, on a store without a key limit.
@@ -103,28 +110,28 @@ def _cause(exc: BaseException) -> BaseException:
     return exc.__cause__ if isinstance(exc, StoreError) and exc.__cause__ is not None else exc
 
 
-def _digest(key: bytes, body: bytes) -> bytes:
-    h = hashlib.blake2b(digest_size=_DIGEST_BYTES)
-    h.update(len(key).to_bytes(4, "big"))
-    h.update(key)
-    h.update(body)
-    return h.digest()
+@dataclass(frozen=True)
+class BaseState:
+    """The state a staged commit was made on, named in its record (mixed writers).
 
+    Recovery rolls the commit forward only onto this state (or the state its
+    own apply step leads to); a writer that ignores sqlkv's keys (another
+    implementation of the layout) may have committed over it, and rolling
+    forward would then mix two states.
+    """
 
-def seal(key: bytes, body: bytes) -> bytes:
-    """``body`` followed by its checksum, bound to the key it is stored under."""
-    return body + _digest(key, body)
+    version: int  # the version record's version (0: none)
+    size: int  # the FileMeta's file size
+    counter: bytes  # SQLite's file change counter, header bytes 24..27, before the commit
+    new_counter: bytes  # the same bytes in the commit's own chunk 0
 
-
-def unseal(key: bytes, value: bytes, what: str) -> bytes:
-    """The body of a value :func:`seal` made for ``key``; :class:`CorruptError` if it is not one."""
-    body, digest = value[:-_DIGEST_BYTES], value[-_DIGEST_BYTES:]
-    if len(value) < _DIGEST_BYTES or digest != _digest(key, body):
-        raise CorruptError(
-            f"{what} at key {key.hex()} fails its checksum (garbled, or not written by "
-            "this version of sqlkv); nothing was changed"
+    def holds(self, record: "CommitRecord", version: int, size: int, counter: bytes) -> bool:
+        """Whether the stored state is this one, or part way to the commit's own."""
+        return (
+            version in (self.version, self.version + 1)
+            and size in (self.size, record.new_size)
+            and counter in (self.counter, self.new_counter)
         )
-    return body
 
 
 @dataclass(frozen=True)
@@ -136,27 +143,41 @@ class CommitRecord:
     first_gone: int  # old chunks from here ...
     old_chunks: int  # ... to here are dropped, unless staged anew
     pieces: int  # manifest pieces 0 .. pieces-1
+    base: BaseState | None = None  # None: a record of an earlier sqlkv (format SKV2)
 
     def encode(self, key: bytes) -> bytes:
+        base = self.base
         body = _RECORD.pack(
-            _RECORD_MAGIC, self.commit_id, self.new_size, self.first_gone, self.old_chunks, self.pieces
+            _RECORD_MAGIC if base is None else _RECORD_MAGIC_BASED,
+            self.commit_id,
+            self.new_size,
+            self.first_gone,
+            self.old_chunks,
+            self.pieces,
         )
+        if base is not None:
+            body += _BASE.pack(base.version, base.size, base.counter, base.new_counter)
         return seal(key, body)
 
     @classmethod
     def decode(cls, value: bytes, key: bytes) -> "CommitRecord":
-        if len(value) != _RECORD.size + _DIGEST_BYTES:
+        sizes = (_RECORD.size + _DIGEST_BYTES, _RECORD.size + _BASE.size + _DIGEST_BYTES)
+        if len(value) not in sizes:
             raise CorruptError(
                 f"commit record at key {key.hex()} is {len(value)} bytes long, not "
-                f"{_RECORD.size + _DIGEST_BYTES}: not one this version of sqlkv wrote; "
+                f"{sizes[0]} or {sizes[1]}: not one this version of sqlkv wrote; "
                 "nothing was changed"
             )
-        magic, commit_id, new_size, first_gone, old_chunks, pieces = _RECORD.unpack(
-            unseal(key, value, "commit record")
-        )
-        if magic != _RECORD_MAGIC:
+        body = unseal(key, value, "commit record")
+        magic, commit_id, new_size, first_gone, old_chunks, pieces = _RECORD.unpack_from(body)
+        if magic not in (_RECORD_MAGIC, _RECORD_MAGIC_BASED) or (magic == _RECORD_MAGIC) != (
+            len(body) == _RECORD.size
+        ):
             raise CorruptError(f"commit record at key {key.hex()} has unknown magic {magic!r}")
-        return cls(commit_id, new_size, first_gone, old_chunks, pieces)
+        base = None
+        if magic == _RECORD_MAGIC_BASED:
+            base = BaseState(*_BASE.unpack_from(body, _RECORD.size))
+        return cls(commit_id, new_size, first_gone, old_chunks, pieces, base)
 
 
 def encode_piece(key: bytes, commit_id: bytes, indices: Iterable[int]) -> bytes:
@@ -212,8 +233,11 @@ class Committer:
         layout: Layout,
         chunk_size: int,
         fence: dict[bytes, bytes | None] | None = None,
+        versions: VersionLog | None = None,
     ) -> None:
         self.transport = transport
+        #: The version record and log of the database file (see versions.py), if versioned.
+        self.versions = versions
         self.layout = layout
         self.chunk_size = chunk_size
         #: What every write expects of the store: the writer's lease (``None``: no lease).
@@ -250,6 +274,11 @@ class Committer:
                     f"({self.max_value} bytes)"
                 )
 
+    def _versions_of(self, name: str) -> VersionLog | None:
+        """The version log of ``name``, if it is the versioned database file."""
+        versions = self.versions
+        return versions if versions is not None and versions.name == name else None
+
     # -- committing ------------------------------------------------------------
 
     def commit(
@@ -260,18 +289,24 @@ class Committer:
         first_gone: int,
         old_chunks: int,
         staging: Staging | None,
+        base: Callable[[], tuple[int, bytes]] | None = None,
     ) -> None:
         """Make ``chunks`` (final values) and ``new_size`` the committed state of ``name``.
 
         Old chunks in ``[first_gone, old_chunks)`` not in ``chunks`` (nor staged)
         are dropped. ``staging`` holds what was spilled during the transaction.
+        ``base``: the file's committed size and change counter (header bytes
+        24..27) before this commit, asked for only by a staged commit's record.
         """
         self._check_values(chunks)
         layout = self.layout
         meta = (layout.meta_key(name), encode_file_meta(new_size))
+        versions = self._versions_of(name)
         if not staging:
             puts = [(layout.chunk_key(name, i), v) for i, v in chunks.items()]
             puts.append(meta)
+            if versions is not None:  # in the same batch: the version moves with the chunks
+                puts += versions.entries(versions.version + 1, new_size, chunks.keys())
             deletes = [layout.chunk_key(name, i) for i in range(first_gone, old_chunks) if i not in chunks]
             if self.transport.fits_one_write(puts, deletes):
                 if self.transport.can_write_batch or not deletes:
@@ -280,10 +315,19 @@ class Committer:
                     self._commit_point(puts)
                     with self._committed(f"FileMeta at key {meta[0].hex()}"):
                         self.write([], deletes)
+                if versions is not None:
+                    versions.version += 1
                 return
         staging = staging if staging is not None else Staging()
         self.stage(name, staging, chunks)
-        record = CommitRecord(staging.commit_id, new_size, first_gone, old_chunks, staging.pieces)
+        record = CommitRecord(
+            staging.commit_id,
+            new_size,
+            first_gone,
+            old_chunks,
+            staging.pieces,
+            self._base_state(name, chunks, staging, base) if versions is not None else None,
+        )
         record_key = self.record_key(name)
         record_value = record.encode(record_key)
         self._commit_point([(record_key, record_value)])
@@ -306,6 +350,22 @@ class Committer:
                 committed=None,
             ) from _cause(exc)
         self.transport.stats.commits += 1
+
+    def _base_state(
+        self,
+        name: str,
+        chunks: dict[int, bytes],
+        staging: Staging,
+        base: Callable[[], tuple[int, bytes]] | None,
+    ) -> BaseState:
+        """What a staged commit's record names as the state it was made on."""
+        size, counter = base() if base is not None else (0, bytes(4))
+        first = chunks.get(0)
+        if first is None and 0 in staging.indices:
+            first = self.read_staged(name, [0])[0]
+        new_counter = first[24:28].ljust(4, b"\0") if first is not None else counter
+        version = self.versions.version if self.versions is not None else 0
+        return BaseState(version, size, counter, new_counter)
 
     @contextmanager
     def _committed(self, commit_point: str) -> Iterator[None]:
@@ -420,8 +480,10 @@ class Committer:
         """Step 3: copy staged chunks into place, drop old chunks past the new end, write FileMeta."""
         layout, cs = self.layout, self.chunk_size
         new_chunks = chunk_count(record.new_size, cs)
+        changed: set[int] = set()
         for indices in self._manifest(name, record, record_value):
             indices = [i for i in dict.fromkeys(indices) if i < new_chunks]
+            changed.update(indices)
             missing = [i for i in indices if i not in in_memory]
             staged = self.read_staged(name, missing) if missing else {}
             entries = []
@@ -438,7 +500,14 @@ class Committer:
             self.write(entries)
         gone = range(max(record.first_gone, new_chunks), record.old_chunks)
         self.write([], (layout.chunk_key(name, i) for i in gone))  # lazily: the range may be huge
-        self.write([(layout.meta_key(name), encode_file_meta(record.new_size))])
+        last: list[Entry] = []
+        versions = self._versions_of(name)
+        if versions is not None:  # the version moves with the FileMeta, once every chunk is in place
+            version = (record.base.version if record.base is not None else versions.version) + 1
+            last = versions.entries(version, record.new_size, changed)
+        self.write([*last, (layout.meta_key(name), encode_file_meta(record.new_size))])
+        if versions is not None:
+            versions.version = version
 
     def _finish(self, name: str, pieces: int) -> None:
         """Step 4: the commit is complete once its record is gone; then clean staging."""
@@ -466,15 +535,27 @@ class Committer:
     # -- recovery at open --------------------------------------------------------
 
     def recover(
-        self, name: str, record_value: bytes | None, piece0: bytes | None, meta_value: bytes | None
+        self,
+        name: str,
+        record_value: bytes | None,
+        piece0: bytes | None,
+        meta_value: bytes | None,
+        first_chunk: bytes | None = None,
     ) -> bool:
         """Finish (roll forward) or discard (roll back) an interrupted commit of ``name``.
 
         ``meta_value`` is the file's FileMeta as stored, to check the record
-        against (see :meth:`verify`). Returns whether anything was done, so the
+        against (see :meth:`verify`); ``first_chunk`` its chunk 0 as stored.
+        A record that names a base state the store no longer holds (another
+        implementation wrote over it, see :class:`BaseState`) is discarded,
+        and the discard logged. Returns whether anything was done, so the
         caller re-reads the file.
         """
         if record_value is not None:
+            if not self.record_applies(name, record_value, meta_value, first_chunk):
+                self.write([], [self.record_key(name)])
+                self._discard(name, self._count_pieces(name))
+                return True
             record = self.verify(name, record_value, meta_value)
             self._apply(name, record, {}, record_value)
             self._finish(name, record.pieces)
@@ -482,6 +563,30 @@ class Committer:
         if piece0 is not None:
             self._discard(name, self._count_pieces(name))
             return True
+        return False
+
+    def record_applies(
+        self, name: str, record_value: bytes, meta_value: bytes | None, first_chunk: bytes | None
+    ) -> bool:
+        """Whether the store still holds the state the staged commit of
+        ``record_value`` was made on (always, for a record naming none)."""
+        key = self.record_key(name)
+        record = CommitRecord.decode(record_value, key)
+        base = record.base
+        if base is None:
+            return True
+        meta_key = self.layout.meta_key(name)
+        size = decode_file_meta(meta_value, self.chunk_size, meta_key) if meta_value is not None else 0
+        version = self.versions.version if self.versions is not None else 0
+        counter = (first_chunk or b"")[24:28].ljust(4, b"\0")
+        if base.holds(record, version, size, counter):
+            return True
+        _log.warning(
+            "discarding the staged commit of %r (record at key %s): it was made on version %d, "
+            "size %d, change counter %s, but the store holds version %d, size %d, change counter "
+            "%s (another writer committed over it); that transaction was never acknowledged",
+            name, key.hex(), base.version, base.size, base.counter.hex(), version, size, counter.hex(),
+        )
         return False
 
     def pending_record(

@@ -69,13 +69,22 @@ class SqliteVfs:
         )
 
     async def open(
-        self, file_name: str, store: AnyKvStore, *, readonly: bool = False, lock_timeout: float = 0.0
+        self,
+        file_name: str,
+        store: AnyKvStore,
+        *,
+        readonly: bool = False,
+        lock_timeout: float = 0.0,
+        max_staleness: float = 0.0,
     ) -> "Database":
         """Open (creating if needed) the database ``file_name`` in ``store``.
 
         A writer takes the database's lease: if another writer holds it, this
         waits up to ``lock_timeout`` seconds, then raises :class:`sqlkv.LockedError`.
-        ``readonly=True`` takes no lease and never writes.
+        ``readonly=True`` takes no lease and never writes; each of its read
+        transactions sees one whole committed state, checked at its start
+        unless checked within the last ``max_staleness`` seconds (README,
+        "Readers in other processes").
         """
         loop = asyncio.get_running_loop()
         worker = Worker(loop)
@@ -83,7 +92,13 @@ class SqliteVfs:
 
         def open_it() -> Engine:
             engine = open_engine(
-                self.options, store, file_name, readonly=readonly, loop=loop, lock_timeout=lock_timeout
+                self.options,
+                store,
+                file_name,
+                readonly=readonly,
+                loop=loop,
+                lock_timeout=lock_timeout,
+                max_staleness=max_staleness,
             )
             opened.append(engine)
             return engine
@@ -259,23 +274,40 @@ class Database(OpenDatabase):
                 if inspect.isawaitable(outcome):
                     await outcome
 
-    async def exec(self, sql: str, callback: RowCallback | None = None) -> list[QueryResult]:
+    async def exec(
+        self, sql: str, callback: RowCallback | None = None, *, min_version: int | None = None
+    ) -> list[QueryResult]:
         """Run every statement of ``sql``; ``callback(row, columns)`` for each result row.
 
         The callback runs on the event loop, after SQLite has finished; it may
         be a coroutine function. Returns one :class:`QueryResult` per statement too.
+        ``min_version``: see :meth:`query`.
         """
-        results = await self._call(self._engine.exec, sql)
+        results = await self._call(self._engine.exec, sql, min_version)
         await self._deliver_rows(results, callback)
         return results
 
-    async def query(self, sql: str, params: Any = None) -> QueryResult:
-        """Run one statement; its ``.rows`` (tuples) and ``.columns``."""
-        return await self._call(self._engine.query, sql, params)
+    async def query(self, sql: str, params: Any = None, *, min_version: int | None = None) -> QueryResult:
+        """Run one statement; its ``.rows`` (tuples) and ``.columns``.
 
-    async def run(self, sql: str, params: Any = None) -> RunResult:
-        """Run one statement for its effect; rows changed and last rowid inserted."""
-        return await self._call(self._engine.run, sql, params)
+        ``min_version``: run on at least that version (a reader waits for it up
+        to 5 seconds, then raises :class:`sqlkv.StaleError`), so a client
+        reads its own writes through any reader.
+        """
+        return await self._call(self._engine.query, sql, params, min_version)
+
+    async def run(self, sql: str, params: Any = None, *, min_version: int | None = None) -> RunResult:
+        """Run one statement for its effect; rows changed, last rowid inserted, and
+        the database's version after it (``min_version``: see :meth:`query`)."""
+        return await self._call(self._engine.run, sql, params, min_version)
+
+    @property
+    def version(self) -> int:
+        """The database's version as this open knows it: each commit's number,
+        growing by one per commit (a writer: its last commit; a reader: the
+        state its last read transaction saw; 0 before any versioned commit).
+        Read between calls, from the event loop."""
+        return self._engine.version
 
     async def close(self) -> None:
         """Close the database; later calls raise :class:`ClosedError`. Closing twice is fine.

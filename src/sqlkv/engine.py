@@ -7,11 +7,12 @@ An engine runs SQL synchronously on one open database; the async
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import ConfigError, Error, PinnedSettingError, SqlError
+from .errors import ConfigError, Error, PinnedSettingError, SqlError, StaleError
 from .kvfile import KvFile
 from .lease import LeaseRequest, release_and_close
 from .metrics import Stats
@@ -31,10 +32,14 @@ class QueryResult:
 
 @dataclass(frozen=True)
 class RunResult:
-    """What a statement without rows did: rows changed, and the last rowid inserted."""
+    """What a statement without rows did: rows changed, the last rowid inserted,
+    and the database's version after it (the version of the commit it made,
+    if it made one; see versions.py)."""
 
     changes: int
     last_insert_rowid: int
+    #: Not compared: it tells of the database, not of what the statement did.
+    version: int | None = field(default=None, compare=False)
 
 
 class Engine(Protocol):
@@ -43,10 +48,15 @@ class Engine(Protocol):
     backend: str
     stats: Stats
 
-    def query(self, sql: str, params: Any = None) -> QueryResult: ...
-    def run(self, sql: str, params: Any = None) -> RunResult: ...
-    def exec(self, sql: str) -> list[QueryResult]: ...
+    def query(self, sql: str, params: Any = None, min_version: int | None = None) -> QueryResult: ...
+    def run(self, sql: str, params: Any = None, min_version: int | None = None) -> RunResult: ...
+    def exec(self, sql: str, min_version: int | None = None) -> list[QueryResult]: ...
     def close(self) -> None: ...
+
+    @property
+    def version(self) -> int:
+        """The database's version as this open knows it (see versions.py)."""
+        ...
 
     @property
     def in_transaction(self) -> bool:
@@ -68,11 +78,20 @@ PINNED_PRAGMAS = {
     # OFF would skip the sync that commits a transaction.
     "synchronous": ("1", "2", "3", "normal", "full", "extra"),
 }
+#: A reader on backend pages takes SQLite's shared lock per read transaction,
+#: where it checks the version (see vfs.py): its locking_mode is NORMAL.
+READER_LOCKING = "locking_mode=NORMAL"
+READER_PINNED_PRAGMAS = {**PINNED_PRAGMAS, "locking_mode": ("normal",)}
+#: How often a single statement of a reader is run again after a ConflictError.
+CONFLICT_RETRIES = 8
+#: How long ``min_version=`` waits by default, and its first pause between checks.
+MIN_VERSION_TIMEOUT = 5.0
+_MIN_VERSION_PAUSE = 0.005
 
 
-def check_pragma(name: str, value: str | None) -> None:
+def check_pragma(name: str, value: str | None, pinned: dict[str, tuple[str, ...]] = PINNED_PRAGMAS) -> None:
     """Refuse a PRAGMA that would change a pinned setting (reading one is fine)."""
-    allowed = PINNED_PRAGMAS.get(name.lower())
+    allowed = pinned.get(name.lower())
     if allowed is None or value is None:
         return
     if value.strip().strip("'\"").lower() not in allowed:
@@ -128,8 +147,10 @@ class EngineBase:
         name: str,
         readonly: bool,
         lease: LeaseRequest | None = None,
+        max_staleness: float = 0.0,
     ) -> None:
         self.client = client
+        self.max_staleness = max_staleness
         self._lease_request = lease
         self.stats = client.stats
         self.options = options
@@ -149,6 +170,7 @@ class EngineBase:
             options.cache_bytes,
             readonly=self.readonly,
             max_dirty_bytes=options.max_dirty_bytes,
+            max_staleness=self.max_staleness,
         )
         main = self.storage.open(self._lease_request)
         if self.readonly and not main.exists:
@@ -207,21 +229,74 @@ class EngineBase:
         self._broken = None
         self._restore_functions()
 
-    def _statements(self, sql: str, params: Any, single: str | None) -> list[QueryResult]:
+    def _statements(
+        self, sql: str, params: Any, single: str | None, min_version: int | None = None
+    ) -> list[QueryResult]:
         check_sql(sql)
         self._ready()
+        if min_version is not None:
+            self.wait_for_version(min_version)
         return self._execute(sql, params, single)
 
-    def query(self, sql: str, params: Any = None) -> QueryResult:
-        results = self._statements(sql, params, "query")
+    def query(self, sql: str, params: Any = None, min_version: int | None = None) -> QueryResult:
+        results = self._statements(sql, params, "query", min_version)
         return results[0] if results else QueryResult([])
 
-    def run(self, sql: str, params: Any = None) -> RunResult:
-        self._statements(sql, params, "run")
+    def run(self, sql: str, params: Any = None, min_version: int | None = None) -> RunResult:
+        self._statements(sql, params, "run", min_version)
         return self._last_run()
 
-    def exec(self, sql: str) -> list[QueryResult]:
-        return self._statements(sql, None, None)
+    def exec(self, sql: str, min_version: int | None = None) -> list[QueryResult]:
+        return self._statements(sql, None, None, min_version)
+
+    # -- versions (see versions.py) -----------------------------------------------
+
+    @property
+    def version(self) -> int:
+        """The database's version as this open knows it: a writer's last commit,
+        a reader's pinned state (0: no versioned commit yet)."""
+        main = self.storage.main
+        if main is not None and main.pin is not None:
+            return main.pin.version or 0
+        versions = self.storage.committer.versions
+        return versions.version if versions is not None else 0
+
+    def wait_for_version(self, min_version: object, timeout: float = MIN_VERSION_TIMEOUT) -> None:
+        """Return once this open shows at least ``min_version``; a reader checks
+        the store again, pausing between checks, for up to ``timeout`` seconds,
+        then raises :class:`StaleError`. A writer's version is the latest there
+        is: below ``min_version`` it raises at once."""
+        if not isinstance(min_version, int) or isinstance(min_version, bool) or min_version < 0:
+            raise ConfigError(f"min_version must be a non-negative int, not {min_version!r}")
+        if self.version >= min_version:
+            return
+        main = self.storage.main
+        if main is None or main.pin is None or self._conn_in_transaction():
+            raise StaleError(
+                f"database {self.name!r} is at version {self.version}, below min_version "
+                f"{min_version}, and this open cannot move to a later one"
+            )
+        deadline = time.monotonic() + timeout
+        pause = _MIN_VERSION_PAUSE
+        while True:
+            if main.begin_read(force=True):
+                self._state_moved()
+            main.pin.skip_next_check()
+            if self.version >= min_version:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise StaleError(
+                    f"database {self.name!r} did not reach version {min_version} within "
+                    f"{timeout} s (it is at version {self.version})"
+                )
+            time.sleep(min(pause, left))
+            pause = min(pause * 2, 0.2)
+
+    def _state_moved(self) -> None:
+        """A reader's pinned state moved outside a read transaction (backend snapshot
+        takes the new image here; backend pages needs nothing: SQLite sees the
+        state counter move at its next read transaction)."""
 
     @property
     def in_transaction(self) -> bool:

@@ -14,6 +14,10 @@ from typing import Any
 import apsw
 
 from .engine import (
+    CONFLICT_RETRIES,
+    PINNED_PRAGMAS,
+    READER_LOCKING,
+    READER_PINNED_PRAGMAS,
     SETUP_PRAGMAS,
     EngineBase,
     QueryResult,
@@ -22,12 +26,16 @@ from .engine import (
     check_pragma,
     stats_pragma,
 )
-from .errors import Error, SqlError, StoreError, UnusableError
+from .errors import ConflictError, Error, SqlError, StoreError, UnusableError
 from .vfs import KvVfs, sqlite_path
 
 _vfs_ids = itertools.count(1)
 
 _SETUP = "".join(f"PRAGMA {pragma};" for pragma in SETUP_PRAGMAS)
+#: A reader's setup: its locking_mode NORMAL (see vfs.py), the rest the same.
+_READER_SETUP = "".join(
+    f"PRAGMA {READER_LOCKING if pragma.startswith('locking_mode') else pragma};" for pragma in SETUP_PRAGMAS
+)
 
 
 class PagesEngine(EngineBase):
@@ -50,7 +58,7 @@ class PagesEngine(EngineBase):
         try:
             self.conn = apsw.Connection(sqlite_path(self.name), flags=flags, vfs=self._vfs_name)
             try:
-                self.conn.execute(_SETUP).fetchall()
+                self.conn.execute(_READER_SETUP if self.readonly else _SETUP).fetchall()
             except apsw.Error as exc:
                 self.conn.close()
                 raise SqlError(f"cannot open {self.name!r}: {exc}") from exc
@@ -72,7 +80,7 @@ class PagesEngine(EngineBase):
 
     def _on_pragma(self, pragma: apsw.VFSFcntlPragma) -> bool:
         if self._pinned:
-            check_pragma(pragma.name, pragma.value)
+            check_pragma(pragma.name, pragma.value, READER_PINNED_PRAGMAS if self.readonly else PINNED_PRAGMAS)
         if pragma.name.lower() == "sqlkv_stats":
             pragma.result = stats_pragma(self.stats, pragma.value)
             return True
@@ -94,15 +102,24 @@ class PagesEngine(EngineBase):
         # statement cache. exec: a script, whose statements caching would cost
         # more than it saves (10.8 us against 3.3 us per statement, measured
         # on 100-statement scripts).
-        with self._translated_errors():
-            rows = list(self._cursor.execute(statement, params, can_cache=repeated))
-        return QueryResult(self._columns, rows)
+        conflicts = 0
+        while True:
+            try:
+                with self._translated_errors():
+                    rows = list(self._cursor.execute(statement, params, can_cache=repeated))
+                return QueryResult(self._columns, rows)
+            except ConflictError:
+                # A single statement's rows are not handed out yet: run it again
+                # on the state now committed. Inside BEGIN ... COMMIT: the caller's.
+                conflicts += 1
+                if self.conn.in_transaction or conflicts > CONFLICT_RETRIES:
+                    raise
 
     def _conn_in_transaction(self) -> bool:
         return self.conn.in_transaction
 
     def _last_run(self) -> RunResult:
-        return RunResult(self.conn.changes(), self.conn.last_insert_rowid())
+        return RunResult(self.conn.changes(), self.conn.last_insert_rowid(), self.version)
 
     # -- streaming, for the DB-API (dbapi2.py) ---------------------------------
 

@@ -35,6 +35,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .engine import (
+    CONFLICT_RETRIES,
     SETUP_PRAGMAS,
     EngineBase,
     QueryResult,
@@ -44,7 +45,7 @@ from .engine import (
     check_pragma,
     stats_pragma,
 )
-from .errors import ConfigError, Error, SqlError
+from .errors import ConfigError, ConflictError, Error, SqlError
 
 #: Actions that read, or only begin and end transactions. INSERT, UPDATE and
 #: DELETE are not noted either: SQLite's count of changed rows covers them.
@@ -169,6 +170,16 @@ class SnapshotEngine(EngineBase):
                 f"{MAX_IMAGE_BYTES} bytes in memory: open it with backend='pages'"
             )
         image = main.read_all()
+        self.conn = self._connect(image)
+        self._image = image
+        self._image_whole = True
+        self._maybe_changed = False
+        self._changes_seen = self.conn.total_changes
+        self._refusal: Error | None = None
+        self._stats_request: object = _NO_REQUEST
+
+    def _connect(self, image: bytes) -> sqlite3.Connection:
+        """A connection on ``image``, set up (a reader's is read-only)."""
         conn = None
         try:
             if self.readonly:
@@ -189,12 +200,52 @@ class SnapshotEngine(EngineBase):
             raise
         # Installed after the setup, whose pragmas set the pinned values.
         conn.set_authorizer(self._authorize)
-        self.conn = conn
-        self._image = image
-        self._maybe_changed = False
-        self._changes_seen = conn.total_changes
-        self._refusal: Error | None = None
-        self._stats_request: object = _NO_REQUEST
+        return conn
+
+    # -- a reader's read transactions (see versions.py) ---------------------------
+
+    def _refresh(self) -> None:
+        """Before a reader's statement outside a transaction: move to the state
+        committed now, fetching only the chunks changed since the image's."""
+        if not self.readonly or self.conn.in_transaction:
+            return
+        conflicts = 0
+        while True:
+            try:
+                if self._main.begin_read(force=conflicts > 0) or not self._image_whole:
+                    self._state_moved()
+                return
+            except ConflictError:
+                conflicts += 1
+                if conflicts > CONFLICT_RETRIES:
+                    raise
+
+    def _state_moved(self) -> None:
+        """Take the image of the reader's new pinned state: the chunks dropped
+        are fetched again (all of them when the log did not say which)."""
+        main = self._main
+        self._image_whole = False  # until the new image is complete
+        dropped = main.last_dropped
+        size = main.size
+        if dropped is None or len(self._image) == 0:
+            image = main.read_all()
+        else:
+            cs = main.chunk_size
+            count = -(-size // cs)
+            wanted = sorted(i for i in dropped if i < count)
+            fresh = main.read_chunks(wanted)
+            buffer = bytearray(self._image[:size].ljust(size, b"\0"))
+            for i in wanted:
+                chunk = fresh.get(i, b"")[: min(cs, size - i * cs)]
+                buffer[i * cs : i * cs + len(chunk)] = chunk
+            image = bytes(buffer)
+        if image != self._image:
+            old = self.conn
+            self.conn = self._connect(image)
+            old.close()
+            self._image = image
+            self._restore_functions()
+        self._image_whole = True
 
     def _discard(self) -> None:
         conn = self.__dict__.pop("conn", None)
@@ -241,6 +292,7 @@ class SnapshotEngine(EngineBase):
     # -- running statements -----------------------------------------------------
 
     def _run_one(self, statement: str, params: Any, repeated: bool) -> QueryResult:
+        self._refresh()
         self._refusal = None
         self._stats_request = _NO_REQUEST
         cursor = self.conn.cursor()
@@ -268,7 +320,7 @@ class SnapshotEngine(EngineBase):
 
     def _last_run(self) -> RunResult:
         changes, rowid = self.conn.execute("SELECT changes(), last_insert_rowid()").fetchone()
-        return RunResult(changes, rowid)
+        return RunResult(changes, rowid, self.version)
 
     # -- committing ---------------------------------------------------------------
 
@@ -336,6 +388,7 @@ class SnapshotEngine(EngineBase):
         statement = self._one_statement(sql, "iterate")
         if statement is None:
             return [], iter(())
+        self._refresh()
         self._refusal = None
         self._stats_request = _NO_REQUEST
         cursor = self.conn.cursor()

@@ -113,3 +113,15 @@ class TransactionError(Error):
     rolled back), a call came after its transaction ended, a commit found its
     transaction already rolled back, or a direct call came from inside an open
     ``transaction()`` (which would otherwise wait on itself)."""
+
+
+class ConflictError(Error):
+    """A read transaction of a reader (``readonly=True``) cannot be served from
+    the one committed state it started at: a writer's commit changed what it
+    still needed. Nothing is wrong: retry the transaction (a single statement
+    outside ``BEGIN ... COMMIT`` is retried by sqlkv itself)."""
+
+
+class StaleError(Error):
+    """A call asked for at least a version (``min_version=``) that the database
+    did not reach within the time allowed."""

@@ -34,10 +34,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .chunkcache import ChunkCache, ReadAhead
-from .commit import Committer, Staging
-from .errors import ConcurrentCommitError, CorruptError, UnusableError
+from .commit import BaseState, Committer, Staging
+from .errors import ConcurrentCommitError, ConflictError, CorruptError, UnusableError
 from .layout import Layout, chunk_count, chunk_spans, decode_file_meta, encode_file_meta
 from .store import StoreClient
+from .versions import VersionPin
 
 
 class KvFile:
@@ -89,13 +90,96 @@ class KvFile:
         self.failed: BaseException | None = None
         # Read-only view of an interrupted commit: chunk index -> staging key.
         self._overlay: dict[int, bytes] = {}
+        # -- versions (a reader's database file; see versions.py) --
+        #: Proves every read of a reader against its pinned version; ``None`` for a writer.
+        self.pin: VersionPin | None = None
+        #: The version a staged commit read through was made on (``None``: none, or unknown).
+        self.pending_base: int | None = None
+        # Chunks dropped at a read transaction's start that were cached: fetched
+        # again along with the next miss, as they are likely to be read.
+        self._refetch: set[int] = set()
+        #: The chunks the last :meth:`begin_read` that changed anything dropped (``None``: all).
+        self.last_dropped: frozenset[int] | None = None
 
-    def view_pending_commit(self, new_size: int, first_gone: int, overlay: dict[int, bytes]) -> None:
+    def view_pending_commit(
+        self, new_size: int, first_gone: int, overlay: dict[int, bytes], base: BaseState | None = None
+    ) -> None:
         """Read-only: show the state an interrupted (committed) commit leads to."""
         self.committed_size = self.size = new_size
         self._low_water = min(new_size, first_gone * self.chunk_size)
         self._overlay = overlay
         self.exists = True
+        self.pending_base = base.version if base is not None else None
+
+    # -- versions: a reader's read transactions (see versions.py) ------------------
+
+    def begin_read(self, force: bool = False) -> bool:
+        """Start a read transaction: learn the current version (unless within
+        ``max_staleness``) and drop exactly the chunks changed since the pinned
+        one. Returns whether the pinned state changed."""
+        pin = self.pin
+        if pin is None:
+            return False
+        refresh = pin.begin(force)
+        if refresh is None:
+            return False
+        cached = self.cache
+        self.last_dropped = refresh.dropped
+        if refresh.dropped is None:
+            self._refetch = set()
+            cached.clear()
+        else:
+            self._refetch = {i for i in refresh.dropped if i in cached}
+            for i in refresh.dropped:
+                cached.discard(i)
+        self._overlay = {}
+        self.pending_base = None
+        meta = refresh.meta_value
+        self._meta_value = meta
+        self.exists = meta is not None
+        self.committed_size = self.size = self._low_water = (
+            decode_file_meta(meta, self.chunk_size, self.meta_key) if meta is not None else 0
+        )
+        if refresh.record_value is not None:
+            try:
+                pending, overlay = self.committer.pending_record(self.name, refresh.record_value, meta)
+            except ConcurrentCommitError as exc:
+                pin.must_check()
+                raise ConflictError(f"{exc}; retry the transaction") from exc
+            self.view_pending_commit(pending.new_size, pending.first_gone, overlay, pending.base)
+            for i in overlay:
+                cached.discard(i)
+            if self.last_dropped is not None:
+                self.last_dropped = self.last_dropped | frozenset(overlay)
+            pin.read_through(self.pending_base)
+        return True
+
+    def _get(self, keys: list[bytes], indices: list[int]) -> list[bytes | None]:
+        """The values of chunk (or staged chunk) ``keys``; a reader's reads proved by its pin."""
+        if self.pin is not None:
+            return self.pin.fetch(keys, indices)
+        return self.transport.get_many(keys, self.chunk_size)
+
+    def read_chunks(self, indices: list[int]) -> dict[int, bytes]:
+        """The current bytes of chunks ``indices``, fetched without read-ahead and not
+        cached: for an engine that keeps the whole image itself (backend snapshot)."""
+        self._check()
+        overlaid = [i for i in indices if i in self._overlay]
+        wanted = [i for i in indices if i not in self._overlay and self._has_committed_bytes(i)]
+        self.stats.cache_misses += len(overlaid) + len(wanted)
+        keys = self._chunk_keys(wanted)
+        out = {i: self._committed(i, k, v) for i, k, v in zip(wanted, keys, self._get(keys, wanted))}
+        if overlaid:
+            out.update(self._fetch_overlaid(overlaid))
+        return out
+
+    def _base_state(self) -> tuple[int, bytes]:
+        """The committed size and SQLite's change counter (header bytes 24..27)
+        this file's next commit is made on: named by a staged commit's record."""
+        counter = bytes(4)
+        if self._has_committed_bytes(0):
+            counter = bytes(self._load([0]).get(0, b"")[24:28]).ljust(4, b"\0")
+        return self.committed_size, counter
 
     # -- where a chunk's bytes are ---------------------------------------------
 
@@ -196,10 +280,16 @@ class KvFile:
                 and self._has_committed_bytes(i)
             ):
                 wanted[i] = None
+        for i in sorted(self._refetch):
+            if len(wanted) >= self.read_ahead.max_window:
+                break
+            if i not in self.cache and i not in self.dirty and self._has_committed_bytes(i):
+                wanted[i] = None
+        self._refetch.difference_update(wanted)
         indices = list(wanted)
         requested = set(missing)
         keys = self._chunk_keys(indices)
-        for i, key, value in zip(indices, keys, self.transport.get_many(keys, self.chunk_size)):
+        for i, key, value in zip(indices, keys, self._get(keys, indices)):
             if i not in requested and not self._intact(i, value):
                 continue  # a damaged chunk read ahead fails when it is read
             value = self._committed(i, key, value)
@@ -215,12 +305,12 @@ class KvFile:
         into place): the chunk is then read where the layout keeps it.
         """
         keys = [self._overlay[i] for i in indices]
-        values = self.transport.get_many(keys, self.chunk_size)
+        values = self._get(keys, indices)
         out = {i: self._staged(i, k, v) for i, k, v in zip(indices, keys, values) if v is not None}
         moved = [i for i in indices if i not in out]
         if moved:
             keys = self._chunk_keys(moved)
-            values = self.transport.get_many(keys, self.chunk_size)
+            values = self._get(keys, moved)
             out.update((i, self._committed(i, k, v)) for i, k, v in zip(moved, keys, values))
         return out
 
@@ -330,7 +420,7 @@ class KvFile:
         if len(wanted) > 1:
             wanted.insert(0, wanted.pop())
         keys = self._chunk_keys(wanted)
-        for i, key, value in zip(wanted, keys, self.transport.get_many(keys, cs)):
+        for i, key, value in zip(wanted, keys, self._get(keys, wanted)):
             loaded[i] = self._committed(i, key, value)
         if overlaid:
             loaded.update(self._fetch_overlaid(overlaid))
@@ -467,7 +557,13 @@ class KvFile:
                 chunks[i] = zeros if i < new_chunks - 1 else bytes(size - i * cs)
         try:
             self.committer.commit(
-                self.name, chunks, size, first_gone, old_chunks, self.staging if self.staging else None
+                self.name,
+                chunks,
+                size,
+                first_gone,
+                old_chunks,
+                self.staging if self.staging else None,
+                self._base_state,
             )
         except BaseException as exc:
             self.failed = exc

@@ -18,6 +18,7 @@ from .kvfile import KvFile
 from .layout import Layout, chunk_count, decode_file_meta
 from .lease import LeaseRequest
 from .store import StoreClient
+from .versions import VersionLog, VersionPin, version_key
 
 #: Bytes of the database read ahead at open, in the same round trip as its FileMeta:
 #: page 1 and the first root pages, enough for most queries' schema look-up.
@@ -41,6 +42,7 @@ class Storage:
         cache_bytes: int,
         readonly: bool = False,
         max_dirty_bytes: int = 64 * 1024 * 1024,
+        max_staleness: float = 0.0,
     ) -> None:
         self.transport = transport
         self.layout = layout
@@ -49,6 +51,7 @@ class Storage:
         self.cache_bytes = cache_bytes
         self.readonly = readonly
         self.max_dirty_bytes = max_dirty_bytes
+        self.max_staleness = max_staleness
         limits = transport.limits
         if limits.max_value_bytes is not None and chunk_size > limits.max_value_bytes:
             raise StoreLimitError(
@@ -84,6 +87,7 @@ class Storage:
         layout, name = self.layout, self.main_name
         names = [name, name + "-journal", name + "-wal"]
         keys = [layout.meta_key(n) for n in names] + recovery_keys(layout, name)
+        keys.append(version_key(layout, name))  # versions: in the same round trip
         # A store without write_batch cannot fence: it opens without a lease.
         take_lease = lease is not None and lease.wanted
         lease_keys = lease.keys() if lease is not None and take_lease else []
@@ -94,12 +98,14 @@ class Storage:
             prefetch = range(min(len(prefetch), max(0, most - len(keys))))
         keys += layout.chunk_keys(name, prefetch)
         values = self.transport.get_many(keys, self.chunk_size)
-        metas, (record, piece0) = values[:3], values[3:5]
-        chunks = values[5 + len(lease_keys):]
-        if lease is not None and take_lease and not lease.take(values[5:7]):
+        metas, (record, piece0, version_value) = values[:3], values[3:6]
+        chunks = values[6 + len(lease_keys):]
+        if lease is not None and take_lease and not lease.take(values[6:8]):
             return self.open(lease)  # its last holder could have committed until now
-        if lease is not None:  # taken now, or before this reopen: it fences every commit
-            self.committer = Committer(self.transport, layout, self.chunk_size, lease.fence)
+        versions = None if self.readonly else VersionLog(layout, name, version_value)
+        # Taken now, or before this reopen, the lease fences every commit.
+        fence = lease.fence if lease is not None else None
+        self.committer = Committer(self.transport, layout, self.chunk_size, fence, versions)
         committer = self.committer
         self._known_meta.update(zip(names, metas))
         main = None
@@ -114,13 +120,24 @@ class Storage:
                         # The writer finished that commit meanwhile: read it as it is now.
                         return self.open(lease, retries_left - 1)
                     main = self.file(name)
-                    main.view_pending_commit(pending.new_size, pending.first_gone, overlay)
-            elif committer.recover(name, record, piece0, metas[0]):
-                main = self._reopen_main(prefetch)
+                    main.view_pending_commit(
+                        pending.new_size, pending.first_gone, overlay, pending.base
+                    )
+            else:
+                first = chunks[0] if chunks else None
+                if record is not None and first is None:
+                    first = self.transport.get(layout.chunk_key(name, 0))
+                if committer.recover(name, record, piece0, metas[0], first):
+                    main = self._reopen_main(prefetch)
         if main is None:
             main = self.file(name)
             main.prefetched(dict(zip(prefetch, chunks)))
         self.main = main
+        if self.readonly:  # versions: the reader's pinned state is the one just read
+            main.pin = VersionPin(self.transport, layout, name, self.chunk_size, self.max_staleness)
+            main.pin.start(version_value, record)
+            if main.pending_base is not None:
+                main.pin.read_through(main.pending_base)
         if metas[1] is not None:
             self._roll_back_hot_journal(main, name + "-journal")
         return main

@@ -38,6 +38,7 @@ def connect(
     readonly: bool = False,
     lease_seconds: float | None = DEFAULT_LEASE_SECONDS,
     lock_timeout: float = 0.0,
+    max_staleness: float = 0.0,
 ) -> "Connection":
     """Open (creating if needed) the database ``file_name`` in ``store``, synchronously.
 
@@ -52,7 +53,9 @@ def connect(
         lease_seconds=lease_seconds,
         max_dirty_bytes=max_dirty_bytes,
     )
-    engine = open_engine(options, store, file_name, readonly=readonly, lock_timeout=lock_timeout)
+    engine = open_engine(
+        options, store, file_name, readonly=readonly, lock_timeout=lock_timeout, max_staleness=max_staleness
+    )
     return Connection(engine, file_name)
 
 
@@ -123,23 +126,39 @@ class Connection(OpenDatabase):
     # -- the calls ---------------------------------------------------------------
 
     def exec(
-        self, sql: str, callback: Callable[[list, list[str]], Any] | None = None
+        self,
+        sql: str,
+        callback: Callable[[list, list[str]], Any] | None = None,
+        *,
+        min_version: int | None = None,
     ) -> list[QueryResult]:
         """Run every statement of ``sql``; ``callback(row, columns)`` for each result row.
 
-        Returns one :class:`QueryResult` per statement too.
+        Returns one :class:`QueryResult` per statement too. ``min_version``:
+        see :meth:`query`.
         """
-        results = self._call(self._engine.exec, sql)
+        results = self._call(self._engine.exec, sql, min_version)
         call_for_each_row(results, callback)
         return results
 
-    def query(self, sql: str, params: Any = None) -> QueryResult:
-        """Run one statement; its ``.rows`` (tuples) and ``.columns``."""
-        return self._call(self._engine.query, sql, params)
+    def query(self, sql: str, params: Any = None, *, min_version: int | None = None) -> QueryResult:
+        """Run one statement; its ``.rows`` (tuples) and ``.columns``.
 
-    def run(self, sql: str, params: Any = None) -> RunResult:
-        """Run one statement for its effect; rows changed and last rowid inserted."""
-        return self._call(self._engine.run, sql, params)
+        ``min_version``: run on at least that version (a reader waits for it up
+        to 5 seconds, then raises :class:`sqlkv.StaleError`), so a client
+        reads its own writes through any reader.
+        """
+        return self._call(self._engine.query, sql, params, min_version)
+
+    def run(self, sql: str, params: Any = None, *, min_version: int | None = None) -> RunResult:
+        """Run one statement for its effect; rows changed, last rowid inserted, and
+        the database's version after it (``min_version``: see :meth:`query`)."""
+        return self._call(self._engine.run, sql, params, min_version)
+
+    @property
+    def version(self) -> int:
+        """The database's version as this connection knows it (see :attr:`Database.version`)."""
+        return self._engine.version
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`ClosedError`. Waits

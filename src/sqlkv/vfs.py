@@ -10,6 +10,18 @@ COMMIT_PHASETWO: what it wrote back equals the committed bytes and stays
 buffered. Locks are this process's alone (fencing between processes is the
 lease's job), so the lock calls succeed at once.
 
+A reader (``readonly=True``) runs SQLite with ``locking_mode=NORMAL`` instead,
+so that SQLite takes a shared lock at the start of every read transaction and
+drops it at the end: :class:`ReaderVfsFile` starts the file's read transaction
+there (versions.py: learn the current version, drop the chunks changed
+since). SQLite itself keeps pages in its own cache across read transactions
+while the file change counter (header bytes 24..27) stays the same, but a
+sqlkv writer, in exclusive mode, does not move that counter at every commit:
+so a reader shows SQLite, in place of those bytes (and of the
+"version-valid-for" bytes 92..95 that must equal them), a number that moves
+whenever its pinned state changed. A reader never writes, so the changed
+bytes never reach the store.
+
 Temporary files (sorts, temp tables; rare with ``temp_store=MEMORY``) go to
 the default VFS. A second database file (``ATTACH`` of a name) is refused.
 """
@@ -93,6 +105,49 @@ class KvVfsFile:
         pass
 
 
+#: Header fields a reader shows its own state counter in (see the module docstring).
+_COUNTER_FIELDS = (24, 92)
+_SHARED = 1
+
+
+def patch_counter(data: bytes, offset: int, counter: int) -> bytes:
+    """``data`` read at ``offset`` of the database, with the change counter and
+    version-valid-for fields replaced by ``counter`` where it covers them."""
+    end = offset + len(data)
+    if offset >= _COUNTER_FIELDS[-1] + 4 or end <= _COUNTER_FIELDS[0]:
+        return data
+    value = (counter & 0xFFFFFFFF).to_bytes(4, "big")
+    patched = bytearray(data)
+    for field in _COUNTER_FIELDS:
+        lo, hi = max(field, offset), min(field + 4, end)
+        if lo < hi:
+            patched[lo - offset : hi - offset] = value[lo - field : hi - field]
+    return bytes(patched)
+
+
+class ReaderVfsFile(KvVfsFile):
+    """A reader's database file: each shared lock starts a read transaction."""
+
+    def __init__(self, kvfile: KvFile, on_pragma: Callable[[apsw.VFSFcntlPragma], bool] | None) -> None:
+        super().__init__(kvfile, on_pragma)
+        self._pin = kvfile.pin
+        self._level = 0
+        self.xRead = self._read
+
+    def _read(self, amount: int, offset: int) -> bytes:
+        data = self.kvfile.read(amount, offset)
+        pin = self._pin
+        return patch_counter(data, offset, pin.generation) if pin is not None else data
+
+    def xLock(self, level: int) -> None:
+        if level >= _SHARED and self._level < _SHARED:
+            self.kvfile.begin_read()
+        self._level = max(self._level, level)
+
+    def xUnlock(self, level: int) -> None:
+        self._level = level
+
+
 class KvVfs(apsw.VFS):
     """A VFS registered under ``vfs_name`` for one database; unregister it at close."""
 
@@ -128,6 +183,8 @@ class KvVfs(apsw.VFS):
         else:
             flags[1] = wanted
         on_pragma = self._on_pragma if store_name == storage.main_name else None
+        if kvfile.pin is not None:
+            return ReaderVfsFile(kvfile, on_pragma)
         return KvVfsFile(kvfile, on_pragma, self._commit_on_sync)
 
     def xAccess(self, pathname: str, flags: int) -> bool:

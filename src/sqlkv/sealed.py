@@ -1,0 +1,40 @@
+"""Values of sqlkv's own that carry a checksum bound to the key they are stored under.
+
+A commit record, a manifest piece, a version record and a version-log entry
+are each stored as their body followed by a BLAKE2b digest over the key and
+the body, so a garbled value, or a value copied under another key, is told
+apart from a real one before anything is done on its word.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from .errors import CorruptError
+
+#: Digest bytes of a value whose word decides what is overwritten (commit records, pieces).
+DIGEST_BYTES = 8
+
+
+def _digest(key: bytes, body: bytes, size: int) -> bytes:
+    h = hashlib.blake2b(digest_size=size)
+    h.update(len(key).to_bytes(4, "big"))
+    h.update(key)
+    h.update(body)
+    return h.digest()
+
+
+def seal(key: bytes, body: bytes, size: int = DIGEST_BYTES) -> bytes:
+    """``body`` followed by its ``size``-byte checksum, bound to the key it is stored under."""
+    return body + _digest(key, body, size)
+
+
+def unseal(key: bytes, value: bytes, what: str, size: int = DIGEST_BYTES) -> bytes:
+    """The body of a value :func:`seal` made for ``key``; :class:`CorruptError` if it is not one."""
+    body, digest = value[:-size], value[-size:]
+    if len(value) < size or digest != _digest(key, body, size):
+        raise CorruptError(
+            f"{what} at key {key.hex()} fails its checksum (garbled, or not written by "
+            "this version of sqlkv); nothing was changed"
+        )
+    return body

@@ -1,0 +1,303 @@
+"""Versions: every commit's number, which chunks it changed, and how a reader
+that holds no lease validates what it reads against them.
+
+**What is stored** (sqlkv's own keys beside the database file, see layout.py's
+``ext_key`` and docs/layout.md):
+
+- the *version record*, kind ``v``, no suffix: u64be version, u64be file size
+  (the FileMeta's at that version), 4-byte checksum bound to the key. The
+  version starts at 1 with the first versioned commit and only grows; a
+  database whose record is absent is at version 0.
+- the *log entry* of version ``n``, kind ``g``, suffix one byte ``n % 64``: u64be
+  ``n``, then each chunk index the commit changed as u32be (or the single
+  index ``FFFFFFFF``, "every chunk", for a commit that changed more than
+  :data:`MAX_LOGGED_CHUNKS`), 4-byte checksum. 64 slots are overwritten in
+  turn, so the log of the last 64 commits is kept without any delete.
+
+Per commit that is 53 bytes of keys and values plus 4 per changed chunk (for a
+database named ``app.db`` in layout ``seed``). A one-batch commit writes both in
+its one batch; a staged commit writes them with the apply step's last write
+(the new FileMeta), so the version moves exactly when the new state is whole.
+
+**Readers** (:class:`VersionPin`). A reader's cache holds one version's chunks.
+At the start of each read transaction (at most every ``max_staleness``
+seconds) one ``get_batch`` reads the version record, the FileMeta, the commit
+record of a staged commit in flight, and the next few log entries: the reader
+drops exactly the chunks changed since its version (all of them when the log
+no longer reaches back that far) and moves to the new one. Every later read
+carries the version record and the commit record along in the same
+``get_batch``: if they still say the pinned state, the chunks read belong to
+it (a store's ``get_batch`` reads one state: LMDB's read transaction, Redis'
+MGET on one hash slot, the memory store's lock); if a commit landed
+meanwhile, the log says whether it changed any chunk just read. If it did,
+the read cannot be served from the pinned state: :class:`ConflictError`
+(the engine retries a single statement; an explicit read transaction gets it).
+
+A staged commit whose commit record is stored but whose apply is not done
+(or whose writer died there) is read *through*: the chunks it staged are
+read from the staging area, falling back to their place once the apply has
+moved them; the apply changes no other chunk, so this is one whole state.
+
+**Writers that know nothing of versions** (other implementations of the
+layouts) write no version record. Against such a database a reader drops its
+whole cache at the start of every read transaction and reads the store as
+its ``get_batch`` calls find it: each round trip sees one state, but a read
+transaction that needs several round trips can mix two of such a writer's
+commits. Where a versioned database is later written by such a writer, the
+FileMeta no longer matching the version record's size tells the reader to
+drop its cache; a change that keeps the size is not seen until the next
+versioned commit (documented in the README).
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+from .errors import ConflictError, CorruptError
+from .layout import EXT_COMMIT_RECORD, Layout, decode_file_meta
+from .sealed import seal, unseal
+from .store import Entry, StoreClient
+
+EXT_VERSION = b"v"
+EXT_VERSION_LOG = b"g"
+#: Log entries kept: a reader more commits behind than this drops its whole cache.
+LOG_SLOTS = 64
+#: A commit that changed more chunks than this is logged as "every chunk".
+MAX_LOGGED_CHUNKS = 1024
+#: Log entries read speculatively with the version record at a read transaction's start.
+LOGS_AHEAD = 4
+_EVERY_CHUNK = 0xFFFFFFFF
+_CHECK = 4
+_RECORD = struct.Struct(">QQ")
+_U64 = struct.Struct(">Q")
+_U32 = struct.Struct(">I")
+
+
+def version_key(layout: Layout, name: str) -> bytes:
+    return layout.ext_key(name, EXT_VERSION)
+
+
+def log_key(layout: Layout, name: str, version: int) -> bytes:
+    return layout.ext_key(name, EXT_VERSION_LOG, bytes([version % LOG_SLOTS]))
+
+
+def decode_version(value: bytes | None, key: bytes) -> tuple[int, int] | None:
+    """``(version, file size)`` of a version record, ``None`` when absent."""
+    if value is None:
+        return None
+    body = unseal(key, value, "version record", _CHECK)
+    if len(body) != _RECORD.size:
+        raise CorruptError(f"version record at key {key.hex()} is {len(value)} bytes long, not 20")
+    version, size = _RECORD.unpack(body)
+    return version, size
+
+
+def encode_log(key: bytes, version: int, changed: Collection[int] | None) -> bytes:
+    """The log entry of ``version``: the chunks it changed (``None``: every chunk)."""
+    if changed is None or len(changed) > MAX_LOGGED_CHUNKS:
+        indices = [_EVERY_CHUNK]
+    else:
+        indices = sorted(changed)
+    return seal(key, _U64.pack(version) + b"".join(_U32.pack(i) for i in indices), _CHECK)
+
+
+def decode_log(value: bytes, key: bytes) -> tuple[int, frozenset[int] | None]:
+    """``(version, changed chunk indices)`` of a log entry (``None``: every chunk)."""
+    body = unseal(key, value, "version log entry", _CHECK)
+    if len(body) < _U64.size or (len(body) - _U64.size) % _U32.size:
+        raise CorruptError(f"version log entry at key {key.hex()} is {len(value)} bytes long")
+    (version,) = _U64.unpack_from(body)
+    indices = frozenset(i for (i,) in _U32.iter_unpack(body[_U64.size :]))
+    return version, None if _EVERY_CHUNK in indices else indices
+
+
+class VersionLog:
+    """A writer's side: the database's current version, and what a commit adds to its batch."""
+
+    def __init__(self, layout: Layout, name: str, version_value: bytes | None) -> None:
+        self.layout = layout
+        self.name = name
+        self.key = version_key(layout, name)
+        found = decode_version(version_value, self.key)
+        #: The version of the last commit this writer made or found at open.
+        self.version = found[0] if found is not None else 0
+
+    def entries(self, version: int, size: int, changed: Collection[int] | None) -> list[Entry]:
+        """The log entry and version record of commit ``version`` (the record last:
+        a store that writes a batch in order shows the version only with its log)."""
+        log = log_key(self.layout, self.name, version)
+        return [
+            (log, encode_log(log, version, changed)),
+            (self.key, seal(self.key, _RECORD.pack(version, size), _CHECK)),
+        ]
+
+
+@dataclass(frozen=True)
+class Refresh:
+    """What a reader's file must do at the start of a read transaction."""
+
+    #: Chunks to drop from the cache (``None``: every one).
+    dropped: frozenset[int] | None
+    meta_value: bytes | None
+    #: The commit record of a staged commit in flight (read through it), or ``None``.
+    record_value: bytes | None
+
+
+class VersionPin:
+    """A reader's pinned state of one database file (see the module docstring)."""
+
+    def __init__(
+        self,
+        transport: StoreClient,
+        layout: Layout,
+        name: str,
+        chunk_size: int,
+        max_staleness: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.transport = transport
+        self.layout = layout
+        self.name = name
+        self.chunk_size = chunk_size
+        self.max_staleness = max_staleness
+        self._clock = clock
+        self.version_key = version_key(layout, name)
+        self.meta_key = layout.meta_key(name)
+        self.record_key = layout.ext_key(name, EXT_COMMIT_RECORD)
+        #: The version the cache holds (``None``: no version record, an unversioned writer).
+        self.version: int | None = None
+        self.record: bytes | None = None
+        #: (version, commit record) pairs a read may meet and still be of the pinned state.
+        self._accept: set[tuple[int | None, bytes | None]] = {(None, None)}
+        #: Grows whenever the pinned state changed: SQLite's page cache must go too.
+        self.generation = 0
+        self._checked_at: float | None = None
+        self._must_check = True
+        self._skip_next = False
+
+    # -- the state at open ---------------------------------------------------------
+
+    def start(self, version_value: bytes | None, record_value: bytes | None) -> None:
+        """The state the open read (in its one round trip): the cache holds it."""
+        found = decode_version(version_value, self.version_key)
+        self.version = found[0] if found is not None else None
+        self.record = record_value
+        self._accept = {(self.version, record_value)}
+        self._checked_at = self._clock()
+
+    def read_through(self, base_version: int | None) -> None:
+        """The pinned state is a staged commit read through its record: reads may
+        meet its base version with the record, or its own version with or without it."""
+        if base_version is None:
+            return
+        record = self.record
+        base: int | None = base_version if base_version > 0 else None  # 0: no version record yet
+        self._accept = {(base, record), (base_version + 1, record), (base_version + 1, None)}
+        self.version = base_version + 1
+
+    # -- the start of a read transaction ---------------------------------------------
+
+    def must_check(self) -> None:
+        """The next read transaction checks the version, whatever ``max_staleness`` allows."""
+        self._must_check = True
+
+    def skip_next_check(self) -> None:
+        """The state was checked just now (waiting for a version): the next read
+        transaction need not check again."""
+        self._skip_next = True
+
+    def begin(self, force: bool = False) -> Refresh | None:
+        """Learn the current version (one ``get_batch``), unless checked within
+        ``max_staleness``; what to drop, or ``None`` when nothing changed."""
+        now = self._clock()
+        if self._skip_next and not force:
+            self._skip_next = False
+            return None
+        if (
+            not force
+            and not self._must_check
+            and self._checked_at is not None
+            and now - self._checked_at < self.max_staleness
+        ):
+            return None
+        old = self.version
+        ahead = range(old + 1, old + 1 + LOGS_AHEAD) if old is not None else range(0)
+        keys = [self.version_key, self.meta_key, self.record_key]
+        keys += [log_key(self.layout, self.name, v) for v in ahead]
+        values = self.transport.get_batch(keys)
+        self._checked_at = now
+        self._must_check = False
+        found = decode_version(values[0], self.version_key)
+        meta, record = values[1], values[2]
+        logs = dict(zip(ahead, values[3:]))
+        new = found[0] if found is not None else None
+        dropped: frozenset[int] | None
+        if found is None or old is None or new is None or new < old:
+            dropped = None
+        elif record is None and meta is not None and decode_file_meta(
+            meta, self.chunk_size, self.meta_key
+        ) != found[1]:
+            dropped = None  # a writer that knows no versions changed the file
+        elif new == old and record == self.record:
+            return None
+        else:
+            dropped = self._changes(old, new, logs)
+        self.version = new
+        self.record = record
+        self._accept = {(new, record)}
+        self.generation += 1
+        return Refresh(dropped, meta, record)
+
+    def _changes(self, old: int, new: int, logs: dict[int, bytes | None]) -> frozenset[int] | None:
+        """The chunks commits ``old+1 .. new`` changed (``None``: unknown, or every one)."""
+        if new - old > LOG_SLOTS:
+            return None
+        wanted = [v for v in range(old + 1, new + 1) if v not in logs]
+        if wanted:
+            keys = [log_key(self.layout, self.name, v) for v in wanted]
+            logs = {**logs, **dict(zip(wanted, self.transport.get_many(keys)))}
+        changed: set[int] = set()
+        for v in range(old + 1, new + 1):
+            value = logs.get(v)
+            if value is None:
+                return None
+            key = log_key(self.layout, self.name, v)
+            logged, indices = decode_log(value, key)
+            if logged != v or indices is None:
+                return None  # overwritten by a later commit: this reader fell behind
+            changed |= indices
+        return frozenset(changed)
+
+    # -- reads inside a read transaction -------------------------------------------
+
+    def fetch(self, keys: Sequence[bytes], indices: Sequence[int]) -> list[bytes | None]:
+        """The values of chunk keys ``keys`` (chunk ``indices``), each ``get_batch``
+        carrying the version and commit records along to prove what it read."""
+        most = self.transport.keys_per_read(self.chunk_size)
+        step = max(1, most - 2) if most is not None else max(1, len(keys))
+        out: list[bytes | None] = []
+        for start in range(0, len(keys), step):
+            batch = list(keys[start : start + step])
+            values = self.transport.get_batch(batch + [self.version_key, self.record_key])
+            self._validate(values[-2], values[-1], indices[start : start + step])
+            out += values[:-2]
+        return out
+
+    def _validate(self, version_value: bytes | None, record: bytes | None, indices: Sequence[int]) -> None:
+        found = decode_version(version_value, self.version_key)
+        now = found[0] if found is not None else None
+        if (now, record) in self._accept:
+            return
+        old = self.version
+        self.must_check()
+        if record is None and self.record is None and old is not None and now is not None and now > old:
+            changed = self._changes(old, now, {})
+            if changed is not None and changed.isdisjoint(indices):
+                return  # the commits since changed none of these chunks
+        raise ConflictError(
+            f"a commit to {self.name!r} (version {now}) changed what this read transaction, "
+            f"pinned at version {old}, still needed; retry the transaction"
+        )
