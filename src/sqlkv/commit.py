@@ -58,6 +58,7 @@ of the transaction is visible.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import os
@@ -94,9 +95,9 @@ _log = logging.getLogger("sqlkv")
 _INDEX = struct.Struct(">I")
 _RECORD = struct.Struct(">4s8sQQQQ")
 _RECORD_MAGIC = b"SKV2"
-#: A record that names its base state (BaseState): version, size, change counters.
+#: A record that names its base state (BaseState): version, size, digests of chunk 0.
 _RECORD_MAGIC_BASED = b"SKV3"
-_BASE = struct.Struct(">QQ4s4s")
+_BASE = struct.Struct(">QQ8s8s")
 _COMMIT_ID_BYTES = 8
 #: Manifest pieces read per ``get_batch`` on a store that declares no key limit.
 _PIECES_PER_READ = 256
@@ -117,21 +118,29 @@ class BaseState:
     Recovery rolls the commit forward only onto this state (or the state its
     own apply step leads to); a writer that ignores sqlkv's keys (another
     implementation of the layout) may have committed over it, and rolling
-    forward would then mix two states.
+    forward would then mix two states. Such a writer's every commit rewrites
+    SQLite's header page (chunk 0: the file change counter, page count,
+    freelist, schema cookie), so a digest of chunk 0 before the commit and in
+    the commit tells its commits apart from this one's.
     """
 
     version: int  # the version record's version (0: none)
     size: int  # the FileMeta's file size
-    counter: bytes  # SQLite's file change counter, header bytes 24..27, before the commit
-    new_counter: bytes  # the same bytes in the commit's own chunk 0
+    first: bytes  # digest of chunk 0 before the commit (first_chunk_digest)
+    new_first: bytes  # digest of the commit's own chunk 0
 
-    def holds(self, record: "CommitRecord", version: int, size: int, counter: bytes) -> bool:
+    def holds(self, record: "CommitRecord", version: int, size: int, first: bytes) -> bool:
         """Whether the stored state is this one, or part way to the commit's own."""
         return (
             version in (self.version, self.version + 1)
             and size in (self.size, record.new_size)
-            and counter in (self.counter, self.new_counter)
+            and first in (self.first, self.new_first)
         )
+
+
+def first_chunk_digest(chunk: bytes | None) -> bytes:
+    """The 8-byte digest of a file's chunk 0 that a :class:`BaseState` names."""
+    return hashlib.blake2b(chunk or b"", digest_size=8).digest()
 
 
 @dataclass(frozen=True)
@@ -156,7 +165,7 @@ class CommitRecord:
             self.pieces,
         )
         if base is not None:
-            body += _BASE.pack(base.version, base.size, base.counter, base.new_counter)
+            body += _BASE.pack(base.version, base.size, base.first, base.new_first)
         return seal(key, body)
 
     @classmethod
@@ -289,14 +298,14 @@ class Committer:
         first_gone: int,
         old_chunks: int,
         staging: Staging | None,
-        base: Callable[[], tuple[int, bytes]] | None = None,
+        base: Callable[[], tuple[int, bytes | None]] | None = None,
     ) -> None:
         """Make ``chunks`` (final values) and ``new_size`` the committed state of ``name``.
 
         Old chunks in ``[first_gone, old_chunks)`` not in ``chunks`` (nor staged)
         are dropped. ``staging`` holds what was spilled during the transaction.
-        ``base``: the file's committed size and change counter (header bytes
-        24..27) before this commit, asked for only by a staged commit's record.
+        ``base``: the file's committed size and chunk 0 before this commit,
+        asked for only by a staged commit's record.
         """
         self._check_values(chunks)
         layout = self.layout
@@ -356,16 +365,16 @@ class Committer:
         name: str,
         chunks: dict[int, bytes],
         staging: Staging,
-        base: Callable[[], tuple[int, bytes]] | None,
+        base: Callable[[], tuple[int, bytes | None]] | None,
     ) -> BaseState:
         """What a staged commit's record names as the state it was made on."""
-        size, counter = base() if base is not None else (0, bytes(4))
+        size, old_first = base() if base is not None else (0, None)
         first = chunks.get(0)
         if first is None and 0 in staging.indices:
             first = self.read_staged(name, [0])[0]
-        new_counter = first[24:28].ljust(4, b"\0") if first is not None else counter
         version = self.versions.version if self.versions is not None else 0
-        return BaseState(version, size, counter, new_counter)
+        before = first_chunk_digest(old_first)
+        return BaseState(version, size, before, first_chunk_digest(first) if first is not None else before)
 
     @contextmanager
     def _committed(self, commit_point: str) -> Iterator[None]:
@@ -578,14 +587,14 @@ class Committer:
         meta_key = self.layout.meta_key(name)
         size = decode_file_meta(meta_value, self.chunk_size, meta_key) if meta_value is not None else 0
         version = self.versions.version if self.versions is not None else 0
-        counter = (first_chunk or b"")[24:28].ljust(4, b"\0")
-        if base.holds(record, version, size, counter):
+        first = first_chunk_digest(first_chunk)
+        if base.holds(record, version, size, first):
             return True
         _log.warning(
             "discarding the staged commit of %r (record at key %s): it was made on version %d, "
-            "size %d, change counter %s, but the store holds version %d, size %d, change counter "
+            "size %d, chunk 0 digest %s, but the store holds version %d, size %d, chunk 0 digest "
             "%s (another writer committed over it); that transaction was never acknowledged",
-            name, key.hex(), base.version, base.size, base.counter.hex(), version, size, counter.hex(),
+            name, key.hex(), base.version, base.size, base.first.hex(), version, size, first.hex(),
         )
         return False
 

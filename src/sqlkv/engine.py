@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from .errors import ConfigError, Error, PinnedSettingError, SqlError, StaleError
+from .errors import ConfigError, ConflictError, Error, PinnedSettingError, SqlError, StaleError
 from .kvfile import KvFile
 from .lease import LeaseRequest, release_and_close
 from .metrics import Stats
@@ -83,7 +83,7 @@ PINNED_PRAGMAS = {
 READER_LOCKING = "locking_mode=NORMAL"
 READER_PINNED_PRAGMAS = {**PINNED_PRAGMAS, "locking_mode": ("normal",)}
 #: How often a single statement of a reader is run again after a ConflictError.
-CONFLICT_RETRIES = 8
+CONFLICT_RETRIES = 32
 #: How long ``min_version=`` waits by default, and its first pause between checks.
 MIN_VERSION_TIMEOUT = 5.0
 _MIN_VERSION_PAUSE = 0.005
@@ -157,7 +157,16 @@ class EngineBase:
         self.name = name
         self.readonly = readonly
         self._broken: BaseException | None = None
-        self._open()
+        conflicts = 0
+        while True:
+            try:
+                self._open()
+                return
+            except ConflictError:
+                # A reader's open read across a commit it could not prove: open again.
+                conflicts += 1
+                if conflicts > CONFLICT_RETRIES:
+                    raise
 
     def _open_storage(self) -> KvFile:
         """Open the database's :class:`Storage` (one round trip) and return its main file."""
@@ -261,11 +270,12 @@ class EngineBase:
         versions = self.storage.committer.versions
         return versions.version if versions is not None else 0
 
-    def wait_for_version(self, min_version: object, timeout: float = MIN_VERSION_TIMEOUT) -> None:
+    def wait_for_version(self, min_version: object, timeout: float | None = None) -> None:
         """Return once this open shows at least ``min_version``; a reader checks
         the store again, pausing between checks, for up to ``timeout`` seconds,
         then raises :class:`StaleError`. A writer's version is the latest there
-        is: below ``min_version`` it raises at once."""
+        is: below ``min_version`` it raises at once. ``timeout``: ``None`` for
+        :data:`MIN_VERSION_TIMEOUT`."""
         if not isinstance(min_version, int) or isinstance(min_version, bool) or min_version < 0:
             raise ConfigError(f"min_version must be a non-negative int, not {min_version!r}")
         if self.version >= min_version:
@@ -276,6 +286,8 @@ class EngineBase:
                 f"database {self.name!r} is at version {self.version}, below min_version "
                 f"{min_version}, and this open cannot move to a later one"
             )
+        if timeout is None:
+            timeout = MIN_VERSION_TIMEOUT
         deadline = time.monotonic() + timeout
         pause = _MIN_VERSION_PAUSE
         while True:

@@ -224,8 +224,9 @@ class SnapshotEngine(EngineBase):
         """Take the image of the reader's new pinned state: the chunks dropped
         are fetched again (all of them when the log did not say which)."""
         main = self._main
+        # After a failed attempt the image is older than the last refresh says: take it whole.
+        dropped = main.last_dropped if self._image_whole else None
         self._image_whole = False  # until the new image is complete
-        dropped = main.last_dropped
         size = main.size
         if dropped is None or len(self._image) == 0:
             image = main.read_all()

@@ -31,7 +31,7 @@ their own checksums, so zeros there can never pass for data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 from .chunkcache import ChunkCache, ReadAhead
 from .commit import BaseState, Committer, Staging
@@ -154,11 +154,17 @@ class KvFile:
             pin.read_through(self.pending_base)
         return True
 
-    def _get(self, keys: list[bytes], indices: list[int]) -> list[bytes | None]:
-        """The values of chunk (or staged chunk) ``keys``; a reader's reads proved by its pin."""
-        if self.pin is not None:
-            return self.pin.fetch(keys, indices)
-        return self.transport.get_many(keys, self.chunk_size)
+    def _get(
+        self, keys: list[bytes], indices: list[int], needed: Collection[int] | None = None
+    ) -> list[bytes | None]:
+        """The values of chunk (or staged chunk) ``keys``; a reader's reads proved by
+        its pin (a read-ahead chunk not of the pinned state comes back as ``None``
+        when ``needed`` names the others)."""
+        if self.pin is None:
+            return self.transport.get_many(keys, self.chunk_size)
+        values = self.pin.fetch(keys, indices, needed)
+        left_out = self.pin.left_out
+        return [None if i in left_out else v for i, v in zip(indices, values)] if left_out else values
 
     def read_chunks(self, indices: list[int]) -> dict[int, bytes]:
         """The current bytes of chunks ``indices``, fetched without read-ahead and not
@@ -173,13 +179,13 @@ class KvFile:
             out.update(self._fetch_overlaid(overlaid))
         return out
 
-    def _base_state(self) -> tuple[int, bytes]:
-        """The committed size and SQLite's change counter (header bytes 24..27)
-        this file's next commit is made on: named by a staged commit's record."""
-        counter = bytes(4)
-        if self._has_committed_bytes(0):
-            counter = bytes(self._load([0]).get(0, b"")[24:28]).ljust(4, b"\0")
-        return self.committed_size, counter
+    def _base_state(self) -> tuple[int, bytes | None]:
+        """The committed size and chunk 0 this file's next commit is made on:
+        named by a staged commit's record (see commit.BaseState)."""
+        first = None
+        if self._has_committed_bytes(0):  # the committed chunk, not a spilled change of it
+            first = self.cache.get(0) or self._fetch([0])[0]
+        return self.committed_size, first
 
     # -- where a chunk's bytes are ---------------------------------------------
 
@@ -270,7 +276,12 @@ class KvFile:
         file_chunks = -(-self.committed_size // self.chunk_size)
         fits = self.committed_size <= self.cache.capacity
         wanted = dict.fromkeys(missing)
-        for i in self.read_ahead.plan(missing[0], file_chunks, fits):
+        # A chunk a commit of another changed is read again with the others it
+        # changed, and no read-ahead: what was around it is still cached.
+        ahead = range(0) if self._refetch.intersection(missing) else self.read_ahead.plan(
+            missing[0], file_chunks, fits
+        )
+        for i in ahead:
             if (
                 i not in wanted
                 and i not in self.cache
@@ -285,11 +296,16 @@ class KvFile:
                 break
             if i not in self.cache and i not in self.dirty and self._has_committed_bytes(i):
                 wanted[i] = None
-        self._refetch.difference_update(wanted)
         indices = list(wanted)
         requested = set(missing)
         keys = self._chunk_keys(indices)
-        for i, key, value in zip(indices, keys, self._get(keys, indices)):
+        try:
+            values = self._get(keys, indices, requested)
+        except ConflictError:
+            self._refetch.update(indices)  # the retry reads them again in one round trip
+            raise
+        self._refetch.difference_update(indices)
+        for i, key, value in zip(indices, keys, values):
             if i not in requested and not self._intact(i, value):
                 continue  # a damaged chunk read ahead fails when it is read
             value = self._committed(i, key, value)

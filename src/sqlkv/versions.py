@@ -177,6 +177,8 @@ class VersionPin:
         self._checked_at: float | None = None
         self._must_check = True
         self._skip_next = False
+        #: Chunks of the last :meth:`fetch` not of the pinned state (read ahead only, left out).
+        self.left_out: set[int] = set()
 
     # -- the state at open ---------------------------------------------------------
 
@@ -273,20 +275,35 @@ class VersionPin:
 
     # -- reads inside a read transaction -------------------------------------------
 
-    def fetch(self, keys: Sequence[bytes], indices: Sequence[int]) -> list[bytes | None]:
+    def fetch(
+        self, keys: Sequence[bytes], indices: Sequence[int], needed: Collection[int] | None = None
+    ) -> list[bytes | None]:
         """The values of chunk keys ``keys`` (chunk ``indices``), each ``get_batch``
-        carrying the version and commit records along to prove what it read."""
+        carrying the version and commit records along to prove what it read.
+
+        ``needed``: the chunks the caller must have (default: all); the others
+        are read ahead, and one that a commit since the pinned version changed
+        is left out (listed in :attr:`left_out`) instead of failing the read.
+        """
         most = self.transport.keys_per_read(self.chunk_size)
         step = max(1, most - 2) if most is not None else max(1, len(keys))
         out: list[bytes | None] = []
+        self.left_out = set()
         for start in range(0, len(keys), step):
             batch = list(keys[start : start + step])
             values = self.transport.get_batch(batch + [self.version_key, self.record_key])
-            self._validate(values[-2], values[-1], indices[start : start + step])
+            part = indices[start : start + step]
+            self._validate(values[-2], values[-1], part, part if needed is None else needed)
             out += values[:-2]
         return out
 
-    def _validate(self, version_value: bytes | None, record: bytes | None, indices: Sequence[int]) -> None:
+    def _validate(
+        self,
+        version_value: bytes | None,
+        record: bytes | None,
+        indices: Sequence[int],
+        needed: Collection[int],
+    ) -> None:
         found = decode_version(version_value, self.version_key)
         now = found[0] if found is not None else None
         if (now, record) in self._accept:
@@ -295,8 +312,11 @@ class VersionPin:
         self.must_check()
         if record is None and self.record is None and old is not None and now is not None and now > old:
             changed = self._changes(old, now, {})
-            if changed is not None and changed.isdisjoint(indices):
-                return  # the commits since changed none of these chunks
+            if changed is not None:
+                stale = changed.intersection(indices)
+                if stale.isdisjoint(needed):
+                    self.left_out |= stale  # read ahead only: the commits since changed them
+                    return
         raise ConflictError(
             f"a commit to {self.name!r} (version {now}) changed what this read transaction, "
             f"pinned at version {old}, still needed; retry the transaction"
