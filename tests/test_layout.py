@@ -21,6 +21,8 @@ from sqlkv.layout import (
     encode_file_meta,
 )
 
+from sqlkv.versions import log_key, version_key
+
 from helpers import is_version_key
 
 
@@ -186,6 +188,8 @@ def test_the_vectors_of_docs_layout_md_are_the_keys_the_code_makes():
         seed.ext_key("app.db", EXT_STAGED_CHUNK, u32(5)),
         seed.ext_key("app.db", EXT_LEASE),
         seed.ext_key("app.db", EXT_LEASE, b"e"),
+        version_key(seed, "app.db"),
+        log_key(seed, "app.db", 65),
         rivet.meta_key("actor.db"),
         rivet.meta_key("actor.db-journal"),
         rivet.chunk_key("actor.db", 1),
@@ -196,6 +200,17 @@ def test_the_vectors_of_docs_layout_md_are_the_keys_the_code_makes():
     ]
     for key in keys:
         assert f"`{key.hex(' ')}`" in text, f"docs/layout.md lacks the vector {key.hex(' ')}"
+
+
+def test_a_version_log_entry_round_trips_and_says_every_chunk_past_its_limit():
+    from sqlkv.versions import MAX_LOGGED_CHUNKS, decode_log, encode_log
+
+    key = log_key(SeedLayout(9), "app.db", 7)
+    assert decode_log(encode_log(key, 7, {3, 1, 2}), key) == (7, frozenset({1, 2, 3}))
+    assert len(encode_log(key, 7, {3, 1, 2})) == 8 + 3 * 4 + 4
+    assert decode_log(encode_log(key, 7, range(MAX_LOGGED_CHUNKS + 1)), key) == (7, None)
+    with pytest.raises(sqlkv.CorruptError, match=f"version log entry at key {key.hex()}"):
+        decode_log(encode_log(key, 7, {1})[:-1] + b"\x00", key)
 
 
 @pytest.mark.parametrize(

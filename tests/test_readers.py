@@ -70,26 +70,27 @@ def store_url(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"{server.url}{joiner}namespace={unique_namespace()}"
 
 
+def bank(kind: str, engine: str, request: pytest.FixtureRequest, tmp_path: Path, seconds: float, commits: int) -> None:
+    """The bank scenario on a fresh database in a store of ``kind``."""
+    url = store_url(kind, request, tmp_path)
+    store = sqlkv.open_store(url)
+    make_bank(store, engine)
+    store.close()
+    bank_run(url, engine, seconds=seconds, commits=commits)
+
+
 BANK_CASES = [("lmdb", "pages"), ("lmdb", "snapshot"), ("redis", "pages"), ("redis-cluster", "pages")]
 
 
 @pytest.mark.parametrize(("kind", "engine"), BANK_CASES, ids=[f"{k}-{b}" for k, b in BANK_CASES])
 def test_bank_readers_in_other_processes_never_see_a_torn_state(kind, engine, request, tmp_path):
-    url = store_url(kind, request, tmp_path)
-    store = sqlkv.open_store(url)
-    make_bank(store, engine)
-    store.close()
-    bank_run(url, engine, seconds=3, commits=400)
+    bank(kind, engine, request, tmp_path, seconds=3, commits=400)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("kind", "engine"), BANK_CASES, ids=[f"{k}-{b}" for k, b in BANK_CASES])
 def test_bank_for_a_minute(kind, engine, request, tmp_path):
-    url = store_url(kind, request, tmp_path)
-    store = sqlkv.open_store(url)
-    make_bank(store, engine)
-    store.close()
-    bank_run(url, engine, seconds=60, commits=10**6)
+    bank(kind, engine, request, tmp_path, seconds=60, commits=10**6)
 
 
 # -- counted: what a reader's cache costs after another's commit -------------------------
