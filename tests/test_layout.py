@@ -206,11 +206,13 @@ def test_a_version_log_entry_round_trips_and_says_every_chunk_past_its_limit():
     from sqlkv.versions import MAX_LOGGED_CHUNKS, decode_log, encode_log
 
     key = log_key(SeedLayout(9), "app.db", 7)
-    assert decode_log(encode_log(key, 7, {3, 1, 2}), key) == (7, frozenset({1, 2, 3}))
-    assert len(encode_log(key, 7, {3, 1, 2})) == 8 + 3 * 4 + 4
-    assert decode_log(encode_log(key, 7, range(MAX_LOGGED_CHUNKS + 1)), key) == (7, None)
-    with pytest.raises(sqlkv.CorruptError, match=f"version log entry at key {key.hex()}"):
-        decode_log(encode_log(key, 7, {1})[:-1] + b"\x00", key)
+    entry = encode_log(key, 7, {3, 1, 2})
+    assert decode_log(entry, key, 7) == frozenset({1, 2, 3})
+    assert len(entry) == 3 * 4 + 4
+    assert decode_log(encode_log(key, 7, range(MAX_LOGGED_CHUNKS + 1)), key, 7) is None
+    # The slot of version 7 read for version 71 (64 later), or garbled: not known.
+    assert decode_log(entry, key, 71) is None
+    assert decode_log(entry[:4] + bytes([entry[4] ^ 1]) + entry[5:], key, 7) is None
 
 
 @pytest.mark.parametrize(

@@ -315,7 +315,7 @@ class Committer:
             puts = [(layout.chunk_key(name, i), v) for i, v in chunks.items()]
             puts.append(meta)
             if versions is not None:  # in the same batch: the version moves with the chunks
-                puts += versions.entries(versions.version + 1, new_size, chunks.keys())
+                puts += versions.entries(versions.version + 1, meta[1], chunks.keys())
             deletes = [layout.chunk_key(name, i) for i in range(first_gone, old_chunks) if i not in chunks]
             if self.transport.fits_one_write(puts, deletes):
                 if self.transport.can_write_batch or not deletes:
@@ -513,7 +513,7 @@ class Committer:
         versions = self._versions_of(name)
         if versions is not None:  # the version moves with the FileMeta, once every chunk is in place
             version = (record.base.version if record.base is not None else versions.version) + 1
-            last = versions.entries(version, record.new_size, changed)
+            last = versions.entries(version, encode_file_meta(record.new_size), changed)
         self.write([*last, (layout.meta_key(name), encode_file_meta(record.new_size))])
         if versions is not None:
             versions.version = version

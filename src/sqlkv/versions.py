@@ -4,18 +4,26 @@ that holds no lease validates what it reads against them.
 **What is stored** (sqlkv's own keys beside the database file, see layout.py's
 ``ext_key`` and docs/layout.md):
 
-- the *version record*, kind ``v``, no suffix: u64be version, u64be file size
-  (the FileMeta's at that version), 4-byte checksum bound to the key. The
-  version starts at 1 with the first versioned commit and only grows; a
-  database whose record is absent is at version 0.
-- the *log entry* of version ``n``, kind ``g``, suffix one byte ``n % 64``: u64be
-  ``n``, then each chunk index the commit changed as u32be (or the single
-  index ``FFFFFFFF``, "every chunk", for a commit that changed more than
-  :data:`MAX_LOGGED_CHUNKS`), 4-byte checksum. 64 slots are overwritten in
-  turn, so the log of the last 64 commits is kept without any delete.
+- the *version record*, kind ``v``, no suffix: the version as a u64be without
+  its leading zero bytes (1 to 8 bytes: the value stays small), then a 4-byte
+  checksum over the key, the FileMeta value written with it and the version.
+  The version starts at 1 with the first versioned commit and only grows; a
+  database whose record is absent is at version 0. A record whose checksum
+  fails against the FileMeta stored beside it was garbled, or the file was
+  changed since by a writer that knows no versions: either way the reader
+  cannot tell what changed and drops its cache (see below).
+- the *log entry* of version ``n``, kind ``g``, suffix one byte ``n % 64``: each
+  chunk index the commit changed as u32be (or the single index ``FFFFFFFF``,
+  "every chunk", for a commit that changed more than
+  :data:`MAX_LOGGED_CHUNKS`), then a 4-byte checksum over the key, ``n`` and
+  the indices. 64 slots are overwritten in turn, so the log of the last 64
+  commits is kept without any delete; a slot whose checksum fails for ``n``
+  holds another version's entry (or was garbled), and a reader that needed it
+  drops its cache.
 
-Per commit that is 53 bytes of keys and values plus 4 per changed chunk (for a
-database named ``app.db`` in layout ``seed``). A one-batch commit writes both in
+Per commit that is at most 41 bytes of keys and values plus 4 per changed
+chunk (for a database named ``app.db`` in layout ``seed``, 35 while the version
+is below 2^16; 2 more per character of a longer name). A one-batch commit writes both in
 its one batch; a staged commit writes them with the apply step's last write
 (the new FileMeta), so the version moves exactly when the new state is whole.
 
@@ -57,7 +65,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from .errors import ConflictError, CorruptError
-from .layout import EXT_COMMIT_RECORD, Layout, decode_file_meta
+from .layout import EXT_COMMIT_RECORD, Layout
 from .sealed import seal, unseal
 from .store import Entry, StoreClient
 
@@ -71,7 +79,6 @@ MAX_LOGGED_CHUNKS = 1024
 LOGS_AHEAD = 4
 _EVERY_CHUNK = 0xFFFFFFFF
 _CHECK = 4
-_RECORD = struct.Struct(">QQ")
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 
@@ -84,15 +91,32 @@ def log_key(layout: Layout, name: str, version: int) -> bytes:
     return layout.ext_key(name, EXT_VERSION_LOG, bytes([version % LOG_SLOTS]))
 
 
-def decode_version(value: bytes | None, key: bytes) -> tuple[int, int] | None:
-    """``(version, file size)`` of a version record, ``None`` when absent."""
+def encode_version(key: bytes, version: int, meta_value: bytes) -> bytes:
+    """The version record of ``version``, written with the FileMeta ``meta_value``."""
+    body = _U64.pack(version).lstrip(b"\0") or b"\0"
+    return body + seal(key + meta_value, body, _CHECK)[len(body) :]
+
+
+def read_version(value: bytes | None, key: bytes) -> int | None:
+    """The version a version record names (``None``: absent), its checksum not checked."""
     if value is None:
         return None
-    body = unseal(key, value, "version record", _CHECK)
-    if len(body) != _RECORD.size:
-        raise CorruptError(f"version record at key {key.hex()} is {len(value)} bytes long, not 20")
-    version, size = _RECORD.unpack(body)
-    return version, size
+    if not 1 + _CHECK <= len(value) <= _U64.size + _CHECK:
+        raise CorruptError(
+            f"version record at key {key.hex()} is {len(value)} bytes long, not "
+            f"{1 + _CHECK} to {_U64.size + _CHECK}"
+        )
+    return int.from_bytes(value[:-_CHECK], "big")
+
+
+def version_holds(value: bytes, key: bytes, meta_value: bytes | None) -> bool:
+    """Whether a version record was written with the FileMeta ``meta_value``
+    (else it is garbled, or a writer that knows no versions changed the file)."""
+    try:
+        unseal(key + (meta_value or b""), value, "version record", _CHECK)
+    except CorruptError:
+        return False
+    return True
 
 
 def encode_log(key: bytes, version: int, changed: Collection[int] | None) -> bytes:
@@ -101,17 +125,22 @@ def encode_log(key: bytes, version: int, changed: Collection[int] | None) -> byt
         indices = [_EVERY_CHUNK]
     else:
         indices = sorted(changed)
-    return seal(key, _U64.pack(version) + b"".join(_U32.pack(i) for i in indices), _CHECK)
+    body = b"".join(_U32.pack(i) for i in indices)
+    return body + seal(key + _U64.pack(version), body, _CHECK)[len(body) :]
 
 
-def decode_log(value: bytes, key: bytes) -> tuple[int, frozenset[int] | None]:
-    """``(version, changed chunk indices)`` of a log entry (``None``: every chunk)."""
-    body = unseal(key, value, "version log entry", _CHECK)
-    if len(body) < _U64.size or (len(body) - _U64.size) % _U32.size:
-        raise CorruptError(f"version log entry at key {key.hex()} is {len(value)} bytes long")
-    (version,) = _U64.unpack_from(body)
-    indices = frozenset(i for (i,) in _U32.iter_unpack(body[_U64.size :]))
-    return version, None if _EVERY_CHUNK in indices else indices
+def decode_log(value: bytes, key: bytes, version: int) -> frozenset[int] | None:
+    """The chunks the log entry of ``version`` says it changed; ``None`` for every
+    chunk, or when the slot holds another version's entry (or a garbled one)."""
+    body = value[:-_CHECK]
+    if len(value) < _CHECK or len(body) % _U32.size:
+        return None
+    try:
+        unseal(key + _U64.pack(version), value, "version log entry", _CHECK)
+    except CorruptError:
+        return None
+    indices = frozenset(i for (i,) in _U32.iter_unpack(body))
+    return None if _EVERY_CHUNK in indices else indices
 
 
 class VersionLog:
@@ -121,17 +150,17 @@ class VersionLog:
         self.layout = layout
         self.name = name
         self.key = version_key(layout, name)
-        found = decode_version(version_value, self.key)
         #: The version of the last commit this writer made or found at open.
-        self.version = found[0] if found is not None else 0
+        self.version = read_version(version_value, self.key) or 0
 
-    def entries(self, version: int, size: int, changed: Collection[int] | None) -> list[Entry]:
-        """The log entry and version record of commit ``version`` (the record last:
-        a store that writes a batch in order shows the version only with its log)."""
+    def entries(self, version: int, meta_value: bytes, changed: Collection[int] | None) -> list[Entry]:
+        """The log entry and version record of commit ``version``, which writes the
+        FileMeta ``meta_value`` (the record last: a store that writes a batch in
+        order shows the version only with its log)."""
         log = log_key(self.layout, self.name, version)
         return [
             (log, encode_log(log, version, changed)),
-            (self.key, seal(self.key, _RECORD.pack(version, size), _CHECK)),
+            (self.key, encode_version(self.key, version, meta_value)),
         ]
 
 
@@ -184,8 +213,7 @@ class VersionPin:
 
     def start(self, version_value: bytes | None, record_value: bytes | None) -> None:
         """The state the open read (in its one round trip): the cache holds it."""
-        found = decode_version(version_value, self.version_key)
-        self.version = found[0] if found is not None else None
+        self.version = read_version(version_value, self.version_key)
         self.record = record_value
         self._accept = {(self.version, record_value)}
         self._checked_at = self._clock()
@@ -232,16 +260,13 @@ class VersionPin:
         values = self.transport.get_batch(keys)
         self._checked_at = now
         self._must_check = False
-        found = decode_version(values[0], self.version_key)
         meta, record = values[1], values[2]
         logs = dict(zip(ahead, values[3:]))
-        new = found[0] if found is not None else None
+        new = read_version(values[0], self.version_key)
         dropped: frozenset[int] | None
-        if found is None or old is None or new is None or new < old:
+        if values[0] is None or old is None or new is None or new < old:
             dropped = None
-        elif record is None and meta is not None and decode_file_meta(
-            meta, self.chunk_size, self.meta_key
-        ) != found[1]:
+        elif record is None and not version_holds(values[0], self.version_key, meta):
             dropped = None  # a writer that knows no versions changed the file
         elif new == old and record == self.record:
             return None
@@ -266,10 +291,9 @@ class VersionPin:
             value = logs.get(v)
             if value is None:
                 return None
-            key = log_key(self.layout, self.name, v)
-            logged, indices = decode_log(value, key)
-            if logged != v or indices is None:
-                return None  # overwritten by a later commit: this reader fell behind
+            indices = decode_log(value, log_key(self.layout, self.name, v), v)
+            if indices is None:
+                return None  # every chunk, or overwritten by a later commit: this reader fell behind
             changed |= indices
         return frozenset(changed)
 
@@ -304,8 +328,7 @@ class VersionPin:
         indices: Sequence[int],
         needed: Collection[int],
     ) -> None:
-        found = decode_version(version_value, self.version_key)
-        now = found[0] if found is not None else None
+        now = read_version(version_value, self.version_key)
         if (now, record) in self._accept:
             return
         old = self.version
