@@ -415,3 +415,20 @@ def test_a_garbled_version_record_is_named_or_read_past(backend):
             assert reader.query("SELECT count(*) FROM t").rows == [(0,)]
             assert reader.stats.cache_misses > 0
             reader.stats.reset()
+
+
+def test_a_reader_in_layout_rivet_v2_follows_the_writer(backend):
+    """Versions live in layout rivet-v2's own key range too (08 01 F0 ...)."""
+    store = CountingStore(sqlkv.MemoryStore(), write_batch=True)
+    writer = sqlkv.connect(store, "actor.db", layout="rivet-v2", backend=backend)
+    writer.exec("CREATE TABLE t(x)")
+    reader = sqlkv.connect(store, "actor.db", layout="rivet-v2", readonly=True, backend=backend)
+    for i in range(1, 6):
+        version = writer.run("INSERT INTO t VALUES (?)", [i]).version
+        before = store.total
+        assert reader.query("SELECT sum(x) FROM t", min_version=version).rows == [(i * (i + 1) // 2,)]
+        assert reader.version == version
+        assert store.total - before <= 2  # the version check, then the one changed chunk
+    assert any(k.startswith(b"\x08\x01\xf0\x00v") for k in store.inner._data)
+    reader.close()
+    writer.close()
