@@ -432,3 +432,18 @@ def test_a_reader_in_layout_rivet_v2_follows_the_writer(backend):
     assert any(k.startswith(b"\x08\x01\xf0\x00v") for k in store.inner._data)
     reader.close()
     writer.close()
+
+
+async def test_the_async_api_reads_its_own_writes_through_a_stale_reader(backend):
+    store = sqlkv.MemoryStore()
+    vfs = sqlkv.SqliteVfs(backend=backend)
+    writer = await vfs.open("app.db", store)
+    await writer.exec("CREATE TABLE t(x)")
+    reader = await vfs.open("app.db", store, readonly=True, max_staleness=3600)
+    result = await writer.run("INSERT INTO t VALUES (1)")
+    assert result.version == writer.version == reader.version + 1
+    assert (await reader.query("SELECT count(*) FROM t")).rows == [(0,)]  # stale, as allowed
+    assert (await reader.query("SELECT count(*) FROM t", min_version=result.version)).rows == [(1,)]
+    assert reader.version == result.version
+    await reader.close()
+    await writer.close()

@@ -216,7 +216,8 @@ class VersionPin:
         self.version = read_version(version_value, self.version_key)
         self.record = record_value
         self._accept = {(self.version, record_value)}
-        self._checked_at = self._clock()
+        self._checked_at = self._clock()  # the open's read counts as a check
+        self._must_check = False
 
     def read_through(self, base_version: int | None) -> None:
         """The pinned state is a staged commit read through its record: reads may
