@@ -69,6 +69,12 @@ class ReadAhead:
         self.window = 1
         self._next_sequential = -1
 
+    def widen(self) -> None:
+        """Start from the widest window (a reader that dropped its whole cache
+        reads much of the file again, and each round trip is a chance for a
+        writer's commit to land in the middle of its read)."""
+        self.window = self.max_window
+
     def plan(self, index: int, file_chunks: int, fits_in_cache: bool) -> range:
         """The chunk indices to fetch for a miss at ``index`` (always includes it)."""
         sequential = index == self._next_sequential

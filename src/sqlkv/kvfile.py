@@ -98,6 +98,8 @@ class KvFile:
         # Chunks dropped at a read transaction's start that were cached: fetched
         # again along with the next miss, as they are likely to be read.
         self._refetch: set[int] = set()
+        #: Chunks a read needed when it conflicted: read along with the next version check.
+        self._conflicted: set[int] = set()
         #: The chunks the last :meth:`begin_read` that changed anything dropped (``None``: all).
         self.last_dropped: frozenset[int] | None = None
 
@@ -120,14 +122,18 @@ class KvFile:
         pin = self.pin
         if pin is None:
             return False
-        refresh = pin.begin(force)
+        again = sorted(self._conflicted)[: max(1, (self.transport.keys_per_read(self.chunk_size) or 64) // 2)]
+        self._conflicted.clear()
+        refresh = pin.begin(force, self._chunk_keys(again))
         if refresh is None:
+            self._take_prefetched(again, pin.prefetched)
             return False
         cached = self.cache
         self.last_dropped = refresh.dropped
         if refresh.dropped is None:
             self._refetch = set()
             cached.clear()
+            self.read_ahead.widen()  # read the file again in as few round trips as allowed
         else:
             self._refetch = {i for i in refresh.dropped if i in cached}
             for i in refresh.dropped:
@@ -152,7 +158,15 @@ class KvFile:
             if self.last_dropped is not None:
                 self.last_dropped = self.last_dropped | frozenset(overlay)
             pin.read_through(self.pending_base)
+        self._take_prefetched(again, pin.prefetched)
         return True
+
+    def _take_prefetched(self, indices: list[int], values: list[bytes | None]) -> None:
+        """Cache chunks read with the version at a read transaction's start: of its state."""
+        for i, value in zip(indices, values):
+            if i not in self._overlay and self._has_committed_bytes(i) and self._intact(i, value):
+                self.cache.put(i, value)  # type: ignore[arg-type]
+                self._refetch.discard(i)
 
     def _get(
         self, keys: list[bytes], indices: list[int], needed: Collection[int] | None = None
@@ -302,7 +316,9 @@ class KvFile:
         try:
             values = self._get(keys, indices, requested)
         except ConflictError:
-            self._refetch.update(indices)  # the retry reads them again in one round trip
+            # The retry reads what it asked for with the version, the rest with its first miss.
+            self._conflicted.update(missing)
+            self._refetch.update(indices)
             raise
         self._refetch.difference_update(indices)
         for i, key, value in zip(indices, keys, values):

@@ -12,11 +12,11 @@ that holds no lease validates what it reads against them.
   fails against the FileMeta stored beside it was garbled, or the file was
   changed since by a writer that knows no versions: either way the reader
   cannot tell what changed and drops its cache (see below).
-- the *log entry* of version ``n``, kind ``g``, suffix one byte ``n % 64``: each
+- the *log entry* of version ``n``, kind ``g``, suffix one byte ``n % 256``: each
   chunk index the commit changed as u32be (or the single index ``FFFFFFFF``,
   "every chunk", for a commit that changed more than
   :data:`MAX_LOGGED_CHUNKS`), then a 4-byte checksum over the key, ``n`` and
-  the indices. 64 slots are overwritten in turn, so the log of the last 64
+  the indices. 256 slots are overwritten in turn, so the log of the last 256
   commits is kept without any delete; a slot whose checksum fails for ``n``
   holds another version's entry (or was garbled), and a reader that needed it
   drops its cache.
@@ -72,7 +72,7 @@ from .store import Entry, StoreClient
 EXT_VERSION = b"v"
 EXT_VERSION_LOG = b"g"
 #: Log entries kept: a reader more commits behind than this drops its whole cache.
-LOG_SLOTS = 64
+LOG_SLOTS = 256
 #: A commit that changed more chunks than this is logged as "every chunk".
 MAX_LOGGED_CHUNKS = 1024
 #: Log entries read speculatively with the version record at a read transaction's start.
@@ -208,6 +208,8 @@ class VersionPin:
         self._skip_next = False
         #: Chunks of the last :meth:`fetch` not of the pinned state (read ahead only, left out).
         self.left_out: set[int] = set()
+        #: The values of the chunk keys the last :meth:`begin` read along.
+        self.prefetched: list[bytes | None] = []
 
     # -- the state at open ---------------------------------------------------------
 
@@ -240,10 +242,17 @@ class VersionPin:
         transaction need not check again."""
         self._skip_next = True
 
-    def begin(self, force: bool = False) -> Refresh | None:
+    def begin(self, force: bool = False, chunk_keys: Sequence[bytes] = ()) -> Refresh | None:
         """Learn the current version (one ``get_batch``), unless checked within
-        ``max_staleness``; what to drop, or ``None`` when nothing changed."""
+        ``max_staleness``; what to drop, or ``None`` when nothing changed.
+
+        ``chunk_keys`` are read in the same ``get_batch``, so their values
+        (in :attr:`prefetched`, empty when nothing was read) are of the state
+        pinned from here on: a reader whose read conflicted gets again what it
+        needs without a second round trip for a commit to land in.
+        """
         now = self._clock()
+        self.prefetched = []
         if self._skip_next and not force:
             self._skip_next = False
             return None
@@ -258,7 +267,9 @@ class VersionPin:
         ahead = range(old + 1, old + 1 + LOGS_AHEAD) if old is not None else range(0)
         keys = [self.version_key, self.meta_key, self.record_key]
         keys += [log_key(self.layout, self.name, v) for v in ahead]
-        values = self.transport.get_batch(keys)
+        values = self.transport.get_batch(keys + list(chunk_keys))
+        self.prefetched = values[len(keys) :]
+        values = values[: len(keys)]
         self._checked_at = now
         self._must_check = False
         meta, record = values[1], values[2]
