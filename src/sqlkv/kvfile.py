@@ -40,6 +40,10 @@ from .layout import Layout, chunk_count, chunk_spans, decode_file_meta, encode_f
 from .store import StoreClient
 from .versions import VersionPin
 
+#: Read transactions in a row that conflicted before a reader reads every chunk
+#: it lacks along with the version check (see ``KvFile._to_read_again``).
+CONFLICTS_BEFORE_WHOLE = 2
+
 
 class KvFile:
     """A file's bytes over fixed-size chunks in the store (see the module docstring)."""
@@ -100,6 +104,7 @@ class KvFile:
         self._refetch: set[int] = set()
         #: Chunks a read needed when it conflicted: read along with the next version check.
         self._conflicted: set[int] = set()
+        self._conflict_streak = 0
         #: The chunks the last :meth:`begin_read` that changed anything dropped (``None``: all).
         self.last_dropped: frozenset[int] | None = None
 
@@ -122,8 +127,7 @@ class KvFile:
         pin = self.pin
         if pin is None:
             return False
-        again = sorted(self._conflicted)[: max(1, (self.transport.keys_per_read(self.chunk_size) or 64) // 2)]
-        self._conflicted.clear()
+        again = self._to_read_again()
         refresh = pin.begin(force, self._chunk_keys(again))
         if refresh is None:
             self._take_prefetched(again, pin.prefetched)
@@ -160,6 +164,27 @@ class KvFile:
             pin.read_through(self.pending_base)
         self._take_prefetched(again, pin.prefetched)
         return True
+
+    def _to_read_again(self) -> list[int]:
+        """The chunks to read along with the version at a read transaction's start:
+        none, unless the last read transaction conflicted; then the chunks it
+        needed, and after :data:`CONFLICTS_BEFORE_WHOLE` conflicts in a row
+        every chunk of the file (as many as one ``get_batch`` and the cache
+        take), so that the transaction needs no later round trip at all."""
+        if not self._conflicted:
+            self._conflict_streak = 0
+            return []
+        self._conflict_streak += 1
+        most = self.transport.keys_per_read(self.chunk_size)
+        room = max(1, (most or self.cache.capacity // self.chunk_size) - 16)
+        wanted = sorted(self._conflicted)
+        self._conflicted.clear()
+        if self._conflict_streak >= CONFLICTS_BEFORE_WHOLE:
+            # Cached ones too: which of them the commits since changed is known only after.
+            count = chunk_count(self.committed_size, self.chunk_size)
+            listed = set(wanted)
+            wanted += [i for i in range(count) if i not in listed]
+        return wanted[:room]
 
     def _take_prefetched(self, indices: list[int], values: list[bytes | None]) -> None:
         """Cache chunks read with the version at a read transaction's start: of its state."""
