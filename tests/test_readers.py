@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import CountingStore, copy_store, is_version_key, staging_keys, unique_namespace
 
 import sqlkv
-from sqlkv.testing import FaultyStore
 from sqlkv.wrapper import StoreWrapper, call_parts
-
-from helpers import CountingStore, copy_store, is_version_key, staging_keys, unique_namespace
 
 BANK = str(Path(__file__).resolve().parent / "bank_process.py")
 ACCOUNTS = 3000

@@ -129,7 +129,7 @@ class BaseState:
     first: bytes  # digest of chunk 0 before the commit (first_chunk_digest)
     new_first: bytes  # digest of the commit's own chunk 0
 
-    def holds(self, record: "CommitRecord", version: int, size: int, first: bytes) -> bool:
+    def holds(self, record: CommitRecord, version: int, size: int, first: bytes) -> bool:
         """Whether the stored state is this one, or part way to the commit's own."""
         return (
             version in (self.version, self.version + 1)
