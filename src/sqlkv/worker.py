@@ -43,6 +43,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from . import environment
+
 _STOP = object()
 
 
@@ -64,13 +66,6 @@ def _cpu_probe() -> Callable[[], int] | None:
 _sched_getcpu = _cpu_probe()
 
 _yield = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
-
-
-def _spin_seconds() -> float:
-    try:
-        return max(0.0, float(os.environ.get("SQLKV_ASYNC_SPIN_US", "100"))) / 1e6
-    except ValueError:
-        return 100 / 1e6
 
 
 class _Doorbell:
@@ -113,7 +108,7 @@ class Worker:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, name: str = "sqlkv", spin: bool = True) -> None:
         self._loop = loop
-        self._spin = _spin_seconds() if spin else 0.0
+        self._spin = environment.async_spin_seconds() if spin else 0.0
         self._jobs: deque[tuple[asyncio.Future, Any, tuple]] = deque()
         self._done: deque[tuple[asyncio.Future, bool, Any]] = deque()
         self._to_thread = _Doorbell()
@@ -126,9 +121,7 @@ class Worker:
             self._watched = False
         self._stopping = False
         self._released = False
-        self._follow = _sched_getcpu is not None and os.environ.get(
-            "SQLKV_WORKER_FOLLOWS_LOOP", "1"
-        ) != "0"
+        self._follow = _sched_getcpu is not None and environment.worker_follows_loop()
         self._cpu = -1
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
