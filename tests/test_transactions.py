@@ -379,12 +379,12 @@ def test_a_connection_dropped_without_close_releases_its_lease(backend):
 
 async def test_an_async_database_dropped_without_close_warns(backend):
     db = await sqlkv.SqliteVfs(backend=backend).open("dropped.db", sqlkv.MemoryStore())
-    thread = db._worker._thread
+    pool = db._worker.pool
     with pytest.warns(ResourceWarning, match="sqlkv.Database 'dropped.db' was dropped without close"):
         del db
         gc.collect()
-    thread.join(WAIT)
-    assert not thread.is_alive()
+    await asyncio.wait_for(asyncio.wrap_future(pool.ended), WAIT)
+    assert pool.threads == 0
 
 
 # -- item 10: close() from another event loop --------------------------------------

@@ -6,11 +6,12 @@
     result = await db.query("SELECT x FROM t WHERE x = ?", [1])
     await db.close()
 
-Each database runs SQLite on a worker thread of its own, so the event loop
-keeps running while SQLite works (and while an async store is awaited).
-Calls from many coroutines at once are queued and run one at a time; no call
-leaves a transaction open, and ``db.transaction()`` spans calls (see
-transaction.py).
+SQLite runs on a small pool of threads shared by every database of the event
+loop (worker.py), so the loop keeps running while SQLite works (and while an
+async store is awaited), and many databases cost no thread each. Each
+database's calls, from many coroutines at once, are queued and run one at a
+time; no call leaves a transaction open, and ``db.transaction()`` spans calls
+(see transaction.py).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from .transaction import (
     held_here,
     run_call,
 )
-from .worker import Worker
+from .worker import Worker, check_pool_size
 
 class SqliteVfs:
     """Opens databases whose files live in key-value stores.
@@ -48,10 +49,16 @@ class SqliteVfs:
     APIs (see :func:`~sqlkv.options.options_from`); the first three may be
     given by position, as in the seed. Unknown names and bad values raise
     :class:`sqlkv.ConfigError` (a ``ValueError``) here.
+
+    ``pool_size``: the threads serving every database of an event loop (see
+    worker.py); ``None`` takes ``$SQLKV_POOL_SIZE``, else the core count within
+    2..8. A loop has one pool, sized by its first database's opener: a
+    different size while it has databases open is a :class:`sqlkv.ConfigError`.
     """
 
-    def __init__(self, *positional: Any, **options: Any) -> None:
+    def __init__(self, *positional: Any, pool_size: int | None = None, **options: Any) -> None:
         self.options = options_from(options, positional)
+        self.pool_size = check_pool_size(pool_size)
 
     async def open(
         self, file_name: str, store: AnyKvStore, *, readonly: bool = False, lock_timeout: float = 0.0
@@ -63,7 +70,7 @@ class SqliteVfs:
         ``readonly=True`` takes no lease and never writes.
         """
         loop = asyncio.get_running_loop()
-        worker = Worker(loop)
+        worker = Worker(loop, pool_size=self.pool_size)
         opened: list[Engine] = []
 
         def open_it() -> Engine:
