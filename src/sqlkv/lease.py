@@ -19,8 +19,8 @@ both values just read, so of two writers racing for it one wins. When the
 expiry key was absent, nobody could commit between that read and the take
 (every committer holds the lease), so what the same batch read is current;
 when it was there but past, its holder may still have committed until the
-take, so the database is read again. Renewing (every third of the lease, on
-a thread of the lease's own): rewrite the expiry, expecting the generation
+take, so the database is read again. Renewing (every third of the lease, by
+the store's renewer, with every other lease of the process: see renewer.py): rewrite the expiry, expecting the generation
 key to still be ours. Releasing (at close, or when the open fails): delete
 both keys, same expectation; the next writer starts again at generation 1,
 with a token of its own, so a writer fenced before never matches again.
@@ -65,6 +65,7 @@ from collections import OrderedDict
 
 from .errors import ConfigError, CorruptError, Error, LockedError
 from .layout import EXT_LEASE, Layout
+from .renewer import Renewer, register
 from .store import AnyKvStore, StoreClient
 
 DEFAULT_LEASE_SECONDS = 10.0
@@ -133,7 +134,11 @@ def check_lease_options(lease_seconds: object, lock_timeout: object) -> None:
 
 
 class Lease:
-    """The write lease of one database, held by this process while it is open."""
+    """The write lease of one database, held by this process while it is open.
+
+    Renewed by its store's :class:`~sqlkv.renewer.Renewer` together with every
+    other lease of the process on that store, from construction to :meth:`release`.
+    """
 
     def __init__(
         self,
@@ -144,6 +149,7 @@ class Lease:
         token: bytes,
         seconds: float,
         name: str,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.client = client
         self.name = name
@@ -151,46 +157,38 @@ class Lease:
         self.seconds = seconds
         self._token = token
         self._gen_key = gen_key
-        self._expiry_key = expiry_key
+        self.expiry_key = expiry_key
         self._mine = _encode(generation, token)
         #: Set when a renewal found another writer's generation: commits will be refused.
         self.lost = False
-        self._stop = threading.Event()
-        self._renewer = threading.Thread(
-            target=self._renew_until_stopped, name=f"sqlkv-lease-{name}", daemon=True
-        )
-        self._renewer.start()
+        self._renewer: Renewer | None = register(self, client.store, loop)
 
     @property
     def fence(self) -> dict[bytes, bytes | None]:
         """What every commit expects: the generation key still ours."""
         return {self._gen_key: self._mine}
 
+    def renewed_expiry(self) -> tuple[bytes, bytes]:
+        """The expiry entry a renewal writes now: a lease length ahead."""
+        return self.expiry_key, _encode(_now_ms() + int(self.seconds * 1000), self._token)
+
+    def renewal_bytes(self) -> int:
+        """The key and value bytes this lease adds to a renewal batch."""
+        return len(self.expiry_key) + len(self._gen_key) + 2 * _VALUE.size
+
     def renew(self) -> bool:
         """Push the expiry a lease length ahead; ``False`` if another writer took the lease."""
-        expiry = _encode(_now_ms() + int(self.seconds * 1000), self._token)
-        return self.client.write_batch([(self._expiry_key, expiry)], [], self.fence)
+        return self.client.write_batch([self.renewed_expiry()], [], self.fence)
 
-    def _renew_until_stopped(self) -> None:
-        interval = self.seconds / 3
-        while not self._stop.wait(interval):
-            try:
-                renewed = self.renew()
-            except Error as exc:
-                # The store is unreachable: try again next time. Should another
-                # writer take over meanwhile, our commits are refused anyway.
-                _log.warning(
-                    "renewing the lease of database %r failed (retrying in %.1f s): %s",
-                    self.name, interval, exc,
-                )
-                continue
-            if not renewed:
-                self.lost = True
-                _log.warning(
-                    "database %r: another writer took over its lease; this writer's "
-                    "commits will be refused (FencedError)", self.name,
-                )
-                return
+    def lost_to_another_writer(self) -> None:
+        """A renewal found the generation key no longer ours: its commits will be refused."""
+        if self.lost:
+            return
+        self.lost = True
+        _log.warning(
+            "database %r: another writer took over its lease; this writer's "
+            "commits will be refused (FencedError)", self.name,
+        )
 
     def release(self) -> None:
         """Stop renewing and free the lease.
@@ -198,12 +196,12 @@ class Lease:
         Best effort: a lease the store did not release expires after
         ``seconds``, and this process takes it over at once (see :func:`_orphan`).
         """
-        self._stop.set()
-        if self._renewer is not threading.current_thread():
-            self._renewer.join(timeout=self.seconds + 30)
+        renewer, self._renewer = self._renewer, None
+        if renewer is not None:
+            renewer.remove(self)
         try:
             if not self.lost:
-                self.client.write_batch([], [self._gen_key, self._expiry_key], self.fence)
+                self.client.write_batch([], [self._gen_key, self.expiry_key], self.fence)
         except Error as exc:
             _orphan(self._token)
             _log.warning(
@@ -279,7 +277,9 @@ class LeaseRequest:
                 ]
                 if self._write(client, puts, {gen_key: gen_value, expiry_key: expiry_value}):
                     _adopt(holder)
-                    lease = Lease(client, gen_key, expiry_key, generation + 1, token, self.seconds, name)
+                    lease = Lease(
+                        client, gen_key, expiry_key, generation + 1, token, self.seconds, name, self.loop
+                    )
                     # An expired or orphaned lease's holder may have committed
                     # until now: only an absent one vouches for what was read.
                     return lease, first and expiry_value is None
