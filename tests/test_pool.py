@@ -53,15 +53,21 @@ async def test_each_database_runs_its_calls_in_order_under_many_callers(backend)
         await db.close()
 
 
-async def test_a_database_blocked_in_the_store_does_not_stall_the_others(backend):
-    gated = GateStore()
-    vfs = sqlkv.SqliteVfs(backend=backend, pool_size=2, lease_seconds=None)
+async def _stuck_in_the_store(vfs: sqlkv.SqliteVfs, gated: GateStore) -> tuple[sqlkv.Database, asyncio.Future]:
+    """A database of ``gated`` whose INSERT waits in the store (on a pool thread)."""
     slow = await vfs.open("slow.db", gated)
     await slow.exec("CREATE TABLE t(x)")
-    others = [await vfs.open(f"fast{i}.db", sqlkv.MemoryStore()) for i in range(10)]
     gated.gate.clear()
     stuck = asyncio.ensure_future(slow.run("INSERT INTO t VALUES (1)"))
     assert await asyncio.to_thread(gated.waiting.wait, WAIT)
+    return slow, stuck
+
+
+async def test_a_database_blocked_in_the_store_does_not_stall_the_others(backend):
+    gated = GateStore()
+    vfs = sqlkv.SqliteVfs(backend=backend, pool_size=2, lease_seconds=None)
+    others = [await vfs.open(f"fast{i}.db", sqlkv.MemoryStore()) for i in range(10)]
+    slow, stuck = await _stuck_in_the_store(vfs, gated)
     # One of the two threads waits in the store; the other serves every other database.
     for db in others:
         await asyncio.wait_for(db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)"), WAIT)
@@ -76,12 +82,8 @@ async def test_a_database_blocked_in_the_store_does_not_stall_the_others(backend
 async def test_a_blocked_pool_holds_calls_beyond_its_size_until_a_thread_frees(backend):
     gated = GateStore()
     vfs = sqlkv.SqliteVfs(backend=backend, pool_size=1, lease_seconds=None)
-    slow = await vfs.open("slow.db", gated)
-    await slow.exec("CREATE TABLE t(x)")
     other = await vfs.open("other.db", sqlkv.MemoryStore())
-    gated.gate.clear()
-    stuck = asyncio.ensure_future(slow.run("INSERT INTO t VALUES (1)"))
-    assert await asyncio.to_thread(gated.waiting.wait, WAIT)
+    slow, stuck = await _stuck_in_the_store(vfs, gated)
     waiting = asyncio.ensure_future(other.query("SELECT 1"))
     await asyncio.sleep(0.05)
     assert not waiting.done()  # the pool's only thread is in the store
