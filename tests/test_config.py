@@ -146,3 +146,53 @@ def test_open_store_urls(tmp_path):
         sqlkv.open_store("just-a-path")
     with pytest.raises(sqlkv.ConfigError, match="needs a path"):
         sqlkv.open_store("lmdb://")
+
+
+def test_both_apis_take_the_same_options_and_refuse_unknown_ones():
+    store = sqlkv.MemoryStore()
+    vfs = sqlkv.SqliteVfs(9, 1024, None, cache_bytes=1 << 20)
+    with sqlkv.connect(store, "a.db", chunk_size=1024, cache_bytes=1 << 20) as conn:
+        assert vfs.options.chunk_size == conn._engine.options.chunk_size == 1024
+    keys_before = set(store._data)
+    for build in (lambda: sqlkv.SqliteVfs(cache_byte=1), lambda: sqlkv.connect(store, "b.db", cache_byte=1)):
+        with pytest.raises(sqlkv.ConfigError, match=r"unknown option\(s\): cache_byte"):
+            build()
+    with pytest.raises(sqlkv.ConfigError, match="both by position and by name: chunk_size"):
+        sqlkv.SqliteVfs(9, 4096, chunk_size=4096)
+    with pytest.raises(sqlkv.ConfigError, match="at most 3 options by position"):
+        sqlkv.SqliteVfs(9, 4096, None, "seed")
+    assert set(store._data) == keys_before  # the refused open touched nothing
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("SQLKV_ASYNC_SPIN_US", "fast"),
+        ("SQLKV_ASYNC_SPIN_US", "-5"),
+        ("SQLKV_WORKER_FOLLOWS_LOOP", "yes"),
+        ("SQLKV_POOL_SIZE", "0"),
+        ("SQLKV_POOL_SIZE", "two"),
+    ],
+)
+def test_a_bad_environment_value_names_its_variable(monkeypatch, variable, value):
+    from sqlkv import environment
+
+    monkeypatch.setenv(variable, value)
+    readers = {
+        "SQLKV_ASYNC_SPIN_US": environment.async_spin_seconds,
+        "SQLKV_WORKER_FOLLOWS_LOOP": environment.worker_follows_loop,
+        "SQLKV_POOL_SIZE": environment.pool_size,
+    }
+    with pytest.raises(sqlkv.ConfigError, match=rf"\${variable} must be .*{value!r}"):
+        readers[variable]()
+
+
+def test_unset_environment_values_give_the_defaults(monkeypatch):
+    from sqlkv import environment
+
+    for variable in ("SQLKV_ASYNC_SPIN_US", "SQLKV_WORKER_FOLLOWS_LOOP", "SQLKV_POOL_SIZE", "SQLKV_STORE"):
+        monkeypatch.delenv(variable, raising=False)
+    assert environment.async_spin_seconds() == 100e-6
+    assert environment.worker_follows_loop() is True
+    assert environment.pool_size() is None
+    assert environment.store_url() == environment.DEFAULT_STORE

@@ -357,8 +357,9 @@ async def test_cancelling_the_body_of_a_transaction_rolls_it_back(open_db):
 # -- item 8: a database dropped without close() -----------------------------------
 
 
-def _lease_threads(name: str) -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == f"sqlkv-lease-{name}" and t.is_alive()]
+def _renewer_threads() -> list[threading.Thread]:
+    """The lease renewer threads alive (one per store the process holds leases on)."""
+    return [t for t in threading.enumerate() if t.name == "sqlkv-lease-renewer" and t.is_alive()]
 
 
 def test_a_connection_dropped_without_close_releases_its_lease(backend):
@@ -368,23 +369,23 @@ def test_a_connection_dropped_without_close_releases_its_lease(backend):
     store = sqlkv.MemoryStore()
     db = sqlkv.connect(store, "dropped.db", backend=backend)
     db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
-    assert len(_lease_threads("dropped.db")) == 1
+    assert len(_renewer_threads()) == 1
     with pytest.warns(ResourceWarning, match="'dropped.db' was dropped without close"):
         del db
         gc.collect()
-    assert _lease_threads("dropped.db") == []
+    assert _renewer_threads() == []
     with sqlkv.connect(store, "dropped.db", backend=backend, lock_timeout=0) as again:
         assert _count(again) == 1
 
 
 async def test_an_async_database_dropped_without_close_warns(backend):
     db = await sqlkv.SqliteVfs(backend=backend).open("dropped.db", sqlkv.MemoryStore())
-    thread = db._worker._thread
+    pool = db._worker.pool
     with pytest.warns(ResourceWarning, match="sqlkv.Database 'dropped.db' was dropped without close"):
         del db
         gc.collect()
-    thread.join(WAIT)
-    assert not thread.is_alive()
+    await asyncio.wait_for(asyncio.wrap_future(pool.ended), WAIT)
+    assert pool.threads == 0
 
 
 # -- item 10: close() from another event loop --------------------------------------

@@ -9,8 +9,8 @@ overrides both.
 from __future__ import annotations
 
 import asyncio
-import os
 
+from . import environment
 from .engine import Engine
 from .errors import ConfigError
 from .layout import check_file_name
@@ -18,7 +18,7 @@ from .lease import Leaser, LeaseRequest, check_lease_options, release_and_close
 from .options import BACKENDS, Options
 from .store import AnyKvStore, StoreClient
 
-ENV_VAR = "SQLKV_BACKEND"
+ENV_VAR = environment.BACKEND_VAR
 
 
 def check_max_staleness(value: object) -> float:
@@ -67,7 +67,7 @@ def resolve_backend(requested: str | None = None) -> str:
     """
     if requested is not None:
         return _checked(requested, "backend")
-    from_env = os.environ.get(ENV_VAR, "").strip()
+    from_env = environment.backend()
     if from_env:
         return _checked(from_env, f"${ENV_VAR}")
     return "pages" if apsw_available() else "snapshot"

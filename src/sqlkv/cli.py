@@ -31,7 +31,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from . import __version__
+from . import __version__, environment
 from .backends import resolve_backend
 from .errors import (
     ConfigError,
@@ -51,7 +51,6 @@ from .sync import Connection, connect
 from .transfer import copy_database, export_database, import_database
 from .urls import lmdb_store_path, open_store
 
-DEFAULT_STORE = "lmdb://./sqlkv-data"
 #: Longer than a writer's lease (10 s), so a command never fails on the lease
 #: of one that was killed.
 DEFAULT_LOCK_TIMEOUT = 15.0
@@ -113,7 +112,7 @@ def say(text: str) -> None:
 
 
 def _store_url(url: str | None) -> str:
-    return url or os.environ.get("SQLKV_STORE") or DEFAULT_STORE
+    return url or environment.store_url()
 
 
 def _read_only_directory(url: str) -> bool:
@@ -360,7 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command")
 
     def store_options(p: argparse.ArgumentParser, create: bool = True) -> None:
-        p.add_argument("--store", help=f"store URL (default $SQLKV_STORE, else {DEFAULT_STORE})")
+        p.add_argument("--store", help=f"store URL (default $SQLKV_STORE, else {environment.DEFAULT_STORE})")
         if create:
             p.add_argument(
                 "--create", action="store_true",

@@ -6,17 +6,17 @@
     result = await db.query("SELECT x FROM t WHERE x = ?", [1])
     await db.close()
 
-Each database runs SQLite on a worker thread of its own, so the event loop
-keeps running while SQLite works (and while an async store is awaited).
-Calls from many coroutines at once are queued and run one at a time; no call
-leaves a transaction open, and ``db.transaction()`` spans calls (see
-transaction.py).
+SQLite runs on a small pool of threads shared by every database of the event
+loop (worker.py), so the loop keeps running while SQLite works (and while an
+async store is awaited), and many databases cost no thread each. Each
+database's calls, from many coroutines at once, are queued and run one at a
+time; no call leaves a transaction open, and ``db.transaction()`` spans calls
+(see transaction.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import warnings
 import weakref
 from collections import deque
@@ -27,46 +27,38 @@ from typing import Any
 from .backends import open_engine
 from .engine import Engine, QueryResult, RunResult
 from .errors import ClosedError, Error
-from .lease import DEFAULT_LEASE_SECONDS
 from .metrics import Stats
-from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
+from .options import options_from
 from .store import AnyKvStore
-from .transaction import AsyncTransaction, direct_call_refused, held_here, run_call
-from .worker import Worker
-
-RowCallback = Callable[[list, list[str]], Any]
-
+from .transaction import (
+    AsyncTransaction,
+    RowCallback,
+    await_for_each_row,
+    direct_call_refused,
+    held_here,
+    run_call,
+)
+from .worker import Worker, check_pool_size
 
 class SqliteVfs:
     """Opens databases whose files live in key-value stores.
 
-    ``kv_prefix`` (0..255) is the first byte of every key, ``chunk_size`` the
-    bytes per chunk, ``backend`` ``"pages"``, ``"snapshot"`` or ``None`` (run-time
-    choice). ``lease_seconds`` is how long a writer's lease lasts unrenewed
-    (``None``: writers take no lease). Bad values raise
+    ``SqliteVfs(kv_prefix=9, chunk_size=4096, backend=None, *, layout=...,
+    cache_bytes=..., lease_seconds=..., max_dirty_bytes=...)``: the options are
+    :class:`~sqlkv.options.Options`' fields, declared there once for both
+    APIs (see :func:`~sqlkv.options.options_from`); the first three may be
+    given by position, as in the seed. Unknown names and bad values raise
     :class:`sqlkv.ConfigError` (a ``ValueError``) here.
+
+    ``pool_size``: the threads serving every database of an event loop (see
+    worker.py); ``None`` takes ``$SQLKV_POOL_SIZE``, else the core count within
+    2..8. A loop has one pool, sized by its first database's opener: a
+    different size while it has databases open is a :class:`sqlkv.ConfigError`.
     """
 
-    def __init__(
-        self,
-        kv_prefix: int = 9,
-        chunk_size: int = 4096,
-        backend: str | None = None,
-        *,
-        layout: str = "seed",
-        cache_bytes: int = DEFAULT_CACHE_BYTES,
-        lease_seconds: float | None = DEFAULT_LEASE_SECONDS,
-        max_dirty_bytes: int = DEFAULT_MAX_DIRTY_BYTES,
-    ) -> None:
-        self.options = Options(
-            kv_prefix=kv_prefix,
-            chunk_size=chunk_size,
-            backend=backend,
-            layout=layout,
-            cache_bytes=cache_bytes,
-            lease_seconds=lease_seconds,
-            max_dirty_bytes=max_dirty_bytes,
-        )
+    def __init__(self, *positional: Any, pool_size: int | None = None, **options: Any) -> None:
+        self.options = options_from(options, positional)
+        self.pool_size = check_pool_size(pool_size)
 
     async def open(
         self,
@@ -87,7 +79,7 @@ class SqliteVfs:
         "Readers in other processes").
         """
         loop = asyncio.get_running_loop()
-        worker = Worker(loop)
+        worker = Worker(loop, pool_size=self.pool_size)
         opened: list[Engine] = []
 
         def open_it() -> Engine:
@@ -264,16 +256,6 @@ class Database(OpenDatabase):
 
     # -- the calls ---------------------------------------------------------------
 
-    async def _deliver_rows(self, results: list[QueryResult], callback: RowCallback | None) -> None:
-        """Call ``callback(row, columns)`` for each row, awaiting it if it is a coroutine."""
-        if callback is None:
-            return
-        for result in results:
-            for row in result.rows:
-                outcome = callback(list(row), result.columns)
-                if inspect.isawaitable(outcome):
-                    await outcome
-
     async def exec(
         self, sql: str, callback: RowCallback | None = None, *, min_version: int | None = None
     ) -> list[QueryResult]:
@@ -284,7 +266,7 @@ class Database(OpenDatabase):
         ``min_version``: see :meth:`query`.
         """
         results = await self._call(self._engine.exec, sql, min_version)
-        await self._deliver_rows(results, callback)
+        await await_for_each_row(results, callback)
         return results
 
     async def query(self, sql: str, params: Any = None, *, min_version: int | None = None) -> QueryResult:

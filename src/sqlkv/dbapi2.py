@@ -26,20 +26,19 @@ dbapi2.OperationalError`` and ``except sqlkv.LockedError`` both catch them.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import itertools
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
+from . import environment
 from . import errors as _sqlkv_errors
 from .backends import apsw_available, open_engine
 from .engine import Engine, split_statements
-from .options import Options
+from .options import options_from, unknown_options
 from .urls import open_store
 
 apilevel = "2.0"
@@ -51,10 +50,6 @@ paramstyle = "qmark"
 
 #: ``autocommit``'s default: transactions as ``isolation_level`` says (Python 3.12's name).
 LEGACY_TRANSACTION_CONTROL = -1
-
-#: Where :func:`connect` looks for the store when none is given, and the store used then.
-STORE_ENV_VAR = "SQLKV_STORE"
-DEFAULT_STORE = "lmdb://./sqlkv-data"
 
 
 def _sqlite_version() -> str:
@@ -409,13 +404,13 @@ def connect(
     """
     isolation_level = _check_isolation_level(isolation_level)
     autocommit = _check_autocommit(autocommit)
-    unknown = sorted(set(options) - {f.name for f in dataclasses.fields(Options)})
+    unknown = unknown_options(options)
     if unknown:
         raise ProgrammingError(f"unknown connect() option(s): {', '.join(unknown)}")
     if store is None:
-        store = os.environ.get(STORE_ENV_VAR) or DEFAULT_STORE
+        store = environment.store_url()
     with _translated(OperationalError):
-        settings = Options(**options)
+        settings = options_from(options)
         owned = open_store(store) if isinstance(store, str) else None
         try:
             engine = open_engine(

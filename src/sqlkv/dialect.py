@@ -150,8 +150,8 @@ class AsyncWriterPool(pool.AsyncAdaptedQueuePool):
 
 
 class AsyncConnection:
-    """A :class:`sqlkv.dbapi2.Connection` whose calls run on a worker thread of its own
-    (sqlkv's :class:`~sqlkv.worker.Worker`, as the async API uses), awaited on the loop."""
+    """A :class:`sqlkv.dbapi2.Connection` whose calls run in order on the loop's
+    thread pool (sqlkv's :class:`~sqlkv.worker.Worker`, as the async API uses), awaited on the loop."""
 
     def __init__(self, worker: Worker, connection: dbapi2.Connection) -> None:
         self._worker = worker
@@ -159,7 +159,7 @@ class AsyncConnection:
 
     @classmethod
     async def open(cls, *args: Any, **kwargs: Any) -> AsyncConnection:
-        worker = Worker(asyncio.get_running_loop(), name="sqlkv-sqlalchemy")
+        worker = Worker(asyncio.get_running_loop())
         try:
             connection = await worker.call(lambda: dbapi2.connect(*args, **kwargs))
         except BaseException:

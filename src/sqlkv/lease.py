@@ -19,9 +19,10 @@ both values just read, so of two writers racing for it one wins. When the
 expiry key was absent, nobody could commit between that read and the take
 (every committer holds the lease), so what the same batch read is current;
 when it was there but past, its holder may still have committed until the
-take, so the database is read again. Renewing (every third of the lease, on
-the :class:`Leaser`'s renewer thread, through the database's own transport):
-rewrite the expiry, expecting the generation key to still be ours. Releasing (at close, or when the open fails): delete
+take, so the database is read again. Renewing (every third of the lease, by
+the store's one renewer with every other lease of the process, see
+renewer.py): rewrite the expiry, expecting the generation key to still be
+ours. Releasing (at close, or when the open fails): delete
 both keys, same expectation; the next writer starts again at generation 1,
 with a token of its own, so a writer fenced before never matches again.
 
@@ -71,6 +72,7 @@ from typing import TypeGuard
 
 from .errors import ConfigError, CorruptError, Error, LockedError
 from .layout import EXT_LEASE, Layout
+from . import renewer
 from .store import StoreClient
 
 DEFAULT_LEASE_SECONDS = 10.0
@@ -156,24 +158,31 @@ class Lease:
         """What every write under this lease expects: the generation key still ours."""
         return {self.gen_key: _encode(self.generation, self.token)}
 
+    def renewed_expiry(self) -> tuple[bytes, bytes]:
+        """The expiry entry that pushes this lease a lease length ahead from now."""
+        return self.expiry_key, _encode(_now_ms() + int(self.seconds * 1000), self.token)
+
+    def renewal_bytes(self) -> int:
+        """Key and value bytes this lease adds to a renewal batch (expiry written, generation expected)."""
+        return len(self.expiry_key) + len(self.gen_key) + 2 * _VALUE.size
+
 
 class Leaser:
-    """Takes, renews and releases the write leases of databases in one store.
+    """Takes and releases the write leases of databases in one store, and has
+    them renewed.
 
     It talks to the store through the database's transport (a view of it
     counting apart: a lease's round trips are not in the database's
     ``stats``), so it adds no store client and no event loop. Every lease it
-    holds is renewed, every third of its length, by one renewer thread of the
-    leaser's own, started with the first lease and ended with the last.
+    holds is renewed by the one renewer of its store (renewer.py), with every
+    other lease the process holds there, in as few round trips as the store
+    allows.
     """
 
     def __init__(self, transport: StoreClient) -> None:
         self.transport = transport.apart()
-        self._held: dict[bytes, Lease] = {}  # by generation key
-        self._lost: set[bytes] = set()
+        self._lost: set[bytes] = set()  # generation keys of leases another writer took
         self._lock = threading.Lock()
-        self._stop = threading.Event()  # the running renewer's
-        self._renewer: threading.Thread | None = None
 
     @property
     def can_fence(self) -> bool:
@@ -264,54 +273,21 @@ class Leaser:
             raise
 
     def _hold(self, lease: Lease) -> None:
-        """Keep ``lease`` renewed, starting the renewer thread if it is not running."""
-        with self._lock:
-            self._held[lease.gen_key] = lease
-            if self._renewer is None:
-                self._stop = threading.Event()
-                self._renewer = threading.Thread(
-                    target=self._renew_until_stopped, args=(self._stop,),
-                    name=f"sqlkv-lease-{lease.name}", daemon=True,
-                )
-                self._renewer.start()
+        """Keep ``lease`` renewed by its store's renewer."""
+        renewer.register(lease, self.transport, self._lost_to_another_writer)
 
     def renew(self, lease: Lease) -> bool:
-        """Push ``lease``'s expiry a lease length ahead; ``False`` if another writer took it."""
-        expiry = _encode(_now_ms() + int(lease.seconds * 1000), lease.token)
-        return self.transport.write_batch([(lease.expiry_key, expiry)], [], lease.fence)
+        """Push ``lease``'s expiry a lease length ahead now; ``False`` if another writer took it."""
+        return self.transport.write_batch([lease.renewed_expiry()], [], lease.fence)
 
-    def _renew_until_stopped(self, stop: threading.Event) -> None:
-        while True:
-            with self._lock:
-                leases = list(self._held.values())
-            if not leases:
-                return
-            interval = min(lease.seconds for lease in leases) / 3
-            if stop.wait(interval):
-                return
-            for lease in leases:
-                self._renew_once(lease, interval)
-
-    def _renew_once(self, lease: Lease, interval: float) -> None:
-        """One renewal of ``lease``: a failure is logged; a lease found lost is given up."""
-        try:
-            renewed = self.renew(lease)
-        except Error as exc:
-            # The store is unreachable: try again next time. Should another
-            # writer take over meanwhile, our commits are refused anyway.
-            _log.warning(
-                "renewing the lease of database %r failed (retrying in %.1f s): %s",
-                lease.name, interval, exc,
-            )
-            return
-        if not renewed:
-            with self._lock:
-                self._lost.add(lease.gen_key)
-                self._held.pop(lease.gen_key, None)
-            _log.warning(
-                "database %r: another writer took over its lease; this writer's "
-                "commits will be refused (FencedError)", lease.name,
-            )
+    def _lost_to_another_writer(self, lease: Lease) -> None:
+        """A renewal found another writer's generation: ``lease``'s commits will be refused."""
+        with self._lock:
+            self._lost.add(lease.gen_key)
+        _log.warning(
+            "database %r: another writer took over its lease; this writer's "
+            "commits will be refused (FencedError)", lease.name,
+        )
 
     def release(self, lease: Lease) -> None:
         """Stop renewing ``lease`` and free it.
@@ -319,16 +295,10 @@ class Leaser:
         Best effort: a lease the store did not release expires after
         ``seconds``, and this process takes it over at once (see :func:`_orphan`).
         """
+        renewer.unregister(lease)
         with self._lock:
-            self._held.pop(lease.gen_key, None)
             lost = lease.gen_key in self._lost
             self._lost.discard(lease.gen_key)
-            renewer = self._renewer if not self._held else None
-            if renewer is not None:
-                self._renewer = None
-                self._stop.set()
-        if renewer is not None and renewer is not threading.current_thread():
-            renewer.join(timeout=lease.seconds + 30)
         if lost:
             return
         try:

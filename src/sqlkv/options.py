@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 from .errors import ConfigError
 from .layout import LAYOUTS, Layout, make_layout
@@ -75,3 +77,38 @@ class Options:
 
     def make_layout(self, main_name: str) -> Layout:
         return make_layout(self.layout, self.kv_prefix, main_name)
+
+
+#: The options :class:`sqlkv.SqliteVfs`, :func:`sqlkv.connect` and the DB-API's
+#: ``connect`` take by keyword, in :class:`Options`' order.
+OPTION_NAMES = tuple(f.name for f in fields(Options))
+#: How many of them :class:`sqlkv.SqliteVfs` also takes by position (the seed's shape).
+POSITIONAL_OPTIONS = 3
+
+
+def unknown_options(keywords: Mapping[str, Any]) -> list[str]:
+    """The names in ``keywords`` that are not options, sorted."""
+    return sorted(set(keywords) - set(OPTION_NAMES))
+
+
+def options_from(keywords: Mapping[str, Any], positional: tuple[Any, ...] = ()) -> Options:
+    """The :class:`Options` both APIs build from their callers' arguments.
+
+    ``positional`` are the first options in order (at most
+    :data:`POSITIONAL_OPTIONS`). An unknown name, an option given twice or too
+    many positional values is a :class:`ConfigError` naming them, as is a bad value.
+    """
+    unknown = unknown_options(keywords)
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s): {', '.join(unknown)}; the options are {', '.join(OPTION_NAMES)}"
+        )
+    if len(positional) > POSITIONAL_OPTIONS:
+        raise ConfigError(
+            f"at most {POSITIONAL_OPTIONS} options by position "
+            f"({', '.join(OPTION_NAMES[:POSITIONAL_OPTIONS])}), not {len(positional)}"
+        )
+    twice = sorted(set(OPTION_NAMES[: len(positional)]) & set(keywords))
+    if twice:
+        raise ConfigError(f"option(s) given both by position and by name: {', '.join(twice)}")
+    return Options(**dict(zip(OPTION_NAMES, positional)), **keywords)

@@ -12,13 +12,13 @@ terminal it prints no prompts and stops at the first error.
 from __future__ import annotations
 
 import csv
-import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
+from . import environment
 from .engine import QueryResult, split_statements
 from .errors import Error, SqlError
 from .output import FORMATS, Printer
@@ -203,7 +203,7 @@ class ShellExit(Exception):
 
 def history_path() -> Path:
     """Where the shell keeps its history: ``$SQLKV_HISTORY``, else ``~/.sqlkv_history``."""
-    return Path(os.environ.get("SQLKV_HISTORY") or Path.home() / ".sqlkv_history")
+    return environment.history_path()
 
 
 class Shell:

@@ -275,6 +275,11 @@ class _Loop:
         self._own: _LoopThread | None = None
         self._lock = threading.Lock()
 
+    @property
+    def given(self) -> asyncio.AbstractEventLoop | None:
+        """The caller's loop, if one was given (``None``: a private one when needed)."""
+        return self._given
+
     def get(self) -> asyncio.AbstractEventLoop:
         if self._given is not None:
             return self._given
@@ -322,6 +327,11 @@ class StoreClient:
         view.stats = Stats()
         view._owns_loop = False
         return view
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop an async store's calls run on, when the caller gave one."""
+        return self._loop.given
 
     @property
     def can_write_batch(self) -> bool:

@@ -19,42 +19,33 @@ from typing import Any
 from .backends import open_engine
 from .database import OpenDatabase, warn_unclosed
 from .engine import Engine, QueryResult, RunResult
-from .lease import DEFAULT_LEASE_SECONDS
-from .options import DEFAULT_CACHE_BYTES, DEFAULT_MAX_DIRTY_BYTES, Options
+from .options import options_from
 from .store import AnyKvStore
-from .transaction import Transaction, call_for_each_row, direct_call_refused, run_call
+from .transaction import RowCallback, Transaction, call_for_each_row, direct_call_refused, run_call
 
 
 def connect(
     store: AnyKvStore,
     file_name: str,
     *,
-    kv_prefix: int = 9,
-    chunk_size: int = 4096,
-    backend: str | None = None,
-    layout: str = "seed",
-    cache_bytes: int = DEFAULT_CACHE_BYTES,
-    max_dirty_bytes: int = DEFAULT_MAX_DIRTY_BYTES,
     readonly: bool = False,
-    lease_seconds: float | None = DEFAULT_LEASE_SECONDS,
     lock_timeout: float = 0.0,
     max_staleness: float = 0.0,
+    **options: Any,
 ) -> "Connection":
     """Open (creating if needed) the database ``file_name`` in ``store``, synchronously.
 
-    The options are :class:`sqlkv.SqliteVfs`'s and its ``open``'s.
+    ``options`` are :class:`sqlkv.SqliteVfs`'s (by name: see
+    :func:`~sqlkv.options.options_from`); ``readonly``, ``lock_timeout`` and
+    ``max_staleness`` its ``open``'s.
     """
-    options = Options(
-        kv_prefix=kv_prefix,
-        chunk_size=chunk_size,
-        backend=backend,
-        layout=layout,
-        cache_bytes=cache_bytes,
-        lease_seconds=lease_seconds,
-        max_dirty_bytes=max_dirty_bytes,
-    )
     engine = open_engine(
-        options, store, file_name, readonly=readonly, lock_timeout=lock_timeout, max_staleness=max_staleness
+        options_from(options),
+        store,
+        file_name,
+        readonly=readonly,
+        lock_timeout=lock_timeout,
+        max_staleness=max_staleness,
     )
     return Connection(engine, file_name)
 
@@ -126,11 +117,7 @@ class Connection(OpenDatabase):
     # -- the calls ---------------------------------------------------------------
 
     def exec(
-        self,
-        sql: str,
-        callback: Callable[[list, list[str]], Any] | None = None,
-        *,
-        min_version: int | None = None,
+        self, sql: str, callback: RowCallback | None = None, *, min_version: int | None = None
     ) -> list[QueryResult]:
         """Run every statement of ``sql``; ``callback(row, columns)`` for each result row.
 

@@ -26,8 +26,9 @@ thread, or the caller's for the sync API), so both flavours share it.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .engine import Engine, QueryResult, RunResult
@@ -77,15 +78,31 @@ def run_call(engine: Engine, fn: Callable[..., Any], *args: Any) -> Any:
     return result
 
 
-def call_for_each_row(
-    results: list[QueryResult], callback: Callable[[list, list[str]], Any] | None
-) -> None:
-    """``exec``'s ``callback(row, columns)`` for each row of each result (sync API)."""
-    if callback is None:
-        return
+RowCallback = Callable[[list, list[str]], Any]
+
+
+def _each_row(results: list[QueryResult]) -> Iterator[tuple[list, list[str]]]:
+    """What ``exec``'s callback is given, once per row of each result: the row, the columns."""
     for result in results:
         for row in result.rows:
-            callback(list(row), result.columns)
+            yield list(row), result.columns
+
+
+def call_for_each_row(results: list[QueryResult], callback: RowCallback | None) -> None:
+    """``exec``'s ``callback(row, columns)`` for each row of each result (sync API)."""
+    if callback is not None:
+        for row, columns in _each_row(results):
+            callback(row, columns)
+
+
+async def await_for_each_row(results: list[QueryResult], callback: RowCallback | None) -> None:
+    """``exec``'s ``callback(row, columns)`` for each row (async API), awaiting
+    it when it returns an awaitable (a coroutine function's call)."""
+    if callback is not None:
+        for row, columns in _each_row(results):
+            outcome = callback(row, columns)
+            if inspect.isawaitable(outcome):
+                await outcome
 
 
 class TransactionCore:
@@ -195,9 +212,7 @@ class Transaction:
         """Run one statement inside the transaction for its effect."""
         return self._call(self._core.engine.run, sql, params)
 
-    def exec(
-        self, sql: str, callback: Callable[[list, list[str]], Any] | None = None
-    ) -> list[QueryResult]:
+    def exec(self, sql: str, callback: RowCallback | None = None) -> list[QueryResult]:
         """Run every statement of ``sql`` inside the transaction."""
         results = self._call(self._core.engine.exec, sql)
         call_for_each_row(results, callback)
@@ -285,10 +300,10 @@ class AsyncTransaction:
         """Run one statement inside the transaction for its effect."""
         return await self._call(self._core.engine.run, sql, params)
 
-    async def exec(self, sql: str, callback: Callable[[list, list[str]], Any] | None = None) -> list[QueryResult]:
+    async def exec(self, sql: str, callback: RowCallback | None = None) -> list[QueryResult]:
         """Run every statement of ``sql`` inside the transaction (callback as ``db.exec``)."""
         results = await self._call(self._core.engine.exec, sql)
-        await self._db._deliver_rows(results, callback)
+        await await_for_each_row(results, callback)
         return results
 
     async def _finish(self, commit: bool) -> None:

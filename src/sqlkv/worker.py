@@ -1,26 +1,36 @@
-"""The thread a database's SQLite calls run on, and the cheap hand-off to it.
+"""The threads SQLite runs on for the async API: one bounded pool per event loop.
 
-Each async :class:`~sqlkv.database.Database` owns one :class:`Worker`: a
-thread that runs the calls it is given one at a time, in the order given, and
-hands each result back to the event loop as a future. Queued calls need no
-lock: one thread, first in, first out. A call whose future was cancelled
-before the thread took it up is skipped; one already running completes.
+Each async :class:`~sqlkv.database.Database` has a :class:`Worker`: a serial
+queue of its calls. The :class:`Pool` of its event loop drains those queues
+with a few threads (``pool_size``, by default the number of cores the
+process may use, at least 2 and at most 8): a thread takes one database's queue
+and runs its calls one at a time, in the order given, then takes the next
+database that has calls waiting. So a database never runs two calls at once,
+many databases run in parallel (as many as the pool has threads), and ten
+thousand open databases cost no thread and no file descriptor each: a pool
+holds at most ``pool_size`` threads (started only when calls wait for them)
+and one pipe, and it ends, threads and pipe, when its last database closes.
+A call whose future was cancelled before a thread took it up is skipped; one
+already running completes. A database whose queue keeps filling gives its
+thread up after :data:`TURN` calls when others are waiting, so none starves.
 
 Why not ``loop.run_in_executor``: its hand-off cost far more than a short call
 itself (a locked queue, a condition variable, a wrapped concurrent future, a
-wake-up through the loop's self-pipe). Here each direction is a deque and a
-pipe used as a doorbell: the loop appends a call and rings, the thread appends
-the outcome and rings back; the loop watches its bell with ``add_reader`` and
-settles every finished call at once.
+wake-up through the loop's self-pipe). Here a call goes to its database's
+deque, a waiting thread is woken through a lock of its own, and the answer
+comes back in a deque with a pipe used as a doorbell: the loop watches its
+bell with ``add_reader`` and settles every finished call at once.
 
 What a hand-off costs is mostly waking the other thread's core: on a VM whose
 idle cores halt, a wake-up across cores costs around 100 µs, within one core
-about 10 µs (benchmarks/thread_handoff.py). So on Linux the worker follows
-the event loop: before each call it is placed on the core the loop's thread
-runs on (only the worker's own affinity changes, never the caller's thread),
-and the loop, waiting on its bell, is woken on the core that just ran it. The
-calls run one at a time and the loop awaits each, so they lose no parallelism
-that mattered. ``SQLKV_WORKER_FOLLOWS_LOOP=0`` turns it off.
+about 10 µs (benchmarks/thread_handoff.py). So on Linux the pool's first
+thread follows the event loop: before a call is handed over it is placed on
+the core the loop's thread runs on (only that thread's affinity changes, never
+the caller's), and it is the thread woken first; the loop, waiting on its
+bell, is woken on the core that just ran it. One busy database is thus served
+as by a thread of its own; the other threads, not placed, take the calls of
+other databases when the first is busy. ``SQLKV_WORKER_FOLLOWS_LOOP=0`` turns
+the placing off.
 
 The other wake-up is the loop's own: waiting in ``epoll`` for a call that
 takes 50 µs lets its core halt, and waking it costs more than the call. So
@@ -28,8 +38,11 @@ takes 50 µs lets its core halt, and waking it costs more than the call. So
 ``SQLKV_ASYNC_SPIN_US`` (default 100) microseconds, yielding the CPU and the
 GIL at every turn, it looks for the answer itself; a call that takes longer
 (a store round trip) is awaited as usual. The loop is thus held up to that
-long per call. A database on an async store never does it (its store's
-coroutines need the loop), and ``SQLKV_ASYNC_SPIN_US=0`` turns it off.
+long per call. For a database on an async store the loop stops looking as
+soon as a callback waits to run on it (the store's coroutine, handed over by
+the call), so the store is never kept waiting; on an event loop that does not
+show its queue (not asyncio's own), such a database never spins.
+``SQLKV_ASYNC_SPIN_US=0`` turns spinning off.
 """
 
 from __future__ import annotations
@@ -42,6 +55,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
+
+from . import environment
+from .errors import ConfigError
 
 _STOP = object()
 
@@ -66,13 +82,6 @@ _sched_getcpu = _cpu_probe()
 _yield = getattr(os, "sched_yield", None) or (lambda: time.sleep(0))
 
 
-def _spin_seconds() -> float:
-    try:
-        return max(0.0, float(os.environ.get("SQLKV_ASYNC_SPIN_US", "100"))) / 1e6
-    except ValueError:
-        return 100 / 1e6
-
-
 class _Doorbell:
     """A pipe that wakes whoever waits on it; ringing never blocks.
 
@@ -84,12 +93,19 @@ class _Doorbell:
     def __init__(self) -> None:
         self.read_fd, self.write_fd = os.pipe()
         os.set_blocking(self.write_fd, False)
+        # A ring after close must never write to a descriptor number the
+        # process has since reused for something else (a data file).
+        self._open = threading.Lock()
+        self.closed = False
 
     def ring(self) -> None:
-        try:
-            os.write(self.write_fd, b"\0")
-        except BlockingIOError:
-            pass
+        with self._open:
+            if self.closed:
+                return
+            try:
+                os.write(self.write_fd, b"\0")
+            except BlockingIOError:
+                pass
 
     def wait(self) -> None:
         """Block until rung (the read end stays blocking)."""
@@ -104,19 +120,81 @@ class _Doorbell:
             pass
 
     def close(self) -> None:
-        os.close(self.read_fd)
-        os.close(self.write_fd)
+        with self._open:
+            if self.closed:
+                return
+            self.closed = True
+            os.close(self.read_fd)
+            os.close(self.write_fd)
 
 
-class Worker:
-    """A thread running calls in order for the event loop ``loop`` (see the module docstring)."""
+#: Calls a thread runs for one database before letting others that wait have a turn.
+TURN = 64
+#: The pool size when neither ``pool_size`` nor ``$SQLKV_POOL_SIZE`` says.
+MIN_DEFAULT_POOL, MAX_DEFAULT_POOL = 2, 8
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, name: str = "sqlkv", spin: bool = True) -> None:
-        self._loop = loop
-        self._spin = _spin_seconds() if spin else 0.0
-        self._jobs: deque[tuple[asyncio.Future, Any, tuple]] = deque()
-        self._done: deque[tuple[asyncio.Future, bool, Any]] = deque()
-        self._to_thread = _Doorbell()
+
+def default_pool_size() -> int:
+    """``$SQLKV_POOL_SIZE``, else the cores this process may run on, within 2..8."""
+    configured = environment.pool_size()
+    if configured is not None:
+        return configured
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(MIN_DEFAULT_POOL, min(MAX_DEFAULT_POOL, cores))
+
+
+def check_pool_size(pool_size: object) -> int | None:
+    """``pool_size`` if it is ``None`` or a whole number from 1 to 1024; :class:`ConfigError` otherwise."""
+    if pool_size is None:
+        return None
+    if not isinstance(pool_size, int) or isinstance(pool_size, bool) or not 1 <= pool_size <= 1024:
+        raise ConfigError(f"pool_size must be a whole number from 1 to 1024 or None, not {pool_size!r}")
+    return pool_size
+
+
+def _loop_queue(loop: asyncio.AbstractEventLoop) -> deque | None:
+    """The deque of callbacks waiting to run on ``loop``, where asyncio's loop shows it."""
+    ready = getattr(loop, "_ready", None)
+    return ready if isinstance(ready, deque) else None
+
+
+Job = tuple["asyncio.Future | None", Any, tuple]
+
+
+class _PoolThread:
+    """One thread of a pool, and the lock it parks on while it has nothing to do."""
+
+    def __init__(self, pool: "Pool", index: int) -> None:
+        self.bell = _Doorbell()
+        #: Set (under the pool's lock) on the last thread to leave a stopping pool:
+        #: it alone tells the loop that the pool has ended.
+        self.last = False
+        self.thread = threading.Thread(
+            target=pool._run, args=(self,), name=f"sqlkv-pool-{index}", daemon=True
+        )
+
+
+class Pool:
+    """The threads serving every :class:`Worker` of one event loop (see the module docstring).
+
+    Made and ended by :func:`attach` and :meth:`Worker.stop`: one per loop
+    while it has a database open. ``size`` is fixed by the first database;
+    a later ``pool_size`` that differs is a :class:`ConfigError`.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, size: int) -> None:
+        self.loop = loop
+        self.size = size
+        self.workers = 0
+        self.stopping = False
+        #: Set once the last thread has ended and the pipe is closed.
+        self.ended: concurrent.futures.Future = concurrent.futures.Future()
+        self._lock = threading.Lock()
+        self._ready: deque[Worker] = deque()
+        self._idle: list[_PoolThread] = []
+        self._threads: list[_PoolThread] = []
+        self._started = 0
+        self._done: deque[tuple[asyncio.Future | None, bool, Any]] = deque()
         self._to_loop = _Doorbell()
         os.set_blocking(self._to_loop.read_fd, False)
         try:
@@ -124,50 +202,49 @@ class Worker:
             self._watched = True
         except NotImplementedError:  # a loop without add_reader: wake it another way
             self._watched = False
-        self._stopping = False
-        self._released = False
-        self._follow = _sched_getcpu is not None and os.environ.get(
-            "SQLKV_WORKER_FOLLOWS_LOOP", "1"
-        ) != "0"
+        self._follow = _sched_getcpu is not None and environment.worker_follows_loop()
         self._cpu = -1
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
 
-    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
-        """Queue ``fn(*args)``; the future holds its result or exception."""
-        if self._stopping:
-            raise RuntimeError("this worker is stopped")
-        future = self._loop.create_future()
-        self._jobs.append((future, fn, args))
-        if self._follow:
-            self._follow_loop()
-        self._to_thread.ring()
-        return future
+    @property
+    def threads(self) -> int:
+        """How many threads the pool runs now."""
+        return len(self._threads)
 
-    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Run ``fn(*args)`` on the thread and return its result (see the module docstring)."""
-        future = self.submit(fn, *args)
-        if self._spin:
-            deadline = time.perf_counter() + self._spin
-            done = self._done
-            while not done:
-                if time.perf_counter() >= deadline:
-                    break
-                _yield()
-            if done:
-                self._deliver()
-        return await future
+    # -- the loop's side ----------------------------------------------------------
 
-    def no_spin(self) -> None:
-        """Never wait for an answer without sleeping (the store's coroutines need the loop)."""
-        self._spin = 0.0
+    def enqueue(self, worker: "Worker", job: Job) -> None:
+        """Queue ``job`` on ``worker``; wake (or start) a thread if it needs one."""
+        wake: _PoolThread | None = None
+        start: _PoolThread | None = None
+        with self._lock:
+            worker.jobs.append(job)
+            if worker.scheduled:
+                return  # a thread has it, or it waits in line
+            worker.scheduled = True
+            self._ready.append(worker)
+            if self._idle:
+                # The first thread (placed on the loop's core) goes first.
+                first = self._threads[0]
+                wake = first if first in self._idle else self._idle[-1]
+                self._idle.remove(wake)
+            elif len(self._threads) < self.size:
+                start = _PoolThread(self, self._started)
+                self._started += 1
+                self._threads.append(start)
+            first = self._threads[0]
+        if start is not None:
+            start.thread.start()  # it finds the worker in the ready line
+        elif wake is not None:
+            wake.bell.ring()
+        if self._follow and first is (wake or start):
+            self._follow_loop(first)
 
-    def _follow_loop(self) -> None:
-        """Place the worker on the core the loop runs on now (see the module docstring)."""
+    def _follow_loop(self, first: _PoolThread) -> None:
+        """Place the first thread on the core the loop runs on now (see the module docstring)."""
         cpu = _sched_getcpu()
         if cpu == self._cpu or cpu < 0:
             return
-        tid = self._thread.native_id
+        tid = first.thread.native_id
         if tid is None:
             return
         try:
@@ -177,8 +254,222 @@ class Worker:
             return
         self._cpu = cpu
 
+    def _deliver(self) -> None:
+        """On the loop: settle every call the threads have finished."""
+        self._to_loop.clear()
+        done = self._done
+        while done:
+            future, ok, value = done.popleft()
+            if future is None:  # the last thread has ended
+                self._release()
+                return
+            if future.cancelled():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def _release(self) -> None:
+        """Once the last thread has ended: stop watching the bell and close it."""
+        if self.ended.done():
+            return
+        if self._watched and not self.loop.is_closed():
+            self.loop.remove_reader(self._to_loop.read_fd)
+        self._to_loop.close()
+        self.ended.set_result(None)
+
+    def stop(self) -> None:
+        """End the threads (each after its current call); the last one releases the pipe."""
+        with self._lock:
+            self.stopping = True
+            idle, self._idle = self._idle, []
+            no_threads = not self._threads
+        for parked in idle:
+            parked.bell.ring()
+        if no_threads:
+            self._answer(None, True, None)
+
+    # -- the threads' side --------------------------------------------------------
+
+    def _next(self, me: _PoolThread, worker: "Worker | None", ran: int) -> "tuple[Worker | None, bool]":
+        """Under the pool's lock: the worker whose call ``me`` runs next (the same
+        one while it has calls and its turn lasts, else the next in line), or
+        ``None`` to park; and whether ``me`` should end (the pool is stopping)."""
+        with self._lock:
+            ready = self._ready
+            if worker is not None:
+                if not worker.jobs:
+                    worker.scheduled = False
+                    worker = None
+                elif ran >= TURN and ready:
+                    ready.append(worker)  # still scheduled: its turn comes again
+                    worker = None
+            if worker is not None:
+                return worker, False
+            if ready:
+                return ready.popleft(), False
+            if self.stopping:
+                self._threads.remove(me)
+                if not self._threads:  # the last one out: the pool has ended
+                    me.last = True
+                return None, True
+            self._idle.append(me)
+            return None, False
+
+    def _run(self, me: _PoolThread) -> None:
+        worker: Worker | None = None
+        ran = 0
+        while True:
+            if worker is None or ran >= TURN or not worker.jobs:
+                current, leave = self._next(me, worker, ran)
+                if current is not worker:
+                    worker, ran = current, 0
+                if leave:
+                    me.bell.close()
+                    if me.last:
+                        self._answer(None, True, None)
+                    return
+                if worker is None:
+                    me.bell.wait()
+                    continue
+            future, fn, args = worker.jobs.popleft()
+            ran += 1
+            if future is not None and future.cancelled():
+                # Cancelled while queued: it never runs. (A plain read of the
+                # future's state; a cancel that comes after it finds the call
+                # running, and the call completes.)
+                continue
+            if fn is _STOP:
+                worker.stopped()
+                if future is not None:
+                    self._answer(future, True, None)
+                continue
+            try:
+                outcome = (True, fn(*args))
+            except BaseException as exc:  # handed to the caller, whatever it is
+                outcome = (False, exc)
+            if future is not None:  # an abandoned worker's last calls answer nobody
+                self._answer(future, *outcome)
+
+    def _answer(self, future: asyncio.Future | None, ok: bool, value: Any) -> None:
+        """Hand an outcome to the loop (``future`` ``None``: the pool has ended)."""
+        loop = self.loop
+        if future is None and not loop.is_running():
+            # Nobody will read the bell (the loop is closed or stopped): release it here.
+            self._release()
+            return
+        self._done.append((future, ok, value))
+        if self._watched:
+            self._to_loop.ring()
+            return
+        try:
+            loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            pass
+
+
+_pools: dict[asyncio.AbstractEventLoop, Pool] = {}
+_pools_lock = threading.Lock()
+
+
+def attach(loop: asyncio.AbstractEventLoop, size: int | None) -> Pool:
+    """The pool of ``loop`` (made if it has none), counting one more worker on it."""
+    with _pools_lock:
+        pool = _pools.get(loop)
+        if pool is None:
+            pool = _pools[loop] = Pool(loop, size or default_pool_size())
+        elif size is not None and size != pool.size:
+            raise ConfigError(
+                f"pool_size={size}, but this event loop's pool already has {pool.size} threads "
+                "(one pool serves every database of a loop; close them all to change its size)"
+            )
+        pool.workers += 1
+        return pool
+
+
+def _detach(pool: Pool) -> bool:
+    """One worker fewer on ``pool``; stop it if that was the last. Whether it was."""
+    with _pools_lock:
+        pool.workers -= 1
+        if pool.workers:
+            return False
+        if _pools.get(pool.loop) is pool:
+            del _pools[pool.loop]
+    pool.stop()
+    return True
+
+
+def pool_of(loop: asyncio.AbstractEventLoop) -> Pool | None:
+    """The pool serving ``loop`` now, if it has one (for counts and tests)."""
+    with _pools_lock:
+        return _pools.get(loop)
+
+
+class Worker:
+    """One database's serial queue of calls on its loop's :class:`Pool` (see the module docstring)."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, spin: bool = True, pool_size: int | None = None
+    ) -> None:
+        self._loop = loop
+        self._spin = environment.async_spin_seconds() if spin else 0.0
+        self._spin_while_loop_idle = False
+        self.jobs: deque[Job] = deque()
+        #: Whether a thread runs this worker's calls or it waits in the ready line (pool's lock).
+        self.scheduled = False
+        self._stopping = False
+        #: Set on a pool thread once the worker has left its pool.
+        self._left: concurrent.futures.Future = concurrent.futures.Future()
+        self.pool = attach(loop, check_pool_size(pool_size))
+
+    @property
+    def _released(self) -> bool:
+        """Whether the worker has left its pool (its stop call ran)."""
+        return self._left.done()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
+        """Queue ``fn(*args)``; the future holds its result or exception."""
+        if self._stopping:
+            raise RuntimeError("this worker is stopped")
+        future = self._loop.create_future()
+        self.pool.enqueue(self, (future, fn, args))
+        return future
+
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` on the pool and return its result (see the module docstring)."""
+        future = self.submit(fn, *args)
+        if self._spin:
+            deadline = time.perf_counter() + self._spin
+            done = self.pool._done
+            loop_queue = _loop_queue(self._loop) if self._spin_while_loop_idle else None
+            while True:
+                if done:
+                    self.pool._deliver()
+                    if future.done():
+                        break
+                if loop_queue or time.perf_counter() >= deadline:
+                    break
+                _yield()
+        return await future
+
+    def no_spin(self) -> None:
+        """For a database on an async store: wait without sleeping only while no
+        callback waits to run on the loop (the store's coroutines need it), and
+        never where the loop does not show its queue."""
+        if _loop_queue(self._loop) is None:
+            self._spin = 0.0
+        else:
+            self._spin_while_loop_idle = True
+
+    def stopped(self) -> None:
+        """On a pool thread, at the stop call: no more calls will come; leave the pool."""
+        _detach(self.pool)
+        self._left.set_result(None)
+
     async def stop(self) -> None:
-        """Wait for the calls already queued, end the thread and release its pipes.
+        """Wait for the calls already queued, then leave the pool (ended with its
+        last worker: then this waits for its threads to end and its pipe to close).
 
         Calls submitted afterwards are refused.
         """
@@ -186,11 +477,12 @@ class Worker:
             return
         future = self.submit(_STOP)
         self._stopping = True
-        await future  # if cancelled here, the pipes are left open (a small leak)
-        self._release()
+        await future
+        if self.pool.stopping:
+            await asyncio.wrap_future(self.pool.ended)
 
     def abandon(self, *last: Callable[[], Any]) -> None:
-        """Run the calls ``last``, then end the thread and release its pipes, unawaited.
+        """Run the calls ``last``, then leave the pool, unawaited.
 
         For an owner dropped without being closed (its finalizer calls this, from
         whatever thread the garbage collector runs on).
@@ -199,14 +491,12 @@ class Worker:
             return
         self._stopping = True
         for fn in last:
-            self._jobs.append((None, fn, ()))
-        self._jobs.append((None, _STOP, ()))
-        self._to_thread.ring()
+            self.pool.enqueue(self, (None, fn, ()))
+        self.pool.enqueue(self, (None, _STOP, ()))
 
     async def finish_elsewhere(self, last: Callable[[], Any]) -> None:
         """From another event loop, once the worker's own loop no longer runs:
-        run ``last``, end the thread and release its pipes; ``last``'s exception
-        is raised here."""
+        run ``last`` and leave the pool; ``last``'s exception is raised here."""
         if self._stopping:
             return
         outcome: concurrent.futures.Future = concurrent.futures.Future()
@@ -221,63 +511,6 @@ class Worker:
         try:
             await asyncio.wrap_future(outcome)
         finally:
-            await asyncio.to_thread(self._thread.join)
-            self._release()
-
-    def _release(self) -> None:
-        """On the loop, once the thread has ended: stop watching and close the pipes."""
-        if self._released:
-            return
-        self._released = True
-        if self._watched and not self._loop.is_closed():
-            self._loop.remove_reader(self._to_loop.read_fd)
-        self._to_thread.close()
-        self._to_loop.close()
-
-    def _deliver(self) -> None:
-        """On the loop: settle every call the thread has finished."""
-        self._to_loop.clear()
-        done = self._done
-        while done:
-            future, ok, value = done.popleft()
-            if future is None:  # the end of an abandoned worker
-                self._release()
-                return
-            if future.cancelled():
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
-
-    def _run(self) -> None:
-        jobs, done = self._jobs, self._done
-        while True:
-            self._to_thread.wait()
-            while jobs:
-                future, fn, args = jobs.popleft()
-                if fn is _STOP:
-                    done.append((future, True, None))
-                    self._answer()
-                    return
-                if future is not None and future.cancelled():
-                    # Cancelled while queued: it never runs. (A plain read of
-                    # the future's state; a cancel that comes after it finds
-                    # the call running, and the call completes.)
-                    continue
-                try:
-                    outcome = (future, True, fn(*args))
-                except BaseException as exc:  # handed to the caller, whatever it is
-                    outcome = (future, False, exc)
-                if future is not None:  # an abandoned worker's last calls answer nobody
-                    done.append(outcome)
-                    self._answer()
-
-    def _answer(self) -> None:
-        if self._watched:
-            self._to_loop.ring()
-            return
-        try:
-            self._loop.call_soon_threadsafe(self._deliver)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            pass
+            await asyncio.wrap_future(self._left)  # the stop call comes right after ``last``
+            if self.pool.stopping:
+                await asyncio.wrap_future(self.pool.ended)
