@@ -47,6 +47,7 @@ from .files import Progress
 from .inventory import check_database, lease_info, list_databases, remove_database
 from .output import FORMATS, Printer, rich_console
 from .shell import Shell, StatementError
+from .store import AnyKvStore
 from .sync import Connection, connect
 from .transfer import copy_database, export_database, import_database
 from .urls import lmdb_store_path, open_store
@@ -125,7 +126,7 @@ def _read_only_directory(url: str) -> bool:
 
 
 @contextmanager
-def opened_store(url: str | None, create: bool = False) -> Iterator[tuple[object, bool]]:
+def opened_store(url: str | None, create: bool = False) -> Iterator[tuple[AnyKvStore, bool]]:
     """The store a URL names, and whether it could only be opened read-only
     (an LMDB directory this process cannot write: reads still work). Closed after."""
     url = _store_url(url)
@@ -142,7 +143,7 @@ def opened_store(url: str | None, create: bool = False) -> Iterator[tuple[object
             close()
 
 
-def announce_wait(store: object, name: str, lock_timeout: float) -> None:
+def announce_wait(store: AnyKvStore, name: str, lock_timeout: float) -> None:
     """Say on stderr that a writer will wait for another's lease, and for how long."""
     if lock_timeout <= 0:
         return
@@ -165,7 +166,8 @@ def progress_reporter(label: str) -> Iterator[Progress | None]:
         return
     console = rich_console(sys.stderr)
     if console is not None:
-        from rich.progress import BarColumn, DownloadColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, DownloadColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as Bar
 
         with Bar(TextColumn(label), BarColumn(), DownloadColumn(), TimeElapsedColumn(),
                  console=console, transient=True) as bar:
@@ -189,7 +191,7 @@ def _printer(fmt: str | None) -> Printer:
     return Printer(sys.stdout, fmt or ("table" if terminal else "csv"), terminal=terminal)
 
 
-def _connect(args: argparse.Namespace, store: object, readonly: bool) -> Connection:
+def _connect(args: argparse.Namespace, store: AnyKvStore, readonly: bool) -> Connection:
     if not readonly:
         announce_wait(store, args.db, args.lock_timeout)
     return connect(store, args.db, backend=args.backend, readonly=readonly, lock_timeout=args.lock_timeout)

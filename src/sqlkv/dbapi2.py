@@ -32,13 +32,14 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Literal
 
 from . import environment
 from . import errors as _sqlkv_errors
 from .backends import apsw_available, open_engine
 from .engine import Engine, split_statements
 from .options import options_from, unknown_options
+from .store import AnyKvStore
 from .urls import open_store
 
 apilevel = "2.0"
@@ -69,7 +70,7 @@ sqlite_version_info = tuple(int(part) for part in sqlite_version.split("."))
 # -- exceptions ------------------------------------------------------------------
 
 
-class Warning(_sqlkv_errors.Error):  # noqa: A001 - the PEP's name
+class Warning(_sqlkv_errors.Error):
     """PEP 249's Warning (also a :class:`sqlkv.Error`)."""
 
 
@@ -167,7 +168,8 @@ def _error_name(code: int, cause: BaseException | None) -> str | None:
         import apsw
     except ImportError:
         return None
-    return apsw.mapping_extended_result_codes.get(code) or apsw.mapping_result_codes.get(code & 0xFF)
+    name = apsw.mapping_extended_result_codes.get(code) or apsw.mapping_result_codes.get(code & 0xFF)
+    return name if isinstance(name, str) else None
 
 
 def _translate(exc: BaseException, fallback: type[Error] = ProgrammingError) -> BaseException:
@@ -225,17 +227,17 @@ Time = datetime.time
 Timestamp = datetime.datetime
 
 
-def DateFromTicks(ticks: float) -> datetime.date:  # noqa: N802 - the PEP's names
+def DateFromTicks(ticks: float) -> datetime.date:
     """The local date of a POSIX timestamp."""
     return Date(*time.localtime(ticks)[:3])
 
 
-def TimeFromTicks(ticks: float) -> datetime.time:  # noqa: N802
+def TimeFromTicks(ticks: float) -> datetime.time:
     """The local time of day of a POSIX timestamp."""
     return Time(*time.localtime(ticks)[3:6])
 
 
-def TimestampFromTicks(ticks: float) -> datetime.datetime:  # noqa: N802
+def TimestampFromTicks(ticks: float) -> datetime.datetime:
     """The local date and time of a POSIX timestamp."""
     return Timestamp(*time.localtime(ticks)[:6])
 
@@ -298,7 +300,7 @@ class Row:
 
     __slots__ = ("_names", "_values")
 
-    def __init__(self, cursor: "Cursor", values: tuple) -> None:
+    def __init__(self, cursor: Cursor, values: tuple) -> None:
         self._names = tuple(d[0] for d in cursor.description or ())
         self._values = tuple(values)
 
@@ -378,21 +380,21 @@ def _check_isolation_level(level: str | None) -> str | None:
 
 def _check_autocommit(value: object) -> bool | int:
     if value is True or value is False or value == LEGACY_TRANSACTION_CONTROL:
-        return value  # type: ignore[return-value]
+        return value
     raise ValueError("autocommit must be True, False, or sqlkv.dbapi2.LEGACY_TRANSACTION_CONTROL")
 
 
 def connect(
     database: str,
-    store: object = None,
+    store: AnyKvStore | str | None = None,
     *,
     isolation_level: str | None = "",
     autocommit: bool | int = LEGACY_TRANSACTION_CONTROL,
     readonly: bool = False,
     lock_timeout: float = 0.0,
-    factory: type["Connection"] | None = None,
+    factory: type[Connection] | None = None,
     **options: Any,
-) -> "Connection":
+) -> Connection:
     """Open (creating if needed) the database ``database`` in ``store``.
 
     ``store`` is a store object or a store URL (``lmdb://DIR``, ``redis://...``);
@@ -413,8 +415,9 @@ def connect(
         settings = options_from(options)
         owned = open_store(store) if isinstance(store, str) else None
         try:
+            target: AnyKvStore = owned if owned is not None else store  # type: ignore[assignment]
             engine = open_engine(
-                settings, store if owned is None else owned, database,
+                settings, target, database,
                 readonly=readonly, lock_timeout=lock_timeout,
             )
         except BaseException:
@@ -423,7 +426,7 @@ def connect(
     return (factory or Connection)(engine, database, owned, isolation_level, autocommit)
 
 
-def _close_store(store: object) -> None:
+def _close_store(store: AnyKvStore | None) -> None:
     close = getattr(store, "close", None)
     if close is not None:
         close()
@@ -447,7 +450,7 @@ class Connection:
         self,
         engine: Engine,
         name: str,
-        owned_store: object = None,
+        owned_store: AnyKvStore | None = None,
         isolation_level: str | None = "",
         autocommit: bool | int = LEGACY_TRANSACTION_CONTROL,
     ) -> None:
@@ -562,10 +565,10 @@ class Connection:
         finally:
             _close_store(self._owned_store)
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> Literal[False]:
         """Commit if the block succeeded, else roll back; the connection stays open."""
         if exc_type is None:
             try:
@@ -579,20 +582,20 @@ class Connection:
 
     # -- statements --------------------------------------------------------------------
 
-    def cursor(self, factory: type["Cursor"] | None = None) -> "Cursor":
+    def cursor(self, factory: type[Cursor] | None = None) -> Cursor:
         """A new cursor."""
         self._check_open()
         return (factory or Cursor)(self)
 
-    def execute(self, sql: str, parameters: Any = ()) -> "Cursor":
+    def execute(self, sql: str, parameters: Any = ()) -> Cursor:
         """A new cursor's :meth:`Cursor.execute`."""
         return self.cursor().execute(sql, parameters)
 
-    def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> "Cursor":
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Cursor:
         """A new cursor's :meth:`Cursor.executemany`."""
         return self.cursor().executemany(sql, seq_of_parameters)
 
-    def executescript(self, sql_script: str) -> "Cursor":
+    def executescript(self, sql_script: str) -> Cursor:
         """A new cursor's :meth:`Cursor.executescript`."""
         return self.cursor().executescript(sql_script)
 
@@ -646,7 +649,7 @@ class Cursor:
         self.rowcount = -1
         return engine
 
-    def execute(self, sql: str, parameters: Any = ()) -> "Cursor":
+    def execute(self, sql: str, parameters: Any = ()) -> Cursor:
         """Run one statement with ``parameters`` (a sequence for ``?``, a mapping for ``:name``).
 
         A statement without result columns runs to its end here; the rows of
@@ -674,7 +677,7 @@ class Cursor:
         if self._dml:
             self.rowcount = engine.last_run().changes
 
-    def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> "Cursor":
+    def executemany(self, sql: str, seq_of_parameters: Iterable[Any]) -> Cursor:
         """Run one DML statement once per set of parameters; ``rowcount`` is the sum."""
         engine = self._start(sql)
         if not _is_dml(sql) and _is_query(sql):
@@ -686,7 +689,7 @@ class Cursor:
             self.rowcount = changes
         return self
 
-    def executescript(self, sql_script: str) -> "Cursor":
+    def executescript(self, sql_script: str) -> Cursor:
         """Run every statement of ``sql_script``. With the legacy transaction
         control, an open transaction is committed first (as ``sqlite3`` does)."""
         engine = self._start(sql_script)
@@ -739,7 +742,7 @@ class Cursor:
         """Every remaining row."""
         return self._take(None)
 
-    def __iter__(self) -> "Cursor":
+    def __iter__(self) -> Cursor:
         return self
 
     def __next__(self) -> Any:
@@ -748,7 +751,7 @@ class Cursor:
             raise StopIteration
         return got[0]
 
-    def __enter__(self) -> "Cursor":
+    def __enter__(self) -> Cursor:
         return self
 
     def __exit__(self, *exc: object) -> None:

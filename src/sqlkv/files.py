@@ -20,7 +20,7 @@ from .layout import check_file_name
 from .lease import Leaser, LeaseRequest, check_lease_options, release_and_close
 from .options import Options
 from .storage import Storage
-from .store import StoreClient
+from .store import AnyKvStore, StoreClient
 
 #: Called with (bytes done, bytes in all) as a long operation goes on.
 Progress = Callable[[int, int], None]
@@ -38,7 +38,7 @@ def make_options(options: dict[str, Any]) -> Options:
 
 @contextmanager
 def open_file(
-    store: object,
+    store: AnyKvStore,
     name: str,
     options: Options,
     *,

@@ -24,7 +24,7 @@ from .layout import Layout, check_file_name, decode_file_meta
 from .lease import _decode as decode_lease_value
 from .lease import lease_keys
 from .options import Options
-from .store import StoreClient
+from .store import AnyKvStore, StoreClient
 
 SIDECARS = ("-journal", "-wal")
 _STAGING_KINDS = (layouts.EXT_COMMIT_RECORD, layouts.EXT_STAGED_MANIFEST, layouts.EXT_STAGED_CHUNK)
@@ -67,7 +67,7 @@ def _lease_info(gen_key: bytes, gen: bytes | None, expiry_key: bytes, expiry: by
     return LeaseInfo(generation, (ends_ms - time.time() * 1000) / 1000)
 
 
-def lease_info(store: object, name: str, **options: Any) -> LeaseInfo | None:
+def lease_info(store: AnyKvStore, name: str, **options: Any) -> LeaseInfo | None:
     """The writer's lease on database ``name``, or ``None`` when nobody holds one.
 
     One ``get_batch``; needs no ``scan``. ``options``: ``kv_prefix``, ``layout``.
@@ -82,7 +82,7 @@ def lease_info(store: object, name: str, **options: Any) -> LeaseInfo | None:
     return _lease_info(keys[0], gen, keys[1], expiry)
 
 
-def list_databases(store: object, **options: Any) -> list[DatabaseInfo]:
+def list_databases(store: AnyKvStore, **options: Any) -> list[DatabaseInfo]:
     """The databases in ``store`` (layout ``seed``, the ``kv_prefix`` given), by name:
     size, chunks stored, and the writer's lease. A journal or WAL beside a
     database is part of it, not listed apart. Needs the store's ``scan``."""
@@ -170,7 +170,7 @@ def _delete(main: KvFile, keys: list[bytes]) -> None:
         raise FencedError("this writer lost its lease while deleting; nothing more was deleted")
 
 
-def remove_database(store: object, name: str, *, lock_timeout: float = 0.0, **options: Any) -> int:
+def remove_database(store: AnyKvStore, name: str, *, lock_timeout: float = 0.0, **options: Any) -> int:
     """Remove every key of database ``name`` (layout and sqlkv's own), under its
     writer lease; return how many keys were removed. The FileMeta goes first,
     in one write, so the database is gone at once even if the rest is
@@ -272,7 +272,7 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
     return found
 
 
-def _integrity(store: object, name: str, opts: Options, report: CheckReport) -> None:
+def _integrity(store: AnyKvStore, name: str, opts: Options, report: CheckReport) -> None:
     from .sync import connect
 
     try:
@@ -292,7 +292,7 @@ def _integrity(store: object, name: str, opts: Options, report: CheckReport) -> 
 
 
 def check_database(
-    store: object, name: str, *, repair: bool = False, lock_timeout: float = 0.0, **options: Any
+    store: AnyKvStore, name: str, *, repair: bool = False, lock_timeout: float = 0.0, **options: Any
 ) -> CheckReport:
     """Audit database ``name``: its layout (FileMeta readable and consistent with
     the chunks, no chunk past the end, no staging keys left over, no stale lease,

@@ -272,7 +272,7 @@ class Shell:
         try:
             import readline
         except ImportError:  # not on every platform: no history then
-            readline = None
+            readline = None  # type: ignore[assignment]
         path = history_path()
         if readline is not None:
             try:

@@ -40,6 +40,7 @@ from typing import Any
 from .errors import ConfigError, Error, ExistsError, NotFoundError
 from .files import Progress, make_options, open_file, stream, write_whole
 from .kvfile import KvFile
+from .store import AnyKvStore
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Header bytes 18 and 19: file format write and read versions, 2 in WAL mode.
@@ -120,7 +121,7 @@ def _check_target(target: KvFile, name: str, replace: bool) -> None:
 
 def import_database(
     source: str | os.PathLike[str],
-    store: object,
+    store: AnyKvStore,
     name: str,
     *,
     replace: bool = False,
@@ -155,7 +156,7 @@ def import_database(
 
 
 def export_database(
-    store: object,
+    store: AnyKvStore,
     name: str,
     target: str | os.PathLike[str],
     *,
@@ -219,8 +220,8 @@ def _sync_directory(directory: Path) -> None:
 
 
 def copy_database(
-    source_store: object,
-    target_store: object,
+    source_store: AnyKvStore,
+    target_store: AnyKvStore,
     name: str,
     new_name: str | None = None,
     *,
