@@ -16,9 +16,9 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from helpers import AsyncMemoryStore, integrity, make_16mib, unique_namespace
 
 import sqlkv
-from helpers import AsyncMemoryStore, integrity, make_16mib, unique_namespace
 
 BACKENDS = ["pages", "snapshot"]
 #: (backend, store kind) pairs a test that uses ``new_store`` runs with.

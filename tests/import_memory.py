@@ -7,9 +7,9 @@ import sys
 import tempfile
 import time
 
-import sqlkv
 from helpers import SqliteFileStore
 
+import sqlkv
 
 
 def peak_rss_mib() -> int:

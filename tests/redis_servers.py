@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from helpers import in_ci
 
 HOST = "127.0.0.1"
@@ -113,7 +112,7 @@ class RedisServer:
             ]
         return args + self.extra
 
-    def start(self) -> "RedisServer":
+    def start(self) -> RedisServer:
         """Start on a free port (the same port again after a stop) and wait until it answers."""
         for _ in range(5):
             if not self.port:
@@ -150,7 +149,7 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.kill9()
 
-    def restart(self) -> "RedisServer":
+    def restart(self) -> RedisServer:
         self.stop()
         return self.start()
 
@@ -168,7 +167,7 @@ class RedisCluster3:
     def __init__(self, directory: Path) -> None:
         self.nodes = [RedisServer(Path(directory) / f"node{i}", cluster=True) for i in range(3)]
 
-    def start(self) -> "RedisCluster3":
+    def start(self) -> RedisCluster3:
         for node in self.nodes:
             node.start()
         cli = shutil.which("redis-cli")

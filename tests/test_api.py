@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from helpers import stored_keys
 
 import sqlkv
-from helpers import stored_keys
 
 pytestmark = pytest.mark.all_stores
 

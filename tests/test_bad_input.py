@@ -5,9 +5,9 @@ from __future__ import annotations
 import struct
 
 import pytest
+from helpers import FiveCallStore
 
 import sqlkv
-from helpers import FiveCallStore
 from sqlkv.commit import CommitRecord
 from sqlkv.layout import EXT_COMMIT_RECORD, EXT_STAGED_MANIFEST, SeedLayout, encode_file_meta
 

@@ -14,11 +14,11 @@ CI runs a bounded slice (``CRASH_SEEDS``); ``pytest -m slow`` runs many more.
 from __future__ import annotations
 
 import pytest
+from helpers import FiveCallStore, staging_keys
+from workload import content, make_workload, model_states
 
 import sqlkv
-from helpers import FiveCallStore, staging_keys
 from sqlkv.testing import FaultyStore, InjectedFault, StoreCrashed
-from workload import content, make_workload, model_states
 
 #: Store configurations: what the store can do, and the options the database uses.
 CONFIGS = {
@@ -161,7 +161,7 @@ def test_transient_failure_then_the_same_database_goes_on(backend, config, lose_
                 done += 1
             if not failed:
                 continue
-            served = content(lambda sql: db.query(sql).rows)
+            served = content(lambda sql, db=db: db.query(sql).rows)
             assert served == surviving_content(base, backend)
             assert served in (states[done], states[done + 1])
             db.exec("CREATE TABLE IF NOT EXISTS after_failure(x); INSERT INTO after_failure VALUES (1)")

@@ -11,9 +11,9 @@ import math
 import random
 
 import pytest
+from helpers import CountingStore, content, copy_store, integrity, stored_chunks, stored_size
 
 import sqlkv
-from helpers import CountingStore, content, copy_store, integrity, stored_chunks, stored_size
 
 WAYS = [("pages", "snapshot"), ("snapshot", "pages")]
 

@@ -88,7 +88,7 @@ def script(module: Any, conn: Any) -> Log:
         "INSERT INTO t(name, score) VALUES (?, ?)", [(f"n{i}", i / 4) for i in range(50)]) and None)
     state("after executemany", cur)
     step("many from generator", lambda: cur.executemany(
-        "UPDATE t SET score = score * 2 WHERE name = ?", (("n%d" % i,) for i in range(3))) and None)
+        "UPDATE t SET score = score * 2 WHERE name = ?", ((f"n{i}",) for i in range(3))) and None)
     state("after executemany update", cur)
     step("trigger", lambda: conn.execute(
         "CREATE TRIGGER audit AFTER UPDATE ON t BEGIN INSERT INTO t(name) VALUES ('t' || new.id); END"

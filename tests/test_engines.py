@@ -9,10 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-import sqlkv
 from helpers import CountingStore, copy_store, integrity, stored_size
 
+import sqlkv
 
 # -- pinned settings, pragmas, statements --------------------------------------
 

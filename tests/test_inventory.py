@@ -6,9 +6,9 @@ from __future__ import annotations
 import struct
 
 import pytest
+from helpers import is_version_key, unique_namespace
 
 import sqlkv
-from helpers import is_version_key, unique_namespace
 from sqlkv.commit import encode_piece
 from sqlkv.layout import SeedLayout, encode_file_meta
 

@@ -6,6 +6,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from helpers import is_version_key
 
 import sqlkv
 from sqlkv.layout import (
@@ -20,10 +21,7 @@ from sqlkv.layout import (
     decode_file_meta,
     encode_file_meta,
 )
-
 from sqlkv.versions import log_key, version_key
-
-from helpers import is_version_key
 
 
 def test_seed_test_vectors():

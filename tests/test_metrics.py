@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from helpers import AsyncMemoryStore, CountingStore, copy_store
 
 import sqlkv
-from helpers import AsyncMemoryStore, CountingStore, copy_store
 from sqlkv.latency import AsyncMeteredStore, MeteredStore, metered
 
 

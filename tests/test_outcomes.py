@@ -11,9 +11,9 @@ visible.
 from __future__ import annotations
 
 import pytest
+from helpers import FiveCallStore, staging_keys
 
 import sqlkv
-from helpers import FiveCallStore, staging_keys
 from sqlkv.layout import EXT_COMMIT_RECORD, EXT_LEASE, SeedLayout
 from sqlkv.testing import FaultyStore, InjectedFault
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from helpers import CountingStore, FiveCallStore, staging_keys
 
 import sqlkv
-from helpers import CountingStore, FiveCallStore, staging_keys
 from sqlkv.layout import SeedLayout, encode_file_meta
 from sqlkv.testing import FaultyStore, StoreCrashed
 

@@ -8,10 +8,10 @@ import time
 
 import pytest
 import redis
-
-import sqlkv
 from helpers import integrity, unique_namespace
 from redis_servers import CuttingProxy, RedisServer
+
+import sqlkv
 
 #: No renewal runs during these tests: every command the server sees is a commit's.
 LONG_LEASE = 600

@@ -11,11 +11,11 @@ the server counts them (leases, opens and waits for a lease included).
 from __future__ import annotations
 
 import pytest
-
-import sqlkv
 from helpers import integrity, unique_namespace
 from processes import load_report, run_load
 from redis_servers import RedisServer
+
+import sqlkv
 
 OWN_WRITERS = 8
 CONTENDERS = 4

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import redis
-
-import sqlkv
 from helpers import integrity, unique_namespace
 from redis_servers import free_port
+
+import sqlkv
 from sqlkv.layout import EXT_LEASE, RivetV2Layout, SeedLayout, database_of
 from sqlkv.redis_store import REDIS_LIMITS, WRITE_BATCH_SHA, KeySpace
 

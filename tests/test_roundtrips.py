@@ -7,10 +7,9 @@ The CountingStore offers only the seed's five calls, so commits must be plain
 from __future__ import annotations
 
 import pytest
-
-import sqlkv
 from helpers import CountingStore, copy_store, stored_chunks, stored_size
 
+import sqlkv
 
 
 def test_one_put_batch_per_write_transaction(connect_db):

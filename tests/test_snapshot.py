@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 
 import pytest
+from helpers import CountingStore, copy_store, is_version_key, stored_chunks, stored_size
 
 import sqlkv
-from helpers import CountingStore, copy_store, is_version_key, stored_chunks, stored_size
 from sqlkv.engine_snapshot import changed_chunks
 from sqlkv.layout import encode_file_meta
 from sqlkv.options import Options

@@ -15,12 +15,12 @@ import pytest
 
 sqlalchemy = pytest.importorskip("sqlalchemy", reason="SQLAlchemy is the extra [sqlalchemy] (and in [test])")
 
+from helpers import unique_namespace  # noqa: E402
 from sqlalchemy import ForeignKey, String, create_engine, inspect, select, text  # noqa: E402
 from sqlalchemy.dialects import registry  # noqa: E402
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship  # noqa: E402
 
 import sqlkv  # noqa: E402
-from helpers import unique_namespace  # noqa: E402
 from sqlkv import dbapi2  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,7 +74,7 @@ class Author(Base):
     __tablename__ = "author"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(50), unique=True)
-    books: Mapped[list["Book"]] = relationship(back_populates="author", cascade="all, delete-orphan")
+    books: Mapped[list[Book]] = relationship(back_populates="author", cascade="all, delete-orphan")
 
 
 class Book(Base):

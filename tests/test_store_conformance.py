@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from helpers import AsyncMemoryStore, CountingStore, FiveCallStore, unique_namespace
 
 import sqlkv
-from helpers import AsyncMemoryStore, CountingStore, FiveCallStore, unique_namespace
 from sqlkv.latency import MeteredStore
 from sqlkv.layout import SeedLayout
 from sqlkv.testing import FaultyStore

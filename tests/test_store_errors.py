@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from helpers import CountingStore
 
 import sqlkv
-from helpers import CountingStore
 
 
 class Boom(Exception):

@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import staging_keys
 
 import sqlkv
 from sqlkv.testing import FaultyStore
-from helpers import staging_keys
 
 FEATURES_SQL = """
 CREATE TABLE people(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, photo BLOB, score REAL);

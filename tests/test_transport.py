@@ -57,7 +57,7 @@ def test_read_lazily_reads_no_further_than_the_caller_goes() -> None:
     base.put_batch([(k, b"v") for k in keys(15)])
     client = StoreClient(counting)
     endless = (b"k%05d" % i for i in itertools.count())
-    for count, (_, value) in enumerate(client.read_lazily(endless)):
+    for count, (_, value) in enumerate(client.read_lazily(endless)):  # noqa: B007 (the count is the result)
         if value is None:
             break
     assert count == 15

@@ -29,7 +29,7 @@ def make_workload(seed: int, transactions: int = 10, big_rows: int = 120) -> lis
         kind = rng.choice(["small", "small", "big", "update", "delete", "schema", "mixed", "vacuum"])
         table = rng.choice(sorted(tables))
 
-        def insert(count: int, size: tuple[int, int]) -> str:
+        def insert(count: int, size: tuple[int, int], table: str = table) -> str:
             values = []
             for _ in range(count):
                 values.append(f"({next_id[table]}, '{_text(rng, *size)}', {rng.randint(-1000, 1000)})")

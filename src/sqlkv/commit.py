@@ -169,7 +169,7 @@ class CommitRecord:
         return seal(key, body)
 
     @classmethod
-    def decode(cls, value: bytes, key: bytes) -> "CommitRecord":
+    def decode(cls, value: bytes, key: bytes) -> CommitRecord:
         sizes = (_RECORD.size + _DIGEST_BYTES, _RECORD.size + _BASE.size + _DIGEST_BYTES)
         if len(value) not in sizes:
             raise CorruptError(

@@ -40,6 +40,7 @@ from .transaction import (
 )
 from .worker import Worker, check_pool_size
 
+
 class SqliteVfs:
     """Opens databases whose files live in key-value stores.
 
@@ -68,7 +69,7 @@ class SqliteVfs:
         readonly: bool = False,
         lock_timeout: float = 0.0,
         max_staleness: float = 0.0,
-    ) -> "Database":
+    ) -> Database:
         """Open (creating if needed) the database ``file_name`` in ``store``.
 
         A writer takes the database's lease: if another writer holds it, this
@@ -329,7 +330,7 @@ class Database(OpenDatabase):
         self._finalizer.detach()
         await self._worker.finish_elsewhere(self._engine.close)
 
-    async def __aenter__(self) -> "Database":
+    async def __aenter__(self) -> Database:
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -70,9 +70,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TypeGuard
 
+from . import renewer
 from .errors import ConfigError, CorruptError, Error, LockedError
 from .layout import EXT_LEASE, Layout
-from . import renewer
 from .store import StoreClient
 
 DEFAULT_LEASE_SECONDS = 10.0

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("sqlkv")
 
-_renewers: dict[tuple[int, int], "Renewer"] = {}
+_renewers: dict[tuple[int, int], Renewer] = {}
 _renewers_lock = threading.Lock()
 
 
@@ -48,10 +48,10 @@ _renewers_lock = threading.Lock()
 OnLost = Callable[["Lease"], None]
 
 #: Which renewer renews a lease (registered and not yet unregistered).
-_renewer_of: dict[int, "Renewer"] = {}
+_renewer_of: dict[int, Renewer] = {}
 
 
-def register(lease: "Lease", transport: StoreClient, on_lost: OnLost) -> None:
+def register(lease: Lease, transport: StoreClient, on_lost: OnLost) -> None:
     """Have ``lease`` renewed by the renewer of ``transport``'s store (made if it
     has none), through ``transport`` (its holder's, open as long as the lease is
     registered); ``on_lost(lease)`` when a renewal finds another writer's generation."""
@@ -64,13 +64,13 @@ def register(lease: "Lease", transport: StoreClient, on_lost: OnLost) -> None:
         _renewer_of[id(lease)] = renewer
 
 
-def renewer_of(lease: "Lease") -> "Renewer | None":
+def renewer_of(lease: Lease) -> Renewer | None:
     """The renewer that renews ``lease`` now, if any."""
     with _renewers_lock:
         return _renewer_of.get(id(lease))
 
 
-def unregister(lease: "Lease") -> None:
+def unregister(lease: Lease) -> None:
     """Stop renewing ``lease`` (waiting for a round in flight); nothing if it is not renewed."""
     with _renewers_lock:
         renewer = _renewer_of.pop(id(lease), None)
@@ -100,14 +100,14 @@ class Renewer:
         self._thread = threading.Thread(target=self._run, name="sqlkv-lease-renewer", daemon=True)
         self._thread.start()
 
-    def add(self, lease: "Lease", transport: StoreClient, on_lost: OnLost) -> None:
+    def add(self, lease: Lease, transport: StoreClient, on_lost: OnLost) -> None:
         """(Under the registry's lock.) Renew ``lease`` from now on."""
         self._leases[id(lease)] = lease
         self._on_lost[id(lease)] = on_lost
         self._transports[id(lease)] = transport
         self._wake.set()  # a shorter lease may need an earlier round
 
-    def remove(self, lease: "Lease") -> None:
+    def remove(self, lease: Lease) -> None:
         """Stop renewing ``lease`` (waiting for a round in flight); the last one ends the thread."""
         with self._round, _renewers_lock:
             self._leases.pop(id(lease), None)
@@ -140,7 +140,7 @@ class Renewer:
                     leases = list(self._leases.values())
                 self.renew(leases)
 
-    def renew(self, leases: "list[Lease]") -> None:
+    def renew(self, leases: list[Lease]) -> None:
         """One round: renew ``leases`` in as few batches as the store allows."""
         for batch in self._batches(leases):
             try:
@@ -158,7 +158,7 @@ class Renewer:
                     _databases(batch), min(lease.seconds for lease in batch) / 3, exc,
                 )
 
-    def _lost(self, lease: "Lease") -> None:
+    def _lost(self, lease: Lease) -> None:
         """Tell ``lease``'s leaser that another writer has it, and stop renewing it."""
         with _renewers_lock:
             self._leases.pop(id(lease), None)
@@ -169,7 +169,7 @@ class Renewer:
         if on_lost is not None:
             on_lost(lease)
 
-    def _write(self, batch: "list[Lease]") -> bool:
+    def _write(self, batch: list[Lease]) -> bool:
         puts = [lease.renewed_expiry() for lease in batch]
         expect: dict[bytes, bytes | None] = {}
         for lease in batch:
@@ -180,7 +180,7 @@ class Renewer:
         with _renewers_lock:
             return next(iter(self._transports.values()))
 
-    def _batches(self, leases: "list[Lease]") -> Iterator["list[Lease]"]:
+    def _batches(self, leases: list[Lease]) -> Iterator[list[Lease]]:
         """``leases`` split by slot group, then within the store's batch limits."""
         transport = self._transport()
         group_of = _slot_grouper(transport.store)
@@ -191,7 +191,7 @@ class Renewer:
             yield from _within_limits(group, transport.limits)
 
 
-def _databases(leases: "list[Lease]", shown: int = 3) -> str:
+def _databases(leases: list[Lease], shown: int = 3) -> str:
     """``database 'a.db'``, or ``12 databases ('a.db', 'b.db', 'c.db', ...)`` for a log line."""
     if len(leases) == 1:
         return f"database {leases[0].name!r}"
@@ -199,7 +199,7 @@ def _databases(leases: "list[Lease]", shown: int = 3) -> str:
     return f"{len(leases)} databases ({names}{', ...' if len(leases) > shown else ''})"
 
 
-def _within_limits(leases: "list[Lease]", limits: StoreLimits) -> Iterator["list[Lease]"]:
+def _within_limits(leases: list[Lease], limits: StoreLimits) -> Iterator[list[Lease]]:
     """Consecutive runs of ``leases`` whose renewal batch fits ``limits``
     (two keys each: the expiry written, the generation expected)."""
     batch: list[Lease] = []

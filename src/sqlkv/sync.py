@@ -32,7 +32,7 @@ def connect(
     lock_timeout: float = 0.0,
     max_staleness: float = 0.0,
     **options: Any,
-) -> "Connection":
+) -> Connection:
     """Open (creating if needed) the database ``file_name`` in ``store``, synchronously.
 
     ``options`` are :class:`sqlkv.SqliteVfs`'s (by name: see
@@ -159,7 +159,7 @@ class Connection(OpenDatabase):
             self._finalizer.detach()
             self._engine.close()
 
-    def __enter__(self) -> "Connection":
+    def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, *exc: object) -> None:

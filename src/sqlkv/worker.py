@@ -59,7 +59,9 @@ from typing import Any
 from . import environment
 from .errors import ConfigError
 
-_STOP = object()
+
+def _STOP() -> None:
+    """The job that ends a worker (recognised by identity, never called)."""
 
 
 def _cpu_probe() -> Callable[[], int] | None:
@@ -164,7 +166,7 @@ Job = tuple["asyncio.Future | None", Any, tuple]
 class _PoolThread:
     """One thread of a pool, and the lock it parks on while it has nothing to do."""
 
-    def __init__(self, pool: "Pool", index: int) -> None:
+    def __init__(self, pool: Pool, index: int) -> None:
         self.bell = _Doorbell()
         #: Set (under the pool's lock) on the last thread to leave a stopping pool:
         #: it alone tells the loop that the pool has ended.
@@ -212,7 +214,7 @@ class Pool:
 
     # -- the loop's side ----------------------------------------------------------
 
-    def enqueue(self, worker: "Worker", job: Job) -> None:
+    def enqueue(self, worker: Worker, job: Job) -> None:
         """Queue ``job`` on ``worker``; wake (or start) a thread if it needs one."""
         wake: _PoolThread | None = None
         start: _PoolThread | None = None
@@ -241,6 +243,8 @@ class Pool:
 
     def _follow_loop(self, first: _PoolThread) -> None:
         """Place the first thread on the core the loop runs on now (see the module docstring)."""
+        if _sched_getcpu is None:
+            return
         cpu = _sched_getcpu()
         if cpu == self._cpu or cpu < 0:
             return
@@ -292,7 +296,7 @@ class Pool:
 
     # -- the threads' side --------------------------------------------------------
 
-    def _next(self, me: _PoolThread, worker: "Worker | None", ran: int) -> "tuple[Worker | None, bool]":
+    def _next(self, me: _PoolThread, worker: Worker | None, ran: int) -> tuple[Worker | None, bool]:
         """Under the pool's lock: the worker whose call ``me`` runs next (the same
         one while it has calls and its turn lasts, else the next in line), or
         ``None`` to park; and whether ``me`` should end (the pool is stopping)."""
