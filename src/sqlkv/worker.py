@@ -463,7 +463,7 @@ class Worker:
         # Waiting without sleeping pays only when this call runs next: behind
         # other calls of this database it would hold up the loop, which their
         # callers (and the calls that could join a group commit) need.
-        spin = self._spin and not self.scheduled
+        spin = self._spin and not self.jobs
         future = self.submit(fn, *args)
         if spin:
             deadline = time.perf_counter() + self._spin
