@@ -168,8 +168,13 @@ def store_16mib() -> sqlkv.MemoryStore:
 def pytest_terminal_summary(terminalreporter):
     """Say how many crash points the fault-injection tests ran."""
     import test_crash
+    import test_group_commit
 
     if test_crash.CrashTally.points:
         terminalreporter.write_line(
             f"sqlkv fault injection: {test_crash.CrashTally.points} crash points run"
+        )
+    if test_group_commit.GroupTally.points:
+        terminalreporter.write_line(
+            f"sqlkv group commit: {test_group_commit.GroupTally.points} fault points run"
         )

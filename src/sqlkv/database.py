@@ -27,6 +27,7 @@ from typing import Any
 from .backends import open_engine
 from .engine import Engine, QueryResult, RunResult
 from .errors import ClosedError, Error
+from .group import CommitGroup
 from .metrics import Stats
 from .options import options_from
 from .store import AnyKvStore
@@ -110,6 +111,8 @@ class SqliteVfs:
             raise
         if engine.client.is_async:
             worker.no_spin()
+        if not readonly:
+            worker.group = CommitGroup(engine, worker.jobs)
         return Database(engine, file_name, loop, worker)
 
 

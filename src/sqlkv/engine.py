@@ -67,6 +67,22 @@ class Engine(Protocol):
         """Roll back the open transaction, if any; afterwards none is open."""
         ...
 
+    defer_commits: Callable[[], bool] | None
+
+    @property
+    def deferred(self) -> bool:
+        """Whether committed transactions wait in memory for :meth:`commit_deferred`."""
+        ...
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The store failure that made the state in memory unknown, if any."""
+        ...
+
+    def commit_deferred(self) -> None:
+        """Commit every deferred transaction in one commit."""
+        ...
+
 
 #: What every connection is set to at open, before a user's statement runs.
 SETUP_PRAGMAS = ("locking_mode=EXCLUSIVE", "journal_mode=MEMORY", "temp_store=MEMORY")
@@ -157,6 +173,9 @@ class EngineBase:
         self.name = name
         self.readonly = readonly
         self._broken: BaseException | None = None
+        #: Whether a commit may be left to a later one (group commit, see group.py):
+        #: asked at each commit; ``None`` (the default, and the sync API): never.
+        self.defer_commits: Callable[[], bool] | None = None
         conflicts = 0
         while True:
             try:
@@ -184,7 +203,43 @@ class EngineBase:
         main = self.storage.open(self._lease_request)
         if self.readonly and not main.exists:
             raise Error(f"database {self.name!r} does not exist (opened read-only)")
+        if not self.readonly:
+            main.defer = self._may_defer
         return main
+
+    def _may_defer(self) -> bool:
+        defer = self.defer_commits
+        return defer is not None and defer()
+
+    # -- group commit (see group.py) ----------------------------------------------
+
+    @property
+    def deferred(self) -> bool:
+        """Whether committed transactions wait in memory for :meth:`commit_deferred`."""
+        main = getattr(self, "storage", None) and self.storage.main
+        return main is not None and main.deferred and self._broken is None
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The store failure that made the database's state in memory unknown, if any
+        (the next call reopens it from the store)."""
+        if self._broken is not None:
+            return self._broken
+        main = getattr(self, "storage", None) and self.storage.main
+        return main.failed if main is not None else None
+
+    def commit_deferred(self) -> None:
+        """Commit every deferred transaction in one commit. Should that fail, the
+        state in memory is dropped (the next call reopens the database from the
+        store) and the error raised."""
+        if not self.deferred:
+            return
+        try:
+            self.storage.main.commit_now()  # type: ignore[union-attr]
+        except BaseException as exc:
+            if self._broken is None:
+                self._broken = exc
+            raise
 
     def _open(self) -> None:
         raise NotImplementedError
@@ -268,7 +323,10 @@ class EngineBase:
         if main is not None and main.pin is not None:
             return main.pin.version or 0
         versions = self.storage.committer.versions
-        return versions.version if versions is not None else 0
+        if versions is None:
+            return 0
+        # Deferred transactions land together as the next version.
+        return versions.version + (1 if main is not None and main.deferred else 0)
 
     def wait_for_version(self, min_version: object, timeout: float | None = None) -> None:
         """Return once this open shows at least ``min_version``; a reader checks
@@ -334,6 +392,7 @@ class EngineBase:
 
     def close(self) -> None:
         try:
+            self.commit_deferred()  # the group lands these first (group.py); never dropped
             self._discard()
         finally:
             release_and_close(self._lease_request, self.client)

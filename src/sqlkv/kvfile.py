@@ -31,7 +31,7 @@ their own checksums, so zeros there can never pass for data.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from .chunkcache import ChunkCache, ReadAhead
 from .commit import BaseState, Committer, Staging
@@ -107,6 +107,12 @@ class KvFile:
         self._conflict_streak = 0
         #: The chunks the last :meth:`begin_read` that changed anything dropped (``None``: all).
         self.last_dropped: frozenset[int] | None = None
+        # -- group commit (see group.py) --
+        #: Asked at each :meth:`sync`: whether to leave the commit to a later one
+        #: (``None``: never; a database's group sets it).
+        self.defer: Callable[[], bool] | None = None
+        #: Whether a :meth:`sync` was deferred: committed for SQLite, not yet in the store.
+        self.deferred = False
 
     def view_pending_commit(
         self, new_size: int, first_gone: int, overlay: dict[int, bytes], base: BaseState | None = None
@@ -578,7 +584,19 @@ class KvFile:
         )
 
     def sync(self) -> None:
-        """Commit every change since the last commit, atomically.
+        """Commit every change since the last commit, atomically, unless :attr:`defer`
+        says to leave it to a later commit (group commit: the changes stay
+        buffered, and the next commit carries them with its own)."""
+        self._check()
+        if not self.pending:
+            return
+        if self.defer is not None and self.defer():
+            self.deferred = True
+            return
+        self.commit_now()
+
+    def commit_now(self) -> None:
+        """Commit every change since the last commit (deferred ones included), atomically.
 
         Every chunk inside the new size that holds no committed bytes any more
         (past where the file shrank, or grew without being written) and was not
@@ -634,5 +652,6 @@ class KvFile:
         self.exists = True
         self.dirty.clear()
         self.staging = Staging()
+        self.deferred = False
         for i, value in chunks.items():
             self.cache.put(i, value)

@@ -54,10 +54,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import environment
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .group import CommitGroup
 
 
 def _STOP() -> None:
@@ -326,8 +329,12 @@ class Pool:
         ran = 0
         while True:
             if worker is None or ran >= TURN or not worker.jobs:
+                if worker is not None and worker.group is not None and worker.group.held:
+                    # Never let go of a database with answers held (group.py).
+                    self._answer_all(worker.group.settle())
+                    continue
                 current, leave = self._next(me, worker, ran)
-                if current is not worker:
+                if current is not worker or ran >= TURN:  # kept: nobody else waits, a new turn
                     worker, ran = current, 0
                 if leave:
                     me.bell.close()
@@ -349,12 +356,21 @@ class Pool:
                 if future is not None:
                     self._answer(future, True, None)
                 continue
+            if worker.group is not None:
+                self._answer_all(worker.group.run(future, fn, args, ran >= TURN))
+                continue
             try:
                 outcome = (True, fn(*args))
             except BaseException as exc:  # handed to the caller, whatever it is
                 outcome = (False, exc)
             if future is not None:  # an abandoned worker's last calls answer nobody
                 self._answer(future, *outcome)
+
+    def _answer_all(self, answers: list[tuple[asyncio.Future | None, bool, Any]]) -> None:
+        """Hand the outcomes of several calls to the loop (an abandoned worker's answer nobody)."""
+        for future, ok, value in answers:
+            if future is not None:
+                self._answer(future, ok, value)
 
     def _answer(self, future: asyncio.Future | None, ok: bool, value: Any) -> None:
         """Hand an outcome to the loop (``future`` ``None``: the pool has ended)."""
@@ -422,6 +438,8 @@ class Worker:
         self.jobs: deque[Job] = deque()
         #: Whether a thread runs this worker's calls or it waits in the ready line (pool's lock).
         self.scheduled = False
+        #: The database's group commit (group.py), which then runs its calls; ``None``: none.
+        self.group: CommitGroup | None = None
         self._stopping = False
         #: Set on a pool thread once the worker has left its pool.
         self._left: concurrent.futures.Future = concurrent.futures.Future()
@@ -442,8 +460,12 @@ class Worker:
 
     async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` on the pool and return its result (see the module docstring)."""
+        # Waiting without sleeping pays only when this call runs next: behind
+        # other calls of this database it would hold up the loop, which their
+        # callers (and the calls that could join a group commit) need.
+        spin = self._spin and not self.jobs
         future = self.submit(fn, *args)
-        if self._spin:
+        if spin:
             deadline = time.perf_counter() + self._spin
             done = self.pool._done
             loop_queue = _loop_queue(self._loop) if self._spin_while_loop_idle else None

@@ -1,0 +1,86 @@
+"""Group commit: many writers on one database, and a lone one (issue 13's targets).
+
+    python benchmarks/group_commit.py [--rounds 5] [--async-store]
+
+Three cases, each on one database (async API, MemoryStore behind
+:func:`sqlkv.latency.metered`, which sleeps ``latency`` ms in every store call,
+writer with its lease), each round a new database:
+
+- ``many``: 64 coroutines each doing 40 autocommit single-row INSERTs at 1 ms;
+- ``lone-1ms``: one coroutine doing 300 INSERTs at 1 ms;
+- ``lone-0ms``: one coroutine doing 3,000 INSERTs at 0 ms.
+
+Prints one JSON line per case per backend: the median round's commits per
+second (transactions acknowledged per second) and the database's store round
+trips per transaction (``db.stats``, counted over the timed part only).
+``--async-store`` runs the same over an async store. Run it on main before a
+change and on the change to compare (same machine, nothing else running).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+
+import sqlkv
+from sqlkv.latency import metered
+from sqlkv.store import AnyKvStore
+from sqlkv.wrapper import AsyncStoreWrapper
+
+CASES = {"many": (64, 40, 1.0), "lone-1ms": (1, 300, 1.0), "lone-0ms": (1, 3000, 0.0)}
+
+
+def make_store(latency_ms: float, async_store: bool) -> AnyKvStore:
+    inner: AnyKvStore = sqlkv.MemoryStore()
+    if async_store:
+        inner = AsyncStoreWrapper(inner, write_batch=True)
+    return metered(inner, latency_ms)
+
+
+async def one_round(backend: str, callers: int, per_caller: int, latency_ms: float, async_store: bool) -> tuple[float, float]:
+    db = await sqlkv.SqliteVfs(backend=backend).open("bench.db", make_store(latency_ms, async_store))
+    await db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, caller INT, v TEXT)")
+    db.stats.reset()
+
+    async def caller(c: int) -> None:
+        for i in range(per_caller):
+            await db.run("INSERT INTO t(caller, v) VALUES (?, ?)", [c, str(i).rjust(100, "x")])
+
+    start = time.perf_counter()
+    await asyncio.gather(*(caller(c) for c in range(callers)))
+    seconds = time.perf_counter() - start
+    transactions = callers * per_caller
+    round_trips = db.stats.round_trips / transactions
+    await db.close()
+    return transactions / seconds, round_trips
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--async-store", action="store_true")
+    parser.add_argument("--backend", action="append", choices=["pages", "snapshot"])
+    args = parser.parse_args()
+    for backend in args.backend or ["pages", "snapshot"]:
+        for case, (callers, per_caller, latency_ms) in CASES.items():
+            rounds = [
+                asyncio.run(one_round(backend, callers, per_caller, latency_ms, args.async_store))
+                for _ in range(args.rounds)
+            ]
+            rates = [rate for rate, _ in rounds]
+            print(json.dumps({
+                "backend": backend,
+                "case": case,
+                "async_store": args.async_store,
+                "callers": callers,
+                "latency_ms": latency_ms,
+                "commits_per_s": round(statistics.median(rates)),
+                "round_trips_per_commit": round(max(rt for _, rt in rounds), 3),
+            }))
+
+
+if __name__ == "__main__":
+    main()
