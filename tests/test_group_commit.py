@@ -16,8 +16,9 @@ import pytest
 from helpers import FiveCallStore
 
 import sqlkv
+from sqlkv.latency import metered
 from sqlkv.testing import FaultyStore
-from sqlkv.wrapper import StoreWrapper
+from sqlkv.wrapper import AsyncStoreWrapper, StoreWrapper
 
 #: Bound on every wait of these tests.
 WAIT_S = 10.0
@@ -349,3 +350,25 @@ async def test_acknowledged_writes_survive_a_fault_at_every_call_of_a_grouped_wo
 
 class GroupTally:
     points = 0
+
+
+@pytest.mark.parametrize("async_store", [False, True], ids=["sync-store", "async-store"])
+@pytest.mark.parametrize("layout", ["seed", "rivet-v2"])
+async def test_groups_form_on_every_kind_of_store_and_layout(backend, async_store, layout):
+    """Without a gate: 16 callers at 1 ms per store call share commits, and every
+    acknowledged row is in the store afterwards."""
+    store = sqlkv.MemoryStore()
+    front: Any = metered(AsyncStoreWrapper(store, write_batch=True) if async_store else store, 1.0)
+    db = await sqlkv.SqliteVfs(backend=backend, layout=layout).open("app.db", front)
+    await db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, caller INT, seq INT)")
+    commits = db.stats.commits
+
+    async def caller(c: int) -> None:
+        for seq in range(5):
+            await _insert(db, c, seq)
+
+    await asyncio.gather(*(caller(c) for c in range(16)))
+    assert db.stats.commits - commits < 16 * 5 // 2
+    await db.close()
+    with sqlkv.connect(store, "app.db", backend=backend, layout=layout, readonly=True) as reader:
+        assert reader.query("SELECT count(*) FROM t").rows == [(80,)]
