@@ -20,6 +20,8 @@ import asyncio
 import gc
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -79,6 +81,7 @@ async def measure(count: int, idle_seconds: float) -> dict:
     upkeep = sum(store.calls.values())
     await asyncio.gather(*(db.run("INSERT INTO t VALUES (2)") for db in dbs))
     await asyncio.gather(*(db.close() for db in dbs))
+    hibernated_per_db = hibernated_in_a_fresh_process(count)
     return {
         "databases": count,
         "cores": os.cpu_count(),
@@ -87,16 +90,54 @@ async def measure(count: int, idle_seconds: float) -> dict:
         "opens_per_s": round(count / open_seconds, 1),
         "gather_query_s": round(gather_seconds, 3),
         "rss_kb_per_active_db": round(rss_per_db / 1024, 1),
+        "rss_kb_per_hibernated_db": round(hibernated_per_db / 1024, 1),
         "lease_upkeep_calls": upkeep,
         "idle_seconds": idle_seconds,
     }
+
+
+def hibernated_in_a_fresh_process(count: int) -> float:
+    """:func:`measure_hibernated` in a process of its own (memory this one gave
+    back would otherwise serve the databases measured, and hide their cost)."""
+    out = subprocess.run(
+        [sys.executable, __file__, "--hibernated-only", "--databases", str(count)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    return float(json.loads(out)["rss_bytes_per_hibernated_db"])
+
+
+async def measure_hibernated(count: int) -> float:
+    """Resident memory per hibernated database beyond the store's bytes: ``count``
+    more databases, opened (created with one table and one row) and hibernated
+    20 at a time, so that memory one batch gives back serves the next."""
+    store = CountedMemoryStore()
+    vfs = sqlkv.SqliteVfs(backend="pages", lease_seconds=6)
+    gc.collect()
+    rss0, stored0 = _rss_bytes(), store.stored_bytes()
+    dbs: list[sqlkv.Database] = []
+    for first in range(0, count, 20):
+        batch = await asyncio.gather(*(vfs.open(f"h{i}.db", store) for i in range(first, min(first + 20, count))))
+        await asyncio.gather(*(db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)") for db in batch))
+        assert all(await asyncio.gather(*(db.hibernate() for db in batch)))
+        dbs.extend(batch)
+    gc.collect()
+    per_db = (_rss_bytes() - rss0 - (store.stored_bytes() - stored0)) / count
+    # Each still works: it wakes at its next call.
+    results = await asyncio.gather(*(db.query("SELECT x FROM t") for db in dbs))
+    assert all(r.rows == [(1,)] for r in results)
+    await asyncio.gather(*(db.close() for db in dbs))
+    return per_db
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--databases", type=int, default=10_000)
     parser.add_argument("--idle-seconds", type=float, default=9.0)
+    parser.add_argument("--hibernated-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.hibernated_only:
+        print(json.dumps({"rss_bytes_per_hibernated_db": asyncio.run(measure_hibernated(args.databases))}))
+        return
     print(json.dumps(asyncio.run(measure(args.databases, args.idle_seconds))))
 
 

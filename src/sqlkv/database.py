@@ -17,16 +17,16 @@ time; no call leaves a transaction open, and ``db.transaction()`` spans calls
 from __future__ import annotations
 
 import asyncio
+import logging
 import warnings
 import weakref
-from collections import deque
 from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 from .backends import open_engine
 from .engine import Engine, QueryResult, RunResult
-from .errors import ClosedError, Error
+from .errors import ClosedError, ConfigError, Error
 from .group import CommitGroup
 from .metrics import Stats
 from .options import options_from
@@ -40,6 +40,22 @@ from .transaction import (
     run_call,
 )
 from .worker import Worker, check_pool_size
+
+_log = logging.getLogger("sqlkv")
+
+
+#: ``hibernate_after``'s default, in seconds.
+HIBERNATE_AFTER = 60.0
+
+
+def check_hibernate_after(seconds: object) -> float | None:
+    """``seconds`` as a float if it is ``None`` or a positive number; :class:`ConfigError` otherwise."""
+    if seconds is None:
+        return None
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
+        raise ConfigError(f"hibernate_after must be a positive number of seconds or None, not {seconds!r}")
+    return float(seconds)
+
 
 
 class SqliteVfs:
@@ -56,11 +72,23 @@ class SqliteVfs:
     worker.py); ``None`` takes ``$SQLKV_POOL_SIZE``, else the core count within
     2..8. A loop has one pool, sized by its first database's opener: a
     different size while it has databases open is a :class:`sqlkv.ConfigError`.
+
+    ``hibernate_after``: seconds a database may sit idle (no call, no open
+    ``transaction()``) before it gives back its SQLite connection and its
+    caches, keeping its lease; its next call opens them again (see
+    :class:`Database`). ``None``: never.
     """
 
-    def __init__(self, *positional: Any, pool_size: int | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        *positional: Any,
+        pool_size: int | None = None,
+        hibernate_after: float | None = HIBERNATE_AFTER,
+        **options: Any,
+    ) -> None:
         self.options = options_from(options, positional)
         self.pool_size = check_pool_size(pool_size)
+        self.hibernate_after = check_hibernate_after(hibernate_after)
 
     async def open(
         self,
@@ -113,7 +141,21 @@ class SqliteVfs:
             worker.no_spin()
         if not readonly:
             worker.group = CommitGroup(engine, worker.jobs)
-        return Database(engine, file_name, loop, worker)
+        return Database(engine, file_name, loop, worker, self.hibernate_after)
+
+
+def _hibernate_if_idle(ref: weakref.ReferenceType[Database]) -> None:
+    """A database's hibernation timer (holding it weakly, so that a database
+    dropped without ``close()`` is still collected)."""
+    db = ref()
+    if db is not None:
+        db._hibernate_if_idle()
+
+
+def _log_hibernation_failure(future: asyncio.Future) -> None:
+    """A hibernation that failed leaves the database awake: worth a warning, no more."""
+    if not future.cancelled() and future.exception() is not None:
+        _log.warning("hibernating a database failed: %s", future.exception())
 
 
 def _ignore_outcome(future: asyncio.Future) -> None:
@@ -174,10 +216,23 @@ class Database(OpenDatabase):
     :meth:`transaction` is open, calls from other coroutines wait for it to
     end (still in order), and a cancelled call that has not started yet never
     runs (see the README's Cancellation).
+
+    **Hibernation.** Idle for ``hibernate_after`` seconds (no call queued or
+    running, no transaction open), the database gives back its SQLite
+    connection and its caches, keeping its lease (the renewer keeps renewing
+    it), its counters and its version; the next call opens them again from the
+    store first (one round trip, then the chunks it reads). One timer per
+    database, set again lazily: a busy database's timer fires once per
+    ``hibernate_after``, a hibernating one has none.
     """
 
     def __init__(
-        self, engine: Engine, name: str, loop: asyncio.AbstractEventLoop, worker: Worker
+        self,
+        engine: Engine,
+        name: str,
+        loop: asyncio.AbstractEventLoop,
+        worker: Worker,
+        hibernate_after: float | None = None,
     ) -> None:
         self._engine = engine
         self.name = name
@@ -187,12 +242,53 @@ class Database(OpenDatabase):
         #: The open (or starting) transaction() that holds the database, if any.
         self._holder: AsyncTransaction | None = None
         #: Callers waiting for it to end, in order; a transaction waits as its taker.
-        self._waiting: deque[tuple[asyncio.Future, AsyncTransaction | None]] = deque()
+        #: (A list: rarely more than a few, and an empty deque costs 760 bytes.)
+        self._waiting: list[tuple[asyncio.Future, AsyncTransaction | None]] = []
         # Dropped without close(): close the engine on its thread and end the thread.
         self._finalizer = weakref.finalize(
             self, warn_unclosed, "sqlkv.Database", name, partial(worker.abandon, engine.close)
         )
         self._finalizer.atexit = False
+        self._hibernate_after = hibernate_after
+        #: Calls made and not yet answered; when the last one was answered.
+        self._calls = 0
+        self._idle_since = loop.time()
+        self._timer: asyncio.TimerHandle | None = None
+        self._set_timer(hibernate_after)
+
+    # -- hibernation --------------------------------------------------------------
+
+    def _set_timer(self, delay: float | None) -> None:
+        if delay is not None and not self._closed:
+            self._timer = self._loop.call_later(delay, _hibernate_if_idle, weakref.ref(self))
+
+    def _hibernate_if_idle(self) -> None:
+        """On the loop, when the timer fires: hibernate if idle long enough, else look again later."""
+        self._timer = None
+        after = self._hibernate_after
+        if self._closed or after is None:
+            return
+        idle = self._loop.time() - self._idle_since
+        if self._calls or self._holder is not None or self._waiting or idle < after:
+            self._set_timer(max(after - idle, after / 8) if not self._calls else after)
+            return
+        # Queued like a call, so it runs between calls, never inside one; a
+        # call queued after it wakes the database again.
+        self._worker.submit(self._engine.hibernate).add_done_callback(_log_hibernation_failure)
+
+    @property
+    def hibernating(self) -> bool:
+        """Whether the database has given back its SQLite connection and caches
+        for now (read between calls; the next call opens them again)."""
+        return self._engine.asleep
+
+    async def hibernate(self) -> bool:
+        """Hibernate now, whatever ``hibernate_after`` says (queued after the calls
+        already made); whether it does (not while a transaction is open)."""
+        self._check_usable()
+        if self._holder is not None or self._waiting:
+            return False
+        return bool(await self._worker.submit(self._engine.hibernate))
 
     def _transaction_holder(self) -> object | None:
         return self._holder
@@ -237,8 +333,9 @@ class Database(OpenDatabase):
         if taker is not None and self._holder is not taker:
             return
         self._holder = None
+        self._idle_since = self._loop.time()
         while self._waiting and self._holder is None:
-            future, next_taker = self._waiting.popleft()
+            future, next_taker = self._waiting.pop(0)
             if future.done():
                 continue
             self._holder = next_taker
@@ -248,8 +345,15 @@ class Database(OpenDatabase):
         self._check_usable()
         if self._holder is not None or self._waiting:
             await self._take_turn(None)
-        # The worker runs calls one at a time in the order queued: no lock needed.
-        return await self._worker.call(run_call, self._engine, fn, *args)
+        self._calls += 1
+        try:
+            # The worker runs calls one at a time in the order queued: no lock needed.
+            return await self._worker.call(run_call, self._engine, fn, *args)
+        finally:
+            self._calls -= 1
+            self._idle_since = self._loop.time()
+            if self._timer is None:
+                self._set_timer(self._hibernate_after)
 
     def transaction(self, mode: str = "deferred") -> AsyncTransaction:
         """``async with db.transaction(mode="deferred") as tx:`` a transaction
@@ -316,6 +420,9 @@ class Database(OpenDatabase):
                 return
         self._closed = True
         self._finalizer.detach()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         # Queued after every call made before it, so those still run first;
         # shielded, so it runs even if this task is cancelled meanwhile.
         closing = self._worker.submit(self._engine.close)

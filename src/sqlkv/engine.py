@@ -83,6 +83,15 @@ class Engine(Protocol):
         """Commit every deferred transaction in one commit."""
         ...
 
+    @property
+    def asleep(self) -> bool:
+        """Whether the database hibernates (no SQLite connection, no caches)."""
+        ...
+
+    def hibernate(self) -> bool:
+        """Give back the SQLite connection and caches, keeping the lease."""
+        ...
+
 
 #: What every connection is set to at open, before a user's statement runs.
 SETUP_PRAGMAS = ("locking_mode=EXCLUSIVE", "journal_mode=MEMORY", "temp_store=MEMORY")
@@ -173,6 +182,10 @@ class EngineBase:
         self.name = name
         self.readonly = readonly
         self._broken: BaseException | None = None
+        #: Hibernating (see :meth:`hibernate`): no SQLite connection, no caches;
+        #: the next call opens them again.
+        self._asleep = False
+        self._asleep_version = 0
         #: Whether a commit may be left to a later one (group commit, see group.py):
         #: asked at each commit; ``None`` (the default, and the sync API): never.
         self.defer_commits: Callable[[], bool] | None = None
@@ -285,7 +298,13 @@ class EngineBase:
         raise NotImplementedError
 
     def _ready(self) -> None:
-        """Reopen the database if an earlier store failure made its state unknown."""
+        """Reopen the database if it hibernates, or if an earlier store failure made
+        its state unknown."""
+        if self._asleep:
+            self._open()  # should it fail, the database sleeps on, and the next call tries again
+            self._asleep = False
+            self._restore_functions()
+            return
         if self._broken is None:
             return
         self._discard()
@@ -319,6 +338,8 @@ class EngineBase:
     def version(self) -> int:
         """The database's version as this open knows it: a writer's last commit,
         a reader's pinned state (0: no versioned commit yet)."""
+        if self._asleep:
+            return self._asleep_version
         main = self.storage.main
         if main is not None and main.pin is not None:
             return main.pin.version or 0
@@ -372,7 +393,7 @@ class EngineBase:
     def in_transaction(self) -> bool:
         """Whether a transaction is open. Not after a store failure: the next
         call reopens the database from the store, which holds no part of it."""
-        return self._broken is None and self._conn_in_transaction()
+        return self._broken is None and not self._asleep and self._conn_in_transaction()
 
     def _conn_in_transaction(self) -> bool:
         raise NotImplementedError
@@ -393,9 +414,37 @@ class EngineBase:
     def close(self) -> None:
         try:
             self.commit_deferred()  # the group lands these first (group.py); never dropped
-            self._discard()
+            if not self._asleep:
+                self._discard()
         finally:
             release_and_close(self._lease_request, self.client)
+
+    # -- hibernation (see database.py) ---------------------------------------------
+
+    @property
+    def asleep(self) -> bool:
+        """Whether the database hibernates (see :meth:`hibernate`)."""
+        return self._asleep
+
+    def hibernate(self) -> bool:
+        """Give back the SQLite connection and every cache, keeping the lease (and
+        the counters, the caller's SQL functions, the version); the next call
+        opens them again. Not inside a transaction, nor after a store failure
+        (the next call reopens the database anyway). Whether it now hibernates."""
+        if self._asleep:
+            return True
+        if self._broken is not None or self._conn_in_transaction():
+            return False
+        self.commit_deferred()
+        self._asleep_version = self.version
+        self._discard()
+        self._let_go()
+        del self.storage  # made again by the next open
+        self._asleep = True
+        return True
+
+    def _let_go(self) -> None:
+        """After :meth:`_discard`, for :meth:`hibernate`: drop what holds memory."""
 
     # -- for the DB-API (dbapi2.py) ------------------------------------------------
 

@@ -78,6 +78,9 @@ class PagesEngine(EngineBase):
         self._vfs.unregister()
         self.storage.close()
 
+    def _let_go(self) -> None:
+        del self._vfs, self._cursor, self.conn
+
     def _on_pragma(self, pragma: apsw.VFSFcntlPragma) -> bool:
         if self._pinned:
             check_pragma(pragma.name, pragma.value, READER_PINNED_PRAGMAS if self.readonly else PINNED_PRAGMAS)

@@ -257,6 +257,11 @@ class SnapshotEngine(EngineBase):
                 pass
         self.storage.close()
 
+    def _let_go(self) -> None:
+        del self._main
+        self._image = b""
+        self._image_whole = False
+
     # -- what SQLite is about to do ---------------------------------------------
 
     def _authorize(

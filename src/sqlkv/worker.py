@@ -441,14 +441,16 @@ class Worker:
         #: The database's group commit (group.py), which then runs its calls; ``None``: none.
         self.group: CommitGroup | None = None
         self._stopping = False
-        #: Set on a pool thread once the worker has left its pool.
-        self._left: concurrent.futures.Future = concurrent.futures.Future()
+        #: Set on a pool thread once the worker has left its pool; made when it
+        #: is told to stop (a future holds a lock and a condition: not worth
+        #: keeping for each of ten thousand idle databases).
+        self._left: concurrent.futures.Future | None = None
         self.pool = attach(loop, check_pool_size(pool_size))
 
     @property
     def _released(self) -> bool:
         """Whether the worker has left its pool (its stop call ran)."""
-        return self._left.done()
+        return self._left is not None and self._left.done()
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future:
         """Queue ``fn(*args)``; the future holds its result or exception."""
@@ -491,6 +493,7 @@ class Worker:
     def stopped(self) -> None:
         """On a pool thread, at the stop call: no more calls will come; leave the pool."""
         _detach(self.pool)
+        assert self._left is not None  # made before the stop call was queued
         self._left.set_result(None)
 
     async def stop(self) -> None:
@@ -501,6 +504,7 @@ class Worker:
         """
         if self._stopping:
             return
+        self._left = concurrent.futures.Future()
         future = self.submit(_STOP)
         self._stopping = True
         await future
@@ -516,6 +520,7 @@ class Worker:
         if self._stopping:
             return
         self._stopping = True
+        self._left = concurrent.futures.Future()
         for fn in last:
             self.pool.enqueue(self, (None, fn, ()))
         self.pool.enqueue(self, (None, _STOP, ()))
@@ -537,6 +542,7 @@ class Worker:
         try:
             await asyncio.wrap_future(outcome)
         finally:
+            assert self._left is not None
             await asyncio.wrap_future(self._left)  # the stop call comes right after ``last``
             if self.pool.stopping:
                 await asyncio.wrap_future(self.pool.ended)
