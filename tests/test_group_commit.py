@@ -372,3 +372,14 @@ async def test_groups_form_on_every_kind_of_store_and_layout(backend, async_stor
     await db.close()
     with sqlkv.connect(store, "app.db", backend=backend, layout=layout, readonly=True) as reader:
         assert reader.query("SELECT count(*) FROM t").rows == [(80,)]
+
+
+async def test_a_close_queued_behind_a_group_lets_it_land_first(backend):
+    store = GatedStore()
+    db = await _db(backend, store)
+    commits = db.stats.commits
+    outcomes = await grouped(db, store, _insert(db, 0), [_insert(db, 1), _insert(db, 2), db.close()])
+    assert [type(o) for o in outcomes[:3]] == [sqlkv.RunResult] * 3 and outcomes[3] is None
+    assert db.stats.commits - commits == 2  # the first, then the group, before the close
+    with sqlkv.connect(store.inner, "app.db", backend=backend, readonly=True) as reader:
+        assert reader.query("SELECT caller FROM t ORDER BY id").rows == [(0,), (1,), (2,)]
