@@ -127,6 +127,26 @@ def test_idle_leases_cost_about_one_round_trip_per_interval_and_stay_held():
             conn.close()
 
 
+def test_a_shorter_lease_opened_later_is_renewed_at_its_own_pace():
+    store = CountingStore()
+    conns = _open_many(store, 5, lease_seconds=60.0)
+    short = sqlkv.connect(store, "short.db", lease_seconds=0.3)
+    try:
+        store.reset()
+        time.sleep(1.0)  # three lengths of the short lease
+        assert 2 <= store.calls["write_batch"] <= 20
+        short.exec("CREATE TABLE t(x)")  # still its writer's
+        assert not _lost(short)
+        short.close()
+        store.reset()
+        time.sleep(0.5)  # the long leases alone: at most the round already due, then 20 s away
+        assert store.total <= 1
+    finally:
+        short.close()
+        for conn in conns:
+            conn.close()
+
+
 def test_the_renewer_thread_ends_with_the_last_lease():
     store = sqlkv.MemoryStore()
     before = {t for t in threading.enumerate() if t.name == "sqlkv-lease-renewer"}

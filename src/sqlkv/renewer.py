@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -94,6 +95,9 @@ class Renewer:
         #: Each lease's holder's transport: a round goes through any one of them,
         #: so renewing adds no store client and no event loop.
         self._transports: dict[int, StoreClient] = {}
+        #: How many leases last each number of seconds: the interval is a third of
+        #: the shortest, found without a pass over every lease.
+        self._durations: Counter[float] = Counter()
         self._wake = threading.Event()
         #: Held while a round of renewals runs, so a lease leaves between rounds.
         self._round = threading.Lock()
@@ -105,14 +109,15 @@ class Renewer:
         self._leases[id(lease)] = lease
         self._on_lost[id(lease)] = on_lost
         self._transports[id(lease)] = transport
-        self._wake.set()  # a shorter lease may need an earlier round
+        shortest = min(self._durations, default=None)
+        self._durations[lease.seconds] += 1
+        if shortest is None or lease.seconds < shortest:
+            self._wake.set()  # a shorter lease needs an earlier round
 
     def remove(self, lease: Lease) -> None:
         """Stop renewing ``lease`` (waiting for a round in flight); the last one ends the thread."""
         with self._round, _renewers_lock:
-            self._leases.pop(id(lease), None)
-            self._on_lost.pop(id(lease), None)
-            self._transports.pop(id(lease), None)
+            self._forget(lease)
             if self._leases:
                 return
             if _renewers.get(self._key) is self:
@@ -121,11 +126,21 @@ class Renewer:
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=30)
 
+    def _forget(self, lease: Lease) -> OnLost | None:
+        """(Under the registry's lock.) Drop ``lease``; its ``on_lost``, if it was here."""
+        if self._leases.pop(id(lease), None) is None:
+            return None
+        self._transports.pop(id(lease), None)
+        self._durations[lease.seconds] -= 1
+        if not self._durations[lease.seconds]:
+            del self._durations[lease.seconds]
+        return self._on_lost.pop(id(lease))
+
     def _interval(self) -> float | None:
         with _renewers_lock:
             if not self._leases:
                 return None
-            return min(lease.seconds for lease in self._leases.values()) / 3
+            return min(self._durations) / 3
 
     def _run(self) -> None:
         while True:
@@ -161,9 +176,7 @@ class Renewer:
     def _lost(self, lease: Lease) -> None:
         """Tell ``lease``'s leaser that another writer has it, and stop renewing it."""
         with _renewers_lock:
-            self._leases.pop(id(lease), None)
-            on_lost = self._on_lost.pop(id(lease), None)
-            self._transports.pop(id(lease), None)
+            on_lost = self._forget(lease)
             if not self._leases and _renewers.get(self._key) is self:
                 del _renewers[self._key]  # its thread ends; the next lease makes a new renewer
         if on_lost is not None:
