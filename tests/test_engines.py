@@ -7,6 +7,8 @@ Every test runs on both backends (the ``backend`` fixture).
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from helpers import CountingStore, copy_store, integrity, stored_size
@@ -47,6 +49,44 @@ def test_attach_of_a_file_is_refused_in_memory_is_fine(connect_db):
         "SELECT a FROM m.z; DETACH m"
     )
     assert [r.rows for r in results] == [[], [], [], [(1,)], []]
+
+
+def test_attach_of_another_open_databases_path_is_refused():
+    """Every database is served by one VFS under a path of its own: another
+    connection cannot reach its files through that path."""
+    store = sqlkv.MemoryStore()
+    with sqlkv.connect(store, "a.db", backend="pages") as a, sqlkv.connect(store, "b.db", backend="pages") as b:
+        b.exec("CREATE TABLE secret(x); INSERT INTO secret VALUES (1)")
+        (row,) = b.query("PRAGMA database_list").rows
+        path = row[2]
+        assert path.endswith("/b.db")
+        before = dict(store._data)
+        for other in (path, path.replace("/b.db", "/a.db"), "/0000000000000000/b.db"):
+            with pytest.raises(sqlkv.ConfigError, match="ATTACH of another file is not supported"):
+                a.exec(f"ATTACH '{other}' AS o")
+        assert store._data == before
+        assert b.query("SELECT x FROM secret").rows == [(1,)]
+
+
+def test_databases_share_one_vfs_and_open_without_lookaside():
+    """No VFS per database, and (in a process whose first APSW connection is
+    sqlkv's) SQLite's lookaside off: 45 KB less per open database."""
+    code = (
+        "import apsw, sqlkv\n"
+        "store = sqlkv.MemoryStore()\n"
+        "first = sqlkv.connect(store, 'first.db')\n"
+        "names = len(apsw.vfs_names())\n"
+        "conns = [sqlkv.connect(store, f'db{i}.db') for i in range(20)]\n"
+        "for c in conns: c.exec('CREATE TABLE t(x); INSERT INTO t VALUES (1)')\n"
+        "print(len(apsw.vfs_names()) - names)\n"
+        "print(conns[0]._engine.conn.status(apsw.SQLITE_DBSTATUS_LOOKASIDE_USED)[1])\n"
+        "plain = apsw.Connection(':memory:'); plain.execute('CREATE TABLE t(x)')\n"
+        "print(plain.status(apsw.SQLITE_DBSTATUS_LOOKASIDE_USED)[1])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    added_vfs, lookaside_peak, plain_peak = map(int, out.stdout.split())
+    assert added_vfs == 0
+    assert lookaside_peak == 0 and plain_peak == 0  # off for the whole process
 
 
 def test_statements_are_split_where_sqlite_splits_them(connect_db):

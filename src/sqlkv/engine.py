@@ -137,10 +137,11 @@ def cannot_bind(reason: object) -> SqlError:
     return SqlError(f"cannot run statement: {reason}")
 
 
-def attach_refused(file_name: str, main_name: str) -> ConfigError:
-    """The error for opening a second database file beside the one opened."""
+def attach_refused(file_name: str, main_name: str | None = None) -> ConfigError:
+    """The error for opening a second database file beside the one opened (``main_name``, where known)."""
+    beside = f" beside {main_name!r}" if main_name is not None else ""
     return ConfigError(
-        f"cannot open {file_name!r} beside {main_name!r}: ATTACH of another file is not "
+        f"cannot open {file_name!r}{beside}: ATTACH of another file is not "
         "supported (each database is opened on its own)"
     )
 

@@ -1,4 +1,12 @@
-"""An APSW VFS that serves one database's files from its :class:`Storage`.
+"""The APSW VFS that serves every open database's files from its :class:`Storage`.
+
+One VFS serves the whole process: each open database is *mounted* on it
+(:meth:`KvVfs.mount`), which gives it a path of its own, ``/<token>/<name>``, that
+SQLite opens; the VFS finds the database's storage by the token. Registering a
+VFS per database cost SQLite a walk of its whole VFS list at every open and
+close, which made opening slower the more databases were open. The token is
+random and a database's main file opens only once per mount (by its own
+connection), so no ``ATTACH`` can reach another database's files.
 
 SQLite runs with ``locking_mode=EXCLUSIVE`` and ``journal_mode=MEMORY``. A
 write transaction writes the pages it changed, syncs the database once, may
@@ -28,7 +36,9 @@ the default VFS. A second database file (``ATTACH`` of a name) is refused.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import apsw
 
@@ -44,30 +54,32 @@ _LOCAL_FILES = (
     | apsw.SQLITE_OPEN_SUBJOURNAL
 )
 
-#: SQLite sees each file as "/" + its name, so that names such as ":memory:"
-#: or "file:x" reach the VFS as plain names.
-PATH_PREFIX = "/"
+#: What the VFS is registered as.
+VFS_NAME = "sqlkv"
+
+OnPragma = Callable[[apsw.VFSFcntlPragma], bool]
 
 
-def sqlite_path(name: str) -> str:
-    return PATH_PREFIX + name
+@dataclass
+class _Mount:
+    """One open database on the VFS."""
+
+    storage: Storage
+    on_pragma: OnPragma | None
+    main_opened: bool = False
 
 
-def _store_name(path: str) -> str:
-    return path[len(PATH_PREFIX):] if path.startswith(PATH_PREFIX) else path
+def _split(path: str) -> tuple[str, str]:
+    """``/<token>/<name>`` as ``(token, name)``; ``("", path)`` for any other path."""
+    token, slash, name = path[1:].partition("/")
+    return (token, name) if path.startswith("/") and slash else ("", path)
 
 
 class KvVfsFile:
     """What SQLite calls on an open file, handed to a :class:`KvFile`."""
 
-    def __init__(
-        self,
-        kvfile: KvFile,
-        on_pragma: Callable[[apsw.VFSFcntlPragma], bool] | None,
-        commit_on_sync: bool = False,
-    ) -> None:
+    def __init__(self, kvfile: KvFile, on_pragma: OnPragma | None) -> None:
         self.kvfile = kvfile
-        self._commit_on_sync = commit_on_sync
         self.xRead = kvfile.read
         self.xWrite = kvfile.write
         self.xTruncate = kvfile.truncate
@@ -75,8 +87,7 @@ class KvVfsFile:
         self._on_pragma = on_pragma
 
     def xSync(self, flags: int) -> None:
-        if self._commit_on_sync:
-            self.kvfile.sync()
+        pass  # the commit is at COMMIT_PHASETWO
 
     def xLock(self, level: int) -> None:
         pass
@@ -128,7 +139,7 @@ def patch_counter(data: bytes, offset: int, counter: int) -> bytes:
 class ReaderVfsFile(KvVfsFile):
     """A reader's database file: each shared lock starts a read transaction."""
 
-    def __init__(self, kvfile: KvFile, on_pragma: Callable[[apsw.VFSFcntlPragma], bool] | None) -> None:
+    def __init__(self, kvfile: KvFile, on_pragma: OnPragma | None) -> None:
         super().__init__(kvfile, on_pragma)
         self._pin = kvfile.pin
         self._level = 0
@@ -149,32 +160,39 @@ class ReaderVfsFile(KvVfsFile):
 
 
 class KvVfs(apsw.VFS):
-    """A VFS registered under ``vfs_name`` for one database; unregister it at close."""
+    """The process's one VFS (see the module docstring)."""
 
-    def __init__(
-        self,
-        vfs_name: str,
-        storage: Storage,
-        on_pragma: Callable[[apsw.VFSFcntlPragma], bool] | None,
-        commit_on_sync: bool = False,
-    ) -> None:
-        """``commit_on_sync``: commit at every ``xSync`` instead of at
-        COMMIT_PHASETWO, for a connection that only rolls back a hot journal
-        (a rollback syncs but never sends COMMIT_PHASETWO)."""
-        super().__init__(vfs_name, "")
-        self.storage = storage
-        self._on_pragma = on_pragma
-        self._commit_on_sync = commit_on_sync
+    def __init__(self) -> None:
+        super().__init__(VFS_NAME, "")
+        self._mounts: dict[str, _Mount] = {}
+
+    def mount(self, storage: Storage, on_pragma: OnPragma | None) -> str:
+        """Serve ``storage``'s files; the path SQLite is to open its main file as."""
+        token = secrets.token_hex(8)
+        self._mounts[token] = _Mount(storage, on_pragma)
+        return f"/{token}/{storage.main_name}"
+
+    def unmount(self, path: str) -> None:
+        """Stop serving the files of the database opened as ``path`` (after its connection closed)."""
+        self._mounts.pop(_split(path)[0], None)
+
+    def _find(self, path: str) -> tuple[_Mount | None, str]:
+        token, name = _split(path)
+        return self._mounts.get(token), name
 
     def xOpen(self, name, flags):
         wanted = flags[0]
         if name is None or wanted & _LOCAL_FILES:
             return apsw.VFSFile("", name, flags)
         path = name.filename() if isinstance(name, apsw.URIFilename) else name
-        store_name = _store_name(path)
-        storage = self.storage
-        if wanted & apsw.SQLITE_OPEN_MAIN_DB and store_name != storage.main_name:
-            raise attach_refused(path, storage.main_name)  # the path as given: its leading / kept
+        mount, store_name = self._find(path)
+        if mount is None:
+            raise attach_refused(path)  # the path as given
+        storage = mount.storage
+        if wanted & apsw.SQLITE_OPEN_MAIN_DB:
+            if store_name != storage.main_name or mount.main_opened:
+                raise attach_refused(store_name, storage.main_name)
+            mount.main_opened = True
         if wanted & apsw.SQLITE_OPEN_WAL:
             raise Error("WAL files are not supported: journal_mode is pinned to MEMORY")
         kvfile = storage.file(store_name)
@@ -182,16 +200,20 @@ class KvVfs(apsw.VFS):
             flags[1] = apsw.SQLITE_OPEN_READONLY
         else:
             flags[1] = wanted
-        on_pragma = self._on_pragma if store_name == storage.main_name else None
+        on_pragma = mount.on_pragma if store_name == storage.main_name else None
         if kvfile.pin is not None:
             return ReaderVfsFile(kvfile, on_pragma)
-        return KvVfsFile(kvfile, on_pragma, self._commit_on_sync)
+        return KvVfsFile(kvfile, on_pragma)
 
     def xAccess(self, pathname: str, flags: int) -> bool:
-        return self.storage.exists(_store_name(pathname))
+        mount, store_name = self._find(pathname)
+        return mount is not None and mount.storage.exists(store_name)
 
     def xDelete(self, pathname: str, syncdir: bool) -> None:
-        self.storage.delete(_store_name(pathname))
+        mount, store_name = self._find(pathname)
+        if mount is not None:
+            mount.storage.delete(store_name)
 
     def xFullPathname(self, name: str) -> str:
         return name
+
