@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 
 import pytest
@@ -123,3 +124,45 @@ def test_a_lazy_delete_range_on_a_store_without_limits_goes_in_runs() -> None:
     client = StoreClient(counting)
     assert client.write((), (b"x%08d" % i for i in range(DEFAULT_RUN_KEYS * 2 + 1)))
     assert counting.calls == {"delete_batch": 3}
+
+
+class _AsyncAnswers:
+    """An async store of fixed answers: ``get`` returns at once, waits on the loop
+    first, raises, or is cancelled, by the key asked for."""
+
+    async def get(self, key: bytes) -> bytes | None:
+        if key == b"wait":
+            await asyncio.sleep(0.01)
+            return b"waited"
+        if key == b"raise":
+            raise KeyError("no such thing")
+        if key == b"cancel":
+            raise asyncio.CancelledError
+        return b"at once"
+
+    async def get_batch(self, keys):
+        return [await self.get(k) for k in keys]
+
+    async def put(self, key, value):
+        pass
+
+    async def put_batch(self, entries):
+        pass
+
+    async def delete_batch(self, keys):
+        pass
+
+
+def test_an_async_stores_calls_are_awaited_on_its_loop_with_their_outcomes() -> None:
+    async def main() -> None:
+        client = StoreClient(_AsyncAnswers(), loop=asyncio.get_running_loop())
+        run = asyncio.get_running_loop().run_in_executor
+        assert await run(None, client.get, b"now") == b"at once"
+        assert await run(None, client.get, b"wait") == b"waited"
+        with pytest.raises(sqlkv.StoreError, match="KeyError") as raised:
+            await run(None, client.get, b"raise")
+        assert isinstance(raised.value.__cause__, KeyError)
+        with pytest.raises(sqlkv.StoreError, match="cancelled"):
+            await run(None, client.get, b"cancel")
+
+    asyncio.run(main())

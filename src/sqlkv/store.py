@@ -295,6 +295,35 @@ class _Loop:
             own.close()
 
 
+def await_on(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any]) -> Any:
+    """Await ``awaitable`` in a task on ``loop`` (running on another thread) and
+    return its outcome.
+
+    This hand-off is the whole price of an async store's call, paid twice
+    (thread to loop and back), so it takes the least there is: a plain lock
+    and the task, no wrapping coroutine and no second future.
+    """
+    done = threading.Lock()
+    done.acquire()
+    tasks: list[asyncio.Future[Any]] = []
+
+    def start() -> None:
+        task: asyncio.Future[Any]
+        try:
+            task = asyncio.ensure_future(awaitable, loop=loop)
+        except BaseException as exc:
+            task = loop.create_future()
+            task.set_exception(exc)
+        tasks.append(task)
+        task.add_done_callback(lambda _: done.release())
+
+    loop.call_soon_threadsafe(start)
+    done.acquire()
+    if tasks[0].cancelled():
+        raise StoreError("the store's call was cancelled (is its event loop closing?)")
+    return tasks[0].result()
+
+
 class StoreClient:
     """The transport: synchronous, checked, counted and batched access to a store
     (see the module docstring).
@@ -347,10 +376,7 @@ class StoreClient:
         if loop.is_closed():
             raise StoreError("the event loop this database was opened on is closed")
 
-        async def wait() -> Any:
-            return await result
-
-        return asyncio.run_coroutine_threadsafe(wait(), loop).result()
+        return await_on(loop, result)
 
     def _call(self, kind: str, method: Any, *args: Any) -> Any:
         self.stats.calls[kind] += 1
