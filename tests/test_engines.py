@@ -27,8 +27,9 @@ def test_sqlkv_stats_pragma_returns_the_stats_and_resets_them(connect_db):
     (text,) = result.columns
     assert result.rows == [(text,)]
     stats = json.loads(text)
-    assert stats["commits"] == 2 and stats["round_trips"] == store.total
-    assert stats["calls"]["put_batch"] == store.calls["put_batch"] == 2
+    # The script's two transactions share one commit.
+    assert stats["commits"] == 1 and stats["round_trips"] == store.total
+    assert stats["calls"]["put_batch"] == store.calls["put_batch"] == 1
     (reset,), = db.query("PRAGMA sqlkv_stats=reset").rows
     assert json.loads(reset)["round_trips"] == 0 and db.stats.round_trips == 0
     db.run("INSERT INTO t VALUES (2)")
@@ -233,10 +234,55 @@ def test_a_transaction_over_several_calls_commits_once_when_it_ends(connect_db):
             assert tx.query("SELECT count(*) FROM t").rows == [(i + 1,)]
         assert store.total == 0
     assert store.calls == {"put_batch": 1}
-    # Two transactions in one exec are two commits, as SQLite commits twice.
+    # Two transactions in one exec share one commit (nothing is answered before it lands).
     store.reset()
     db.exec("INSERT INTO t(v) VALUES ('x'); UPDATE t SET v = 'y' WHERE id = 1;")
+    assert store.calls == {"put_batch": 1}
+    # Two calls are two commits.
+    store.reset()
+    db.exec("INSERT INTO t(v) VALUES ('x')")
+    db.exec("UPDATE t SET v = 'z' WHERE id = 1")
     assert store.calls == {"put_batch": 2}
+
+
+def test_a_scripts_transactions_share_one_commit_that_lands_before_the_answer(connect_db):
+    store = CountingStore()
+    db = connect_db(store)
+    db.exec("CREATE TABLE t(x)")
+    store.reset()
+    results = db.exec("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); SELECT count(*) FROM t; "
+                      "BEGIN; INSERT INTO t VALUES (3); COMMIT; DELETE FROM t WHERE x = 1")
+    assert [r.rows for r in results] == [[], [], [(2,)], [], [], [], []]
+    assert store.calls == {"put_batch": 1}
+    with sqlkv.connect(copy_store(store.inner), "app.db", backend=db.backend) as again:
+        assert again.query("SELECT x FROM t ORDER BY x").rows == [(2,), (3,)]
+
+
+def test_a_failing_statement_ends_the_script_and_what_ran_before_it_is_committed(connect_db):
+    store = CountingStore()
+    db = connect_db(store)
+    db.exec("CREATE TABLE t(x UNIQUE)")
+    store.reset()
+    with pytest.raises(sqlkv.SqlError, match="UNIQUE"):
+        db.exec("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2); INSERT INTO t VALUES (1); "
+                "INSERT INTO t VALUES (3)")
+    assert store.calls == {"put_batch": 1}  # the two before it, together, before the error
+    with sqlkv.connect(copy_store(store.inner), "app.db", backend=db.backend) as again:
+        assert again.query("SELECT x FROM t ORDER BY x").rows == [(1,), (2,)]
+    assert db.query("SELECT x FROM t ORDER BY x").rows == [(1,), (2,)]
+
+
+def test_a_scripts_failed_commit_loses_the_whole_script_and_nothing_before_it(connect_db):
+    store = FailingStore()
+    db = connect_db(store)
+    db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (0)")
+    store.fail = 1
+    with pytest.raises(sqlkv.StoreError) as raised:
+        db.exec("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)")
+    assert isinstance(raised.value.__cause__, Boom)
+    assert db.query("SELECT x FROM t").rows == [(0,)]
+    db.exec("INSERT INTO t VALUES (3); INSERT INTO t VALUES (4)")
+    assert db.query("SELECT x FROM t ORDER BY x").rows == [(0,), (3,), (4,)]
 
 
 def test_a_write_of_no_row_and_a_rolled_back_spill_cost_nothing(connect_db):

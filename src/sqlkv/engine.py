@@ -190,6 +190,9 @@ class EngineBase:
         #: Whether a commit may be left to a later one (group commit, see group.py):
         #: asked at each commit; ``None`` (the default, and the sync API): never.
         self.defer_commits: Callable[[], bool] | None = None
+        #: While a script's statements run, whether more follow the current one
+        #: (their commits are left to the script's end, see :meth:`_execute`).
+        self._script_goes_on = False
         conflicts = 0
         while True:
             try:
@@ -222,6 +225,8 @@ class EngineBase:
         return main
 
     def _may_defer(self) -> bool:
+        if self._script_goes_on:
+            return True
         defer = self.defer_commits
         return defer is not None and defer()
 
@@ -264,6 +269,12 @@ class EngineBase:
     def _execute(self, sql: str, params: Any, single: str | None) -> list[QueryResult]:
         """Run ``sql``, one statement at a time; one :class:`QueryResult` per statement.
 
+        The transactions of a script's statements share one commit: each is
+        deferred while statements follow it (nothing is answered before the
+        script ends), and they land together when it ends, also when a
+        statement fails (the ones before it stay committed, as SQLite ran
+        them). One round trip for a whole script of writes.
+
         ``single``: the public call's name when only one statement is allowed
         (refused before anything runs).
         """
@@ -271,11 +282,18 @@ class EngineBase:
         if single is not None and len(statements) > 1:
             raise more_than_one_statement(single)
         results = []
-        for statement in statements:
-            try:
-                results.append(self._run_one(statement, params, single is not None))
-            finally:
-                self._after_statement()
+        last = len(statements) - 1
+        try:
+            for index, statement in enumerate(statements):
+                self._script_goes_on = index < last
+                try:
+                    results.append(self._run_one(statement, params, single is not None))
+                finally:
+                    self._after_statement()
+        finally:
+            self._script_goes_on = False
+            if self.defer_commits is None:  # no group commit to land them (group.py)
+                self.commit_deferred()
         return results
 
     def _one_statement(self, sql: str, call: str) -> str | None:
