@@ -300,28 +300,39 @@ def await_on(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any]) -> Any:
     return its outcome.
 
     This hand-off is the whole price of an async store's call, paid twice
-    (thread to loop and back), so it takes the least there is: a plain lock
-    and the task, no wrapping coroutine and no second future.
+    (thread to loop and back), so it takes the least there is: a plain lock,
+    and one task that hands the outcome back itself, without a future or a
+    done callback (each would cost the loop one more turn).
     """
     done = threading.Lock()
     done.acquire()
-    tasks: list[asyncio.Future[Any]] = []
+    outcome: list[Any] = []  # [True, value] or [False, exception]
+
+    async def run() -> None:
+        try:
+            outcome[:] = [True, await awaitable]
+        except BaseException as exc:  # handed to the caller, whatever it is
+            outcome[:] = [False, exc]
+        finally:
+            done.release()
 
     def start() -> None:
-        task: asyncio.Future[Any]
         try:
-            task = asyncio.ensure_future(awaitable, loop=loop)
-        except BaseException as exc:
-            task = loop.create_future()
-            task.set_exception(exc)
-        tasks.append(task)
-        task.add_done_callback(lambda _: done.release())
+            loop.create_task(run())
+        except BaseException:
+            done.release()
+            raise
 
     loop.call_soon_threadsafe(start)
     done.acquire()
-    if tasks[0].cancelled():
+    if not outcome:
+        raise StoreError("the store's call never started (is its event loop closing?)")
+    ok, value = outcome
+    if ok:
+        return value
+    if isinstance(value, asyncio.CancelledError):
         raise StoreError("the store's call was cancelled (is its event loop closing?)")
-    return tasks[0].result()
+    raise value
 
 
 class StoreClient:
