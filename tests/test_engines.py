@@ -7,6 +7,7 @@ Every test runs on both backends (the ``backend`` fixture).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -84,10 +85,19 @@ def test_databases_share_one_vfs_and_open_without_lookaside():
         "plain = apsw.Connection(':memory:'); plain.execute('CREATE TABLE t(x)')\n"
         "print(plain.status(apsw.SQLITE_DBSTATUS_LOOKASIDE_USED)[1])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    env = {k: v for k, v in os.environ.items() if k != "SQLKV_SQLITE_LOOKASIDE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True, env=env)
     added_vfs, lookaside_peak, plain_peak = map(int, out.stdout.split())
     assert added_vfs == 0
     assert lookaside_peak == 0 and plain_peak == 0  # off for the whole process
+    # SQLKV_SQLITE_LOOKASIDE=1 leaves it on; a bad value names the variable.
+    env["SQLKV_SQLITE_LOOKASIDE"] = "1"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True, env=env)
+    added_vfs, lookaside_peak, plain_peak = map(int, out.stdout.split())
+    assert added_vfs == 0 and lookaside_peak > 0 and plain_peak > 0
+    env["SQLKV_SQLITE_LOOKASIDE"] = "yes"
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert bad.returncode != 0 and "$SQLKV_SQLITE_LOOKASIDE must be 0 or 1, not 'yes'" in bad.stderr
 
 
 def test_statements_are_split_where_sqlite_splits_them(connect_db):

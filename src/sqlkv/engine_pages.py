@@ -13,6 +13,7 @@ from typing import Any
 
 import apsw
 
+from . import environment
 from .engine import (
     CONFLICT_RETRIES,
     PINNED_PRAGMAS,
@@ -37,15 +38,16 @@ def shared_vfs() -> KvVfs:
     """The process's VFS, registered at the first open.
 
     Before that, when no APSW connection is open yet, SQLite's lookaside is
-    turned off: it is a buffer of 45 KB that every connection allocates at
-    once to speed up small allocations, a quarter of what an open database
-    costs; measured, queries and inserts ran no slower without it.
-    (SQLite takes this setting only while it is shut down, hence the check.)
+    turned off (unless ``$SQLKV_SQLITE_LOOKASIDE=1``): it is a buffer of 42 KB
+    that every connection allocates at once to speed up small allocations, a
+    third of what an open database costs, for 1 to 4% of speed
+    (benchmarks/lookaside.py). SQLite takes this setting only while it is
+    shut down, hence the check.
     """
     global _vfs
     with _vfs_lock:
         if _vfs is None:
-            if not apsw.connections():
+            if not environment.sqlite_lookaside() and not apsw.connections():
                 apsw.shutdown()
                 apsw.config(apsw.SQLITE_CONFIG_LOOKASIDE, 0, 0)
                 apsw.initialize()

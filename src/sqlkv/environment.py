@@ -11,6 +11,7 @@ sets one before opening a database is heard. A value that cannot be used is a
 ``SQLKV_ASYNC_SPIN_US``         how long the loop looks for an answer before sleeping (worker.py)
 ``SQLKV_WORKER_FOLLOWS_LOOP``   ``0``: pool threads are not placed on the loop's core (worker.py)
 ``SQLKV_POOL_SIZE``             threads of each event loop's pool (worker.py)
+``SQLKV_SQLITE_LOOKASIDE``      ``1``: leave SQLite's lookaside on (engine_pages.py)
 ==============================  ===============================================
 """
 
@@ -65,14 +66,24 @@ def async_spin_seconds() -> float:
     return micros / 1e6
 
 
+def _switch(name: str, default: bool) -> bool:
+    """``$name``: ``1`` or ``0``; ``default`` when unset."""
+    value = _raw(name)
+    if value is None:
+        return default
+    if value in ("0", "1"):
+        return value == "1"
+    raise ConfigError(f"${name} must be 0 or 1, not {value!r}")
+
+
 def worker_follows_loop() -> bool:
     """``$SQLKV_WORKER_FOLLOWS_LOOP``: ``1`` (the default) or ``0``."""
-    value = _raw("SQLKV_WORKER_FOLLOWS_LOOP")
-    if value is None or value == "1":
-        return True
-    if value == "0":
-        return False
-    raise ConfigError(f"$SQLKV_WORKER_FOLLOWS_LOOP must be 0 or 1, not {value!r}")
+    return _switch("SQLKV_WORKER_FOLLOWS_LOOP", True)
+
+
+def sqlite_lookaside() -> bool:
+    """``$SQLKV_SQLITE_LOOKASIDE``: ``0`` (the default: turned off) or ``1`` (left on)."""
+    return _switch("SQLKV_SQLITE_LOOKASIDE", False)
 
 
 def pool_size() -> int | None:
