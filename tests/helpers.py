@@ -181,3 +181,16 @@ def staging_keys(keys) -> list[bytes]:
     """The keys of sqlkv's own beside app.db (prefix 9, layout seed) other than
     its version keys: staging and lease keys, which must not be left behind."""
     return [k for k in keys if k.startswith(b"\x09\x02") and not is_version_key(k)]
+
+
+class AsyncWritesIgnored:
+    """An async store whose writes do nothing: a subclass answers ``get`` and ``get_batch``."""
+
+    async def put(self, key: bytes, value: bytes) -> None:
+        pass
+
+    async def put_batch(self, entries: list[tuple[bytes, bytes]]) -> None:
+        pass
+
+    async def delete_batch(self, keys: list[bytes]) -> None:
+        pass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from helpers import CountingStore
+from helpers import AsyncWritesIgnored, CountingStore
 
 import sqlkv
 
@@ -63,21 +63,12 @@ def test_failed_read_raises_store_error_with_cause(connect_db):
 
 
 async def test_async_store_error_has_cause(open_db):
-    class AsyncFailing:
+    class AsyncFailing(AsyncWritesIgnored):
         async def get(self, key):
             return None
 
         async def get_batch(self, keys):
             raise Boom("async get_batch down")
-
-        async def put(self, key, value):
-            pass
-
-        async def put_batch(self, entries):
-            pass
-
-        async def delete_batch(self, keys):
-            pass
 
     with pytest.raises(sqlkv.StoreError) as info:
         await sqlkv.SqliteVfs().open("app.db", AsyncFailing())

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 
 import pytest
-from helpers import CountingStore
+from helpers import AsyncWritesIgnored, CountingStore
 
 import sqlkv
 from sqlkv.store import DEFAULT_RUN_KEYS, StoreClient
@@ -126,7 +126,7 @@ def test_a_lazy_delete_range_on_a_store_without_limits_goes_in_runs() -> None:
     assert counting.calls == {"delete_batch": 3}
 
 
-class _AsyncAnswers:
+class _AsyncAnswers(AsyncWritesIgnored):
     """An async store of fixed answers: ``get`` returns at once, waits on the loop
     first, raises, or is cancelled, by the key asked for."""
 
@@ -142,15 +142,6 @@ class _AsyncAnswers:
 
     async def get_batch(self, keys):
         return [await self.get(k) for k in keys]
-
-    async def put(self, key, value):
-        pass
-
-    async def put_batch(self, entries):
-        pass
-
-    async def delete_batch(self, keys):
-        pass
 
 
 def test_an_async_stores_calls_are_awaited_on_its_loop_with_their_outcomes() -> None:
