@@ -48,9 +48,13 @@ def shared_vfs() -> KvVfs:
     with _vfs_lock:
         if _vfs is None:
             if not environment.sqlite_lookaside() and not apsw.connections():
+                # Shutting down forgets the heap limits: a caller's are kept.
+                soft, hard = apsw.soft_heap_limit(-1), apsw.hard_heap_limit(-1)
                 apsw.shutdown()
                 apsw.config(apsw.SQLITE_CONFIG_LOOKASIDE, 0, 0)
                 apsw.initialize()
+                apsw.soft_heap_limit(soft)
+                apsw.hard_heap_limit(hard)
             _vfs = KvVfs()
         return _vfs
 
