@@ -15,6 +15,7 @@ import pytest
 from helpers import CountingStore, copy_store, integrity, stored_size
 
 import sqlkv
+from sqlkv.vfs import MAX_NAME_BYTES
 
 # -- pinned settings, pragmas, statements --------------------------------------
 
@@ -68,6 +69,17 @@ def test_attach_of_another_open_databases_path_is_refused():
                 a.exec(f"ATTACH '{other}' AS o")
         assert store._data == before
         assert b.query("SELECT x FROM secret").rows == [(1,)]
+
+
+def test_a_name_too_long_for_backend_pages_is_refused_before_any_store_call():
+    store = CountingStore()
+    longest = "x" * MAX_NAME_BYTES
+    with sqlkv.connect(store, longest, backend="pages") as db:
+        db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    store.reset()
+    with pytest.raises(sqlkv.ConfigError, match=f"{MAX_NAME_BYTES + 1} bytes long .UTF-8.; backend pages takes at most {MAX_NAME_BYTES}"):
+        sqlkv.connect(store, longest + "x", backend="pages")
+    assert store.total == 0
 
 
 def test_databases_share_one_vfs_and_open_without_lookaside():

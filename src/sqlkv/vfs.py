@@ -43,7 +43,7 @@ from dataclasses import dataclass
 import apsw
 
 from .engine import attach_refused
-from .errors import Error
+from .errors import ConfigError, Error
 from .kvfile import KvFile
 from .storage import Storage
 
@@ -56,6 +56,13 @@ _LOCAL_FILES = (
 
 #: What the VFS is registered as.
 VFS_NAME = "sqlkv"
+#: The longest path the VFS takes: a database name's bytes, the mount's
+#: ``/<token>/`` and SQLite's ``-journal`` must fit.
+MAX_PATH_BYTES = 4096
+#: Bytes a path adds to a database name: ``/``, the token, ``/``, ``-journal``.
+_PATH_OVERHEAD = 1 + 16 + 1 + len("-journal")
+#: The longest database name (in UTF-8 bytes) the VFS can serve.
+MAX_NAME_BYTES = MAX_PATH_BYTES - _PATH_OVERHEAD
 
 OnPragma = Callable[[apsw.VFSFcntlPragma], bool]
 
@@ -67,6 +74,15 @@ class _Mount:
     storage: Storage
     on_pragma: OnPragma | None
     main_opened: bool = False
+
+
+def check_name_fits(name: str) -> None:
+    """:class:`ConfigError` if the database name ``name`` is too long for the VFS to serve."""
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise ConfigError(
+            f"database name is {size} bytes long (UTF-8); backend pages takes at most {MAX_NAME_BYTES}"
+        )
 
 
 def _split(path: str) -> tuple[str, str]:
@@ -163,7 +179,7 @@ class KvVfs(apsw.VFS):
     """The process's one VFS (see the module docstring)."""
 
     def __init__(self) -> None:
-        super().__init__(VFS_NAME, "")
+        super().__init__(VFS_NAME, "", maxpathname=MAX_PATH_BYTES)
         self._mounts: dict[str, _Mount] = {}
 
     def mount(self, storage: Storage, on_pragma: OnPragma | None) -> str:
