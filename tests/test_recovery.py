@@ -274,3 +274,23 @@ def test_one_gib_import_into_a_128_key_store_has_bounded_rss():
     report = run_import(1024)
     assert report["rows"] == 1024 * 1024 and report["quick_check"] == "ok"
     assert report["max_rss_mib"] < 200, report
+
+
+def test_a_journal_claiming_an_original_size_beyond_the_layout_is_not_played_back(tmp_path, backend):
+    """A journal header whose original size (pages x page size) is past what the
+    layout can address is none SQLite wrote: truncating to it would leave a
+    FileMeta no open accepts. It is treated as SQLite treats a header with a bad
+    page size: nothing is played back."""
+    db_image, journal_image, _ = crashed_sqlite_files(tmp_path)
+    header = bytearray(journal_image)
+    header[16:20] = (0xFFFFFFFF).to_bytes(4, "big")  # original size in pages
+    header[24:28] = (65536).to_bytes(4, "big")  # page size: 2^48 bytes in all
+    store = sqlkv.MemoryStore()
+    put_file(store, "app.db", db_image)
+    put_file(store, "app.db-journal", bytes(header))
+    with sqlkv.connect(store, "app.db", backend=backend) as db:
+        assert db.query("SELECT count(*) FROM sqlite_master").rows[0][0] >= 1
+    # The database keeps its size (truncated to 2^48 bytes, no open would accept it).
+    assert store.get(LAYOUT.meta_key("app.db")) == encode_file_meta(len(db_image))
+    with sqlkv.connect(store, "app.db", backend=backend) as db:
+        assert db.query("SELECT count(*) FROM sqlite_master").rows[0][0] >= 1

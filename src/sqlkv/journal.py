@@ -26,6 +26,8 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+from .layout import MAX_CHUNKS, chunk_count
+
 if TYPE_CHECKING:
     from .kvfile import KvFile
 
@@ -88,6 +90,8 @@ def play_back(journal: KvFile, database: KvFile) -> int:
         if first:
             if page == 0 or not _power_of_two(page, 512, 65536) or not _power_of_two(sector, 32, 65536):
                 break
+            if chunk_count(original_pages * page, database.chunk_size) > MAX_CHUNKS:
+                break  # a size no layout can address: no journal SQLite wrote
             page_size, sector_size = page, sector
             database.truncate(original_pages * page_size)
             first = False
