@@ -165,6 +165,24 @@ def test_max_staleness_serves_from_the_cache_and_min_version_catches_up(backend,
     writer.close()
 
 
+def test_the_dbapi_reader_takes_max_staleness(backend):
+    from sqlkv import dbapi2
+
+    store = CountingStore(sqlkv.MemoryStore(), write_batch=True)
+    writer = sqlkv.connect(store, "app.db", backend=backend)
+    writer.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    reader = dbapi2.connect("app.db", store, readonly=True, backend=backend, max_staleness=3600)
+    assert reader.execute("SELECT count(*) FROM t").fetchall() == [(1,)]
+    writer.run("INSERT INTO t VALUES (2)")
+    before = store.total
+    assert reader.execute("SELECT count(*) FROM t").fetchall() == [(1,)]  # stale, allowed: no round trip
+    assert store.total == before
+    with pytest.raises(sqlkv.ConfigError, match="max_staleness"):
+        dbapi2.connect("app.db", store, readonly=True, backend=backend, max_staleness=-1)
+    reader.close()
+    writer.close()
+
+
 @pytest.mark.parametrize("value", [-1, float("nan"), float("inf"), "1", True])
 def test_max_staleness_must_be_seconds(value):
     store = sqlkv.MemoryStore()

@@ -149,8 +149,11 @@ def test_url_options_are_checked() -> None:
     from sqlkv.dialect import connect_args
 
     args = connect_args(sqlalchemy.engine.make_url(
-        "sqlkv:///a.db?store=lmdb%3A%2F%2F.%2Fd&readonly=true&chunk_size=8192&lease_seconds=none"))
-    assert args == {"store": "lmdb://./d", "readonly": True, "chunk_size": 8192, "lease_seconds": None}
+        "sqlkv:///a.db?store=lmdb%3A%2F%2F.%2Fd&readonly=true&chunk_size=8192&lease_seconds=none"
+        "&max_staleness=2.5"))
+    assert args == {
+        "store": "lmdb://./d", "readonly": True, "chunk_size": 8192, "lease_seconds": None, "max_staleness": 2.5,
+    }
 
 
 ALEMBIC_REVISIONS = {

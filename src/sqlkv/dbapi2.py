@@ -392,6 +392,7 @@ def connect(
     autocommit: bool | int = LEGACY_TRANSACTION_CONTROL,
     readonly: bool = False,
     lock_timeout: float = 0.0,
+    max_staleness: float = 0.0,
     factory: type[Connection] | None = None,
     **options: Any,
 ) -> Connection:
@@ -399,8 +400,8 @@ def connect(
 
     ``store`` is a store object or a store URL (``lmdb://DIR``, ``redis://...``);
     by default ``$SQLKV_STORE``, else ``lmdb://./sqlkv-data``. A store opened here
-    from a URL is closed with the connection. ``readonly``, ``lock_timeout``
-    and ``options`` (``kv_prefix``, ``chunk_size``, ``backend``, ``layout``,
+    from a URL is closed with the connection. ``readonly``, ``lock_timeout``,
+    ``max_staleness`` and ``options`` (``kv_prefix``, ``chunk_size``, ``backend``, ``layout``,
     ``cache_bytes``, ``max_dirty_bytes``, ``lease_seconds``) are
     :func:`sqlkv.connect`'s; ``isolation_level`` and ``autocommit`` are ``sqlite3``'s.
     """
@@ -418,7 +419,7 @@ def connect(
             target: AnyKvStore = owned if owned is not None else store  # type: ignore[assignment]
             engine = open_engine(
                 settings, target, database,
-                readonly=readonly, lock_timeout=lock_timeout,
+                readonly=readonly, lock_timeout=lock_timeout, max_staleness=max_staleness,
             )
         except BaseException:
             _close_store(owned)

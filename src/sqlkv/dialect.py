@@ -63,6 +63,7 @@ _URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
     "max_dirty_bytes": lambda name, text: int(text),
     "lease_seconds": _optional_float,
     "lock_timeout": lambda name, text: float(text),
+    "max_staleness": lambda name, text: float(text),
 }
 
 
