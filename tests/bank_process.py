@@ -6,10 +6,12 @@
         commits; prints one JSON line: commits, the last version.
 
     python bank_process.py reader URL NAME BACKEND SECONDS MAX_READS MODE
-        Sums the balances, for at most SECONDS and MAX_READS reads; MODE
+        Sums the balances, for at most SECONDS after its first read and
+        MAX_READS reads; MODE
         ``reopen`` opens the database read-only for every read, ``long`` keeps
-        one open. Prints one JSON line: reads, torn reads (sum not 0), the
-        versions seen, whether they only grew, and the last integrity_check.
+        one open. Prints ``{"ready": true}`` after its first read, then, at the
+        end, one JSON line: reads, torn reads (sum not 0), the versions seen,
+        whether they only grew, and the last integrity_check.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ def reader(url: str, name: str, backend: str, seconds: float, max_reads: int, mo
             torn += 1
         reads += 1
         versions.append(conn.version)
+        if reads == 1:
+            print(json.dumps({"ready": True}), flush=True)  # the test starts the writer now
+            deadline = time.monotonic() + seconds  # the whole time left for the writer's commits
         if reads % 25 == 0:
             integrity = conn.query("PRAGMA integrity_check").rows
         if db is None:

@@ -33,17 +33,23 @@ def make_bank(store: Any, backend: str = "pages") -> None:
 
 
 def bank_run(url: str, backend: str, seconds: float, commits: int) -> None:
-    """A writer process and two reader processes (reopening, long-lived) at once."""
+    """A writer process and two reader processes (reopening, long-lived) at once.
+
+    The writer starts once both readers have made their first read, so that
+    its commits fall within their time whatever each process's start costs."""
     common = [url, "bank.db", backend, str(seconds)]
-    writer = subprocess.Popen(
-        [sys.executable, BANK, "writer", *common, str(commits), "7"], stdout=subprocess.PIPE, text=True
-    )
     readers = {
         mode: subprocess.Popen(
             [sys.executable, BANK, "reader", *common, "100000", mode], stdout=subprocess.PIPE, text=True
         )
         for mode in ("reopen", "long")
     }
+    for process in readers.values():
+        assert process.stdout is not None
+        process.stdout.readline()  # {"ready": true}; or nothing, if it failed (then seen below)
+    writer = subprocess.Popen(
+        [sys.executable, BANK, "writer", *common, str(commits), "7"], stdout=subprocess.PIPE, text=True
+    )
     reports = {}
     for role, process in [("writer", writer), *readers.items()]:
         out, _ = process.communicate(timeout=seconds + 120)
