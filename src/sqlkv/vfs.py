@@ -59,8 +59,10 @@ VFS_NAME = "sqlkv"
 #: The longest path the VFS takes: a database name's bytes, the mount's
 #: ``/<token>/`` and SQLite's ``-journal`` must fit.
 MAX_PATH_BYTES = 4096
+#: Random bytes in a mount's token (written in hex in the path).
+_TOKEN_BYTES = 8
 #: Bytes a path adds to a database name: ``/``, the token, ``/``, ``-journal``.
-_PATH_OVERHEAD = 1 + 16 + 1 + len("-journal")
+_PATH_OVERHEAD = 1 + 2 * _TOKEN_BYTES + 1 + len("-journal")
 #: The longest database name (in UTF-8 bytes) the VFS can serve.
 MAX_NAME_BYTES = MAX_PATH_BYTES - _PATH_OVERHEAD
 
@@ -184,7 +186,7 @@ class KvVfs(apsw.VFS):
 
     def mount(self, storage: Storage, on_pragma: OnPragma | None) -> str:
         """Serve ``storage``'s files; the path SQLite is to open its main file as."""
-        token = secrets.token_hex(8)
+        token = secrets.token_hex(_TOKEN_BYTES)
         self._mounts[token] = _Mount(storage, on_pragma)
         return f"/{token}/{storage.main_name}"
 
