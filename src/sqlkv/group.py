@@ -73,16 +73,11 @@ class CommitGroup:
         self._plain_call = False
         #: Answers waiting for the deferred transactions to land, in the order made.
         self.held: list[Answer] = []
-        #: Transactions whose commit was deferred into the group now gathering.
-        self.deferred = 0
         engine.defer_commits = self._defer
 
     def _defer(self) -> bool:
         """Asked by the file at a commit: defer it while calls wait behind this one."""
-        if self._plain_call and self._queue:
-            self.deferred += 1
-            return True
-        return False
+        return self._plain_call and bool(self._queue)
 
     def run(self, future: Any, fn: Callable[..., Any], args: tuple, last_of_turn: bool) -> list[Answer]:
         """Run the call ``fn(*args)``; the answers that may be handed out now.
@@ -114,7 +109,6 @@ class CommitGroup:
         """Commit whatever was deferred and return the held answers: as they were
         if it landed, every one failed if it did not."""
         held, self.held = self.held, []
-        self.deferred = 0
         failure = self._engine.failure
         if failure is None:
             try:
