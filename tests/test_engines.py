@@ -297,17 +297,50 @@ def test_a_failing_statement_ends_the_script_and_what_ran_before_it_is_committed
     assert db.query("SELECT x FROM t ORDER BY x").rows == [(1,), (2,)]
 
 
+class MarkerFailingStore(CountingStore):
+    """Fails (with :class:`Boom`) every ``put_batch`` that writes the bytes ``marker``."""
+
+    marker = b"fail-on-this-row"
+
+    def put_batch(self, entries):
+        if any(self.marker in value for _, value in entries):
+            self.calls["put_batch"] += 1
+            raise Boom("the store is down")
+        return super().put_batch(entries)
+
+
 def test_a_scripts_failed_commit_loses_the_whole_script_and_nothing_before_it(connect_db):
-    store = FailingStore()
+    store = MarkerFailingStore()
     db = connect_db(store)
-    db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (0)")
-    store.fail = 1
+    db.exec("CREATE TABLE t(x); INSERT INTO t VALUES ('0')")
+    store.reset()
+    # Only the second statement's row fails a write: committed alone, the first would stay.
     with pytest.raises(sqlkv.StoreError) as raised:
-        db.exec("INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)")
+        db.exec(f"INSERT INTO t VALUES ('1'); INSERT INTO t VALUES ('{store.marker.decode()}')")
     assert isinstance(raised.value.__cause__, Boom)
-    assert db.query("SELECT x FROM t").rows == [(0,)]
-    db.exec("INSERT INTO t VALUES (3); INSERT INTO t VALUES (4)")
-    assert db.query("SELECT x FROM t ORDER BY x").rows == [(0,), (3,), (4,)]
+    assert store.calls == {"put_batch": 1}  # one commit for the script, refused
+    assert db.query("SELECT x FROM t").rows == [("0",)]
+    with sqlkv.connect(copy_store(store.inner), "app.db", backend=db.backend) as again:
+        assert again.query("SELECT x FROM t").rows == [("0",)]
+    db.exec("INSERT INTO t VALUES ('3'); INSERT INTO t VALUES ('4')")
+    assert db.query("SELECT x FROM t ORDER BY x").rows == [("0",), ("3",), ("4",)]
+
+
+def test_a_scripts_changes_past_max_dirty_bytes_spill_to_staging_and_land_whole(connect_db):
+    """The deferred commits of a long script keep memory bounded as one big
+    transaction does: chunks past ``max_dirty_bytes`` go to the store's staging
+    area, and the script still lands as one atomic commit."""
+    store = CountingStore()
+    db = connect_db(store, max_dirty_bytes=64 * 1024)
+    db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, blob BLOB)")
+    store.reset()
+    commits = db.stats.commits
+    db.exec("".join(f"INSERT INTO t VALUES ({i}, zeroblob(50000));" for i in range(10)))
+    assert db.stats.commits == commits + 1
+    assert store.calls["put_batch"] >= 4  # staged pieces, then the commit
+    with sqlkv.connect(copy_store(store.inner), "app.db", backend=db.backend) as again:
+        assert again.query("SELECT count(*), sum(length(blob)) FROM t").rows == [(10, 500_000)]
+        assert integrity(again) == [("ok",)]
 
 
 def test_a_write_of_no_row_and_a_rolled_back_spill_cost_nothing(connect_db):
