@@ -574,12 +574,13 @@ class StoreClient:
             return []
         keys = list(keys)
         answer = self._call("get_batch", self.store.get_batch, keys)
-        try:
-            values = list(answer)
-        except TypeError:
+        # Only a sequence of values in the keys' order will do: a dict (or any other
+        # iterable) of the right length would otherwise pass, its keys taken for values.
+        if not isinstance(answer, (list, tuple)):
             raise StoreProtocolError(
                 f"store get_batch returned a {type(answer).__name__}, expected a list"
-            ) from None
+            )
+        values = answer
         if len(values) != len(keys):
             raise StoreProtocolError(
                 f"store get_batch returned {len(values)} values for {len(keys)} keys"
