@@ -71,6 +71,19 @@ def test_attach_of_another_open_databases_path_is_refused():
         assert b.query("SELECT x FROM secret").rows == [(1,)]
 
 
+def test_attach_of_an_open_databases_path_says_it_is_open_not_beside_itself():
+    """The message named the database as opened "beside" itself (issue 20, item 15)."""
+    store = sqlkv.MemoryStore()
+    with sqlkv.connect(store, "a.db", backend="pages") as a, sqlkv.connect(store, "b.db", backend="pages") as b:
+        path = b.query("PRAGMA database_list").rows[0][2]
+        for db in (a, b):
+            with pytest.raises(sqlkv.ConfigError) as info:
+                db.exec(f"ATTACH '{path}' AS o")
+            message = str(info.value)
+            assert "beside 'b.db'" not in message
+            assert message.startswith("cannot open 'b.db' a second time (it is open already): ATTACH")
+
+
 def test_a_name_too_long_for_backend_pages_is_refused_before_any_store_call():
     store = CountingStore()
     longest = "x" * MAX_NAME_BYTES
