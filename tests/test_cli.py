@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -257,6 +258,21 @@ def test_import_export_ls_check_rm_copy_from_the_command_line(tmp_path):
     assert run_cli("ls", "--store", url).stdout == "name,bytes,chunks,lease / problem\n"
     missing = run_cli("check", "app.db", "--store", url)
     assert missing.returncode == cli.EXIT_ERROR and "does not exist" in one_line_error(missing)
+
+
+def test_import_of_a_damaged_file_is_one_line_and_exit_status_1(tmp_path, capsys):
+    """A truncated or malformed file printed a 19-line traceback (issue 20, item 10)."""
+    from test_transfer import damaged_copies
+
+    for case, (path, message) in damaged_copies(tmp_path).items():
+        store = f"lmdb://{tmp_path / case.replace(' ', '-')}"
+        capsys.readouterr()
+        assert main(["import", str(path), "app.db", "--store", store]) == cli.EXIT_ERROR, case
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert err.startswith("sqlkv: error: ") and str(path) in err and re.search(message, err), err
+        with sqlkv.LmdbStore(tmp_path / case.replace(" ", "-")) as left:
+            assert list(left.scan(b"")) == [], case
 
 
 def test_check_exits_5_on_a_problem_and_0_after_repair(tmp_path):

@@ -65,7 +65,8 @@ EXIT_CORRUPT = 5
 EXIT_INTERRUPTED = 130
 EXIT_STATUSES = {
     EXIT_OK: "success",
-    EXIT_ERROR: "SQL error, or the operation was refused (database missing, or there already)",
+    EXIT_ERROR: "SQL error, or the operation was refused (database missing, or there already; "
+    "a file to import that is not a whole SQLite database)",
     EXIT_USAGE: "usage error (bad arguments, options or store URL)",
     EXIT_STORE: "the store is unreachable or failed",
     EXIT_LOCKED: "another writer holds the database's lease",
