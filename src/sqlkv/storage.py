@@ -53,7 +53,7 @@ class Storage:
         self.max_dirty_bytes = max_dirty_bytes
         self.max_staleness = max_staleness
         limits = transport.limits
-        # Before any store call, the same on both backends and for the tools (item 14, issue 20).
+        # Before any store call: one check of the name for both backends and the tools.
         check_database_name(main_name, layout, limits.max_key_bytes)
         if limits.max_value_bytes is not None and chunk_size > limits.max_value_bytes:
             raise StoreLimitError(
