@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -259,6 +260,21 @@ def test_import_export_ls_check_rm_copy_from_the_command_line(tmp_path):
     assert missing.returncode == cli.EXIT_ERROR and "does not exist" in one_line_error(missing)
 
 
+def test_import_of_a_damaged_file_is_one_line_and_exit_status_1(tmp_path, capsys):
+    """A truncated or malformed file printed a 19-line traceback (issue 20, item 10)."""
+    from test_transfer import damaged_copies
+
+    for case, (path, message) in damaged_copies(tmp_path).items():
+        store = f"lmdb://{tmp_path / case.replace(' ', '-')}"
+        capsys.readouterr()
+        assert main(["import", str(path), "app.db", "--store", store]) == cli.EXIT_ERROR, case
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert err.startswith("sqlkv: error: ") and str(path) in err and re.search(message, err), err
+        with sqlkv.LmdbStore(tmp_path / case.replace(" ", "-")) as left:
+            assert list(left.scan(b"")) == [], case
+
+
 def test_check_exits_5_on_a_problem_and_0_after_repair(tmp_path):
     url = f"lmdb://{tmp_path / 'store'}"
     assert run_cli("exec", "--store", url, "a.db", "CREATE TABLE t(x)").returncode == 0
@@ -269,6 +285,46 @@ def test_check_exits_5_on_a_problem_and_0_after_repair(tmp_path):
     assert found.returncode == cli.EXIT_CORRUPT and "past the end" in found.stdout and "--repair" in found.stdout
     repaired = run_cli("check", "a.db", "--store", url, "--repair")
     assert repaired.returncode == 0 and "repaired: 1 chunk(s) past the end" in repaired.stdout
+
+
+def test_check_repair_says_what_it_will_do_first_and_keeps_every_chunk(tmp_path, capsys):
+    """check --repair deleted every chunk of a database whose FileMeta was missing,
+    and the chunks past a FileMeta claiming half the size (issue 20, item 4)."""
+    from sqlkv.layout import SeedLayout, encode_file_meta
+
+    layout = SeedLayout(9)
+    for how in ("missing", "half the size", "no evidence"):
+        path = tmp_path / how.replace(" ", "-")
+        url = f"lmdb://{path}"
+        assert main(["exec", "--store", url, "--create", "a.db",
+                     "CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+                     "WHERE i < 300) INSERT INTO t SELECT randomblob(900) FROM n"]) == 0
+        with sqlkv.LmdbStore(path) as store:
+            chunks = sorted(store.scan(b"\x09\x01"))
+            size = 4096 * len(chunks)
+            if how == "half the size":
+                store.put(layout.meta_key("a.db"), encode_file_meta(size // 2))
+            else:
+                store.delete_batch([layout.meta_key("a.db")])
+            if how == "no evidence":  # chunk 0, with the header, is gone too
+                store.delete_batch([chunks.pop(0)])
+        capsys.readouterr()
+        assert main(["check", "a.db", "--store", url]) == cli.EXIT_CORRUPT
+        found = capsys.readouterr().out
+        assert main(["check", "a.db", "--store", url, "--repair"]) == (cli.EXIT_CORRUPT if how == "no evidence" else 0)
+        out = capsys.readouterr().out.splitlines()
+        with sqlkv.LmdbStore(path) as store:
+            assert sorted(store.scan(b"\x09\x01")) == chunks, how  # nothing deleted
+        if how == "no evidence":
+            assert "--repair" not in found and not [line for line in out if line.startswith("repair")], out
+            continue
+        assert f"(--repair: {'a FileMeta of' if how == 'missing' else 'the FileMeta rewritten to'} {size} bytes" in found
+        plan = [i for i, line in enumerate(out) if line.startswith("repairing: ")]
+        done = [i for i, line in enumerate(out) if line.startswith("repaired: ")]
+        assert len(plan) == len(done) == 1 and plan[0] < done[0], out
+        assert out[-1] == "a.db: sound"
+        assert main(["exec", "--store", url, "a.db", "SELECT count(*) FROM t"]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == "300"
 
 
 class TerminalReader:

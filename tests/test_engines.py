@@ -71,15 +71,39 @@ def test_attach_of_another_open_databases_path_is_refused():
         assert b.query("SELECT x FROM secret").rows == [(1,)]
 
 
-def test_a_name_too_long_for_backend_pages_is_refused_before_any_store_call():
+def test_attach_of_an_open_databases_path_says_it_is_open_not_beside_itself():
+    """The message named the database as opened "beside" itself (issue 20, item 15)."""
+    store = sqlkv.MemoryStore()
+    with sqlkv.connect(store, "a.db", backend="pages") as a, sqlkv.connect(store, "b.db", backend="pages") as b:
+        path = b.query("PRAGMA database_list").rows[0][2]
+        for db in (a, b):
+            with pytest.raises(sqlkv.ConfigError) as info:
+                db.exec(f"ATTACH '{path}' AS o")
+            message = str(info.value)
+            assert "beside 'b.db'" not in message
+            assert message.startswith("cannot open 'b.db' a second time (it is open already): ATTACH")
+
+
+def test_a_name_too_long_is_refused_before_any_store_call_on_both_backends(backend):
+    """Backend snapshot took names backend pages refuses, so a database it made
+    could not be opened on pages (issue 20, item 15): one check serves both,
+    and the maintenance tools too."""
     store = CountingStore()
     longest = "x" * MAX_NAME_BYTES
-    with sqlkv.connect(store, longest, backend="pages") as db:
+    with sqlkv.connect(store, longest, backend=backend) as db:
         db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    other = "pages" if backend == "snapshot" else "snapshot"
+    with sqlkv.connect(store, longest, backend=other, readonly=True) as db:
+        assert db.query("SELECT x FROM t").rows == [(1,)]
     store.reset()
-    with pytest.raises(sqlkv.ConfigError, match=f"{MAX_NAME_BYTES + 1} bytes long .UTF-8.; backend pages takes at most {MAX_NAME_BYTES}"):
-        sqlkv.connect(store, longest + "x", backend="pages")
+    refused = f"{MAX_NAME_BYTES + 1} bytes long .UTF-8.; sqlkv takes at most {MAX_NAME_BYTES}"
+    with pytest.raises(sqlkv.ConfigError, match=refused):
+        sqlkv.connect(store, longest + "x", backend=backend)
     assert store.total == 0
+    target = CountingStore()
+    with pytest.raises(sqlkv.ConfigError, match=refused):
+        sqlkv.copy_database(store, target, longest, longest + "x")
+    assert target.total == 0
 
 
 def test_databases_share_one_vfs_and_open_without_lookaside():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from helpers import is_version_key, unique_namespace
+from helpers import CountingStore, is_version_key, unique_namespace
 
 import sqlkv
 from sqlkv.commit import encode_piece
@@ -120,7 +120,8 @@ def plant(store, kind: str) -> None:
     ("staging leftovers", True, True),
     ("stale lease", True, True),
     ("bad FileMeta", False, False),
-    ("chunk past a shrunken FileMeta", True, False),
+    # The header and the chunks say where the file ends: the FileMeta is rewritten, nothing removed.
+    ("chunk past a shrunken FileMeta", True, True),
 ])
 def test_check_finds_each_planted_problem_and_repair_fixes_what_it_claims(kind, removes, sound_after):
     store = sqlkv.MemoryStore()
@@ -133,18 +134,118 @@ def test_check_finds_each_planted_problem_and_repair_fixes_what_it_claims(kind, 
     messages = " / ".join(p.message for p in report.problems)
     word = {"orphan chunk": "past the end", "staging leftovers": "staging key",
             "stale lease": "stale lease", "bad FileMeta": "bad FileMeta",
-            "chunk past a shrunken FileMeta": "past the end"}[kind]
+            "chunk past a shrunken FileMeta": "FileMeta says 8192 bytes, but the database's SQLite header"}[kind]
     assert word in messages
     repaired = sqlkv.check_database(store, "app.db", repair=True)
     assert bool(repaired.repaired) == removes, "repair says what it removed, and only that"
     if sound_after:
         assert repaired.sound, repaired.problems
-        assert {k: store.get(k) for k in store.scan(b"")} == before  # exactly what was planted is gone
+        # Exactly what was planted is gone (a rewritten FileMeta moves the version keys on).
+        data = {k: store.get(k) for k in store.scan(b"") if not is_version_key(k)}
+        assert data == {k: v for k, v in before.items() if not is_version_key(k)}
     else:
-        # A bad FileMeta is never "repaired" (that would lose data); chunks past a
-        # shrunken end are removed, but the pages they held are then missing.
+        # A bad FileMeta is never "repaired" (that would lose data).
         assert not repaired.sound
         assert any(w in p.message for p in repaired.problems for w in ("FileMeta", "integrity_check", "malformed"))
+
+
+def damage_file_meta(store, how: str) -> int:
+    """Take away ``app.db``'s FileMeta, or make it claim half the size; the real size."""
+    with sqlkv.connect(store, "app.db", readonly=True) as db:
+        size = db.query("PRAGMA page_count").rows[0][0] * db.query("PRAGMA page_size").rows[0][0]
+    if how == "missing":
+        store.delete_batch([LAYOUT.meta_key("app.db")])
+    else:
+        store.put_batch([(LAYOUT.meta_key("app.db"), encode_file_meta(size // 2))])
+    return size
+
+
+@pytest.mark.parametrize("how", ["missing", "half the size"])
+def test_repair_rebuilds_a_file_meta_the_header_and_chunks_agree_on_and_deletes_nothing(how):
+    """With the FileMeta missing, repair deleted every chunk (102 of 102); with one
+    claiming half the size, the chunks past it (issue 20, item 4). The SQLite header
+    in chunk 0 and the chunks present agree on the size: the FileMeta is rebuilt."""
+    store = sqlkv.MemoryStore()
+    fill(store, "app.db", 400)
+    chunks = sorted(store.scan(b"\x09\x01"))
+    assert len(chunks) > 100
+    damage_file_meta(store, how)
+    assert not sqlkv.check_database(store, "app.db").sound
+    repaired = sqlkv.check_database(store, "app.db", repair=True)
+    assert sorted(store.scan(b"\x09\x01")) == chunks  # every chunk kept
+    assert len(repaired.repaired) == 1 and repaired.sound, repaired.problems
+    with sqlkv.connect(store, "app.db", readonly=True) as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(400,)]
+
+
+def test_repair_tells_its_plan_before_it_writes_anything():
+    class ScanningCountingStore(CountingStore):
+        def scan(self, prefix: bytes):
+            return self.inner.scan(prefix)
+
+    store = ScanningCountingStore(write_batch=True)
+    fill(store, "app.db", 40)
+    size = damage_file_meta(store, "missing")
+    store.put_batch([(LAYOUT.chunk_key("orphan.db", 3), b"x")])  # another database's: none of this one's
+    report = sqlkv.check_database(store, "app.db")
+    (fix,) = [p for p in report.problems if p.repairable]
+    assert fix.action == f"a FileMeta of {size} bytes written"
+    planned: list[list[str]] = []
+    writes_before_plan: list[int] = []
+
+    def on_plan(lines: list[str]) -> None:
+        planned.append(lines)
+        writes_before_plan.append(sum(store.calls[c] for c in ("put", "put_batch", "write_batch", "delete_batch")))
+
+    store.reset()
+    repaired = sqlkv.check_database(store, "app.db", repair=True, on_plan=on_plan)
+    assert planned == [[fix.describe()]] and writes_before_plan == [0]
+    assert repaired.repaired == [fix.describe()] and repaired.sound
+    assert store.inner.get(LAYOUT.chunk_key("orphan.db", 3)) == b"x"
+
+
+@pytest.mark.parametrize("how", ["missing", "half the size"])
+def test_repair_removes_nothing_when_the_header_and_chunks_do_not_agree(how):
+    """No evidence of where the file ends (here: one chunk inside it is gone): the
+    chunks could be the database's, so nothing is removed and nothing written."""
+    store = sqlkv.MemoryStore()
+    fill(store, "app.db", 400)
+    damage_file_meta(store, how)
+    store.delete_batch([LAYOUT.chunk_key("app.db", 70)])
+    before = {k: store.get(k) for k in store.scan(b"")}
+    report = sqlkv.check_database(store, "app.db")
+    assert not report.sound and not any(p.repairable for p in report.problems), report.problems
+    assert any("not removed" in p.message or "nothing removed" in p.message for p in report.problems)
+    repaired = sqlkv.check_database(store, "app.db", repair=True)
+    assert repaired.repaired == [] and not repaired.sound
+    assert {k: store.get(k) for k in store.scan(b"")} == before
+
+
+def test_a_remove_interrupted_anywhere_is_never_brought_back_by_repair():
+    """remove deletes the FileMeta with chunk 0 (the header a repair rebuilds from)
+    in its first write: whatever a crash leaves, repair neither revives the
+    database nor deletes chunks of one that still exists."""
+    from sqlkv.testing import FaultyStore, StoreCrashed
+
+    for crash_at in range(1, 40):
+        base = sqlkv.MemoryStore()
+        fill(base, "app.db", 100)
+        try:
+            sqlkv.remove_database(FaultyStore(base, crash_at=crash_at), "app.db", lease_seconds=None)
+        except sqlkv.StoreError as exc:
+            assert isinstance(exc.__cause__, StoreCrashed)
+        else:
+            break
+        existed = LAYOUT.meta_key("app.db") in set(base.scan(b""))
+        if base.scan(b""):
+            sqlkv.check_database(base, "app.db", repair=True, lease_seconds=None)
+        if existed:
+            with sqlkv.connect(base, "app.db", readonly=True) as db:
+                assert db.query("SELECT count(*) FROM t").rows == [(100,)]
+        else:
+            assert LAYOUT.meta_key("app.db") not in set(base.scan(b"")), crash_at
+    else:
+        pytest.fail("remove_database never finished")
 
 
 def test_check_of_a_sound_database_in_use_notes_the_lease():

@@ -133,12 +133,67 @@ def test_write_batch_and_scan(tmp_path):
         store.close()
 
 
-def test_over_long_keys_are_refused_clearly(tmp_path):
+def test_a_name_too_long_for_lmdbs_keys_is_refused_at_open(tmp_path, backend):
+    """A 505-byte name opened, then every commit failed with OutcomeUnknownError
+    (issue 20, item 14): the longest key the layout makes for a name (a staged
+    chunk's, 8 bytes longer) must fit LMDB's 511 bytes, checked at open."""
     store = sqlkv.LmdbStore(tmp_path / "data")
     try:
-        with pytest.raises(sqlkv.StoreError) as info:
-            with sqlkv.connect(store, "x" * 600 + ".db") as db:
-                db.exec("CREATE TABLE t(x)")
-        assert "511-byte limit" in str(info.value)
+        fits = "x" * 503
+        # Staged (max_dirty_bytes spills), so the longest keys are written too.
+        with sqlkv.connect(store, fits, backend=backend, max_dirty_bytes=4096) as db:
+            db.exec("CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20) INSERT INTO t SELECT randomblob(3000) FROM n")
+            assert db.query("SELECT count(*) FROM t").rows == [(20,)]
+        assert max(len(k) for k in store.scan(b"")) <= 511
+        before = list(store.scan(b""))
+        for name in ("x" * 504, "x" * 505, "é" * 300):
+            with pytest.raises(sqlkv.ConfigError, match="store takes keys of at most 511 bytes .a name of at most 503 bytes fits"):
+                sqlkv.connect(store, name, backend=backend)
+        assert list(store.scan(b"")) == before
+    finally:
+        store.close()
+
+
+def test_longest_key_bytes_is_the_longest_key_sqlkv_writes():
+    """What the name check computes from the layout is what a database really writes:
+    chunks, FileMeta, a staged commit's pieces and chunks, lease and version keys."""
+    from helpers import CountingStore
+
+    from sqlkv.layout import SeedLayout, longest_key_bytes
+
+    store = CountingStore(write_batch=True)
+    name = "app.db"
+    with sqlkv.connect(store, name, max_dirty_bytes=4096) as db:
+        db.exec("CREATE TABLE t(x); WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20) INSERT INTO t SELECT randomblob(3000) FROM n")
+    kinds = {k[:3] for k in store.keys_written}
+    assert {b"\x09\x00a", b"\x09\x01a", b"\x09\x02a"} <= kinds  # FileMeta, chunks, sqlkv's own
+    assert max(len(k) for k in store.keys_written) == longest_key_bytes(SeedLayout(9), name)
+
+
+@pytest.mark.parametrize("limit_declared", [True, False])
+def test_a_key_lmdb_refuses_before_writing_is_a_plain_store_limit_error(tmp_path, limit_declared):
+    """Where LMDB refuses a key before writing anything (our own check, or its
+    BadValsizeError in a transaction that is then aborted) the commit is known
+    not to have happened: a StoreLimitError, not an OutcomeUnknownError."""
+    import lmdb
+
+    class Unchecked(sqlkv.LmdbStore):
+        limits = sqlkv.StoreLimits(atomic_batches=True)  # declares no key limit: the open lets the name by
+
+        if not limit_declared:
+            @staticmethod
+            def _check_key(key):  # leaves the refusal to LMDB itself, inside the transaction
+                pass
+
+    store = Unchecked(tmp_path / "data")
+    try:
+        db = sqlkv.connect(store, "x" * 505)
+        with pytest.raises(sqlkv.StoreLimitError) as info:
+            db.exec("CREATE TABLE t(x)")
+        assert not isinstance(info.value, sqlkv.OutcomeUnknownError)
+        if not limit_declared:
+            assert isinstance(info.value.__cause__, lmdb.BadValsizeError)
+        db.close()
+        assert not [k for k in store.scan(b"") if b"\x00" + b"x" * 505 == k[1:]]  # no FileMeta written
     finally:
         store.close()

@@ -82,6 +82,9 @@ async def test_async_store_error_has_cause(open_db):
         (lambda keys: ["text" for _ in keys], "returned a str"),
         (lambda keys: [None], "returned 1 values for"),
         (lambda keys: None, "returned a NoneType, expected a list"),
+        # A dict of the right length was taken as a list of its keys (issue 20, item 15).
+        (lambda keys: {k: None for k in keys}, "returned a dict, expected a list"),
+        (lambda keys: (None for _ in keys), "returned a generator, expected a list"),
     ],
 )
 def test_bad_store_answers_are_named(backend, answer, problem):
@@ -94,6 +97,16 @@ def test_bad_store_answers_are_named(backend, answer, problem):
     with pytest.raises(sqlkv.StoreProtocolError, match=problem):
         sqlkv.connect(Liar(), "app.db", backend=backend)
     assert len(store) == 0
+
+
+def test_a_tuple_answer_from_get_batch_is_a_sequence_of_values(backend):
+    class TupleStore(sqlkv.MemoryStore):
+        def get_batch(self, keys):
+            return tuple(super().get_batch(keys))
+
+    with sqlkv.connect(TupleStore(), "app.db", backend=backend) as db:
+        db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        assert db.query("SELECT x FROM t").rows == [(1,)]
 
 
 def test_chunk_longer_than_chunk_size_is_corrupt(connect_db):

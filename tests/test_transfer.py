@@ -174,6 +174,48 @@ def test_not_a_sqlite_file_is_refused_clearly(tmp_path):
         sqlkv.import_database(tmp_path / "missing.db", sqlkv.MemoryStore(), "x.db")
 
 
+def damaged_copies(tmp_path: Path) -> dict[str, tuple[Path, str]]:
+    """SQLite files that are not whole databases, each with what its refusal must say."""
+    source = tmp_path / "good.db"
+    make_features_db(source, rows=300).close()
+    data = source.read_bytes()
+    assert len(data) > 8 * 4096
+    cases = {
+        # SQLite itself reads the schema of this one without complaint.
+        "truncated after its schema": (data[: 4 * 4096], "is truncated: its header says"),
+        "truncated mid-page": (data[:5000], "is truncated: its header says"),
+        "shorter than a header": (data[:50], "shorter than a SQLite header"),
+        "garbage behind a header": (data[:100] + bytes(range(256)) * (len(data) // 256 + 1),
+                                    "SQLite cannot read .*malformed"),
+        "empty": (b"", "is empty"),
+    }
+    out = {}
+    for i, (case, (content, message)) in enumerate(cases.items()):
+        path = tmp_path / f"damaged{i}.db"
+        path.write_bytes(content)
+        out[case] = (path, message)
+    return out
+
+
+def test_a_truncated_malformed_or_empty_source_is_a_source_file_error_and_leaves_nothing(tmp_path):
+    """A malformed file raised a bare sqlite3.DatabaseError (issue 20, item 10)."""
+    for case, (path, message) in damaged_copies(tmp_path).items():
+        store = sqlkv.MemoryStore()
+        with pytest.raises(sqlkv.SourceFileError, match=message) as info:
+            sqlkv.import_database(path, store, "app.db")
+        assert isinstance(info.value, sqlkv.Error), case
+        if case.startswith(("garbage", "truncated mid")):
+            assert isinstance(info.value.__cause__, sqlite3.DatabaseError), case
+        assert len(store) == 0, case  # nothing written, not even a lease
+    # With a journal beside it, the file is read from a copy: the error still names the user's file.
+    (tmp_path / "again").mkdir()
+    path, message = damaged_copies(tmp_path / "again")["truncated mid-page"]
+    Path(str(path) + "-journal").write_bytes(b"")
+    with pytest.raises(sqlkv.SourceFileError, match=message) as info:
+        sqlkv.import_database(path, sqlkv.MemoryStore(), "app.db")
+    assert str(info.value).startswith(str(path))
+
+
 def visible(store: sqlkv.MemoryStore, name: str) -> bool:
     try:
         with sqlkv.connect(store, name, readonly=True):

@@ -65,7 +65,8 @@ EXIT_CORRUPT = 5
 EXIT_INTERRUPTED = 130
 EXIT_STATUSES = {
     EXIT_OK: "success",
-    EXIT_ERROR: "SQL error, or the operation was refused (database missing, or there already)",
+    EXIT_ERROR: "SQL error, or the operation was refused (database missing, or there already; "
+    "a file to import that is not a whole SQLite database)",
     EXIT_USAGE: "usage error (bad arguments, options or store URL)",
     EXIT_STORE: "the store is unreachable or failed",
     EXIT_LOCKED: "another writer holds the database's lease",
@@ -311,17 +312,27 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """``sqlkv check``: audit a database; exit 0 only when it is sound."""
+    out = sys.stdout
+
+    def announce(plan: list[str]) -> None:
+        # What the repair will do, before it does any of it.
+        for line in plan:
+            out.write(f"repairing: {line}\n")
+        out.flush()
+
     with opened_store(args.store) as (store, _):
         if args.repair:
             announce_wait(store, args.db, args.lock_timeout)
-        report = check_database(store, args.db, repair=args.repair, lock_timeout=args.lock_timeout)
-    out = sys.stdout
+        report = check_database(
+            store, args.db, repair=args.repair, lock_timeout=args.lock_timeout, on_plan=announce
+        )
     for note in report.notes:
         out.write(f"note: {note}\n")
     for repaired in report.repaired:
         out.write(f"repaired: {repaired}\n")
     for problem in report.problems:
-        out.write(f"problem: {problem.message}{' (--repair removes it)' if problem.repairable and not args.repair else ''}\n")
+        would = f" (--repair: {problem.action})" if problem.repairable and not args.repair else ""
+        out.write(f"problem: {problem.message}{would}\n")
     out.write(f"{args.db}: {'sound' if report.sound else 'NOT sound'}\n")
     return EXIT_OK if report.sound else EXIT_CORRUPT
 
@@ -438,7 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("db", help="database name inside the store")
     store_options(p, create=False)
     lock_option(p)
-    p.add_argument("--repair", action="store_true", help="remove what is safe to remove, under the lease")
+    p.add_argument(
+        "--repair", action="store_true",
+        help="under the lease, remove what provably belongs to nothing and rebuild a FileMeta "
+        "the SQLite header and chunks agree on; says what it will do first",
+    )
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("rm", help="remove a database and every key of it")

@@ -345,12 +345,13 @@ class Committer:
             self._finish(name, record.pieces)
 
     def _commit_point(self, puts: Sequence[Entry], deletes: Sequence[bytes] = ()) -> None:
-        """The write that commits: refused (FencedError: nothing of it is visible),
-        done, or failed with its outcome unknown."""
+        """The write that commits: refused (FencedError, or a StoreLimitError the
+        store raised before writing anything: nothing of it is visible), done, or
+        failed with its outcome unknown."""
         try:
             self.write(puts, deletes)
-        except FencedError:
-            raise
+        except (FencedError, StoreLimitError):
+            raise  # refused before the store wrote anything: nothing of it is visible
         except StoreError as exc:
             raise OutcomeUnknownError(
                 "commit outcome unknown: the store failed on the write that commits "

@@ -138,10 +138,17 @@ def cannot_bind(reason: object) -> SqlError:
 
 
 def attach_refused(file_name: str, main_name: str | None = None) -> ConfigError:
-    """The error for opening a second database file beside the one opened (``main_name``, where known)."""
-    beside = f" beside {main_name!r}" if main_name is not None else ""
+    """The error for opening a second database file beside the one opened (``main_name``, where known).
+
+    ``file_name`` equal to ``main_name`` is a database opened once already (by
+    this connection or another one, through its path): not "beside" itself.
+    """
+    if main_name == file_name:
+        where = " a second time (it is open already)"
+    else:
+        where = f" beside {main_name!r}" if main_name is not None else ""
     return ConfigError(
-        f"cannot open {file_name!r}{beside}: ATTACH of another file is not "
+        f"cannot open {file_name!r}{where}: ATTACH of another file is not "
         "supported (each database is opened on its own)"
     )
 

@@ -28,7 +28,7 @@ from .engine import (
     stats_pragma,
 )
 from .errors import ConflictError, Error, SqlError, StoreError, UnusableError
-from .vfs import VFS_NAME, KvVfs, check_name_fits
+from .vfs import VFS_NAME, KvVfs
 
 _vfs: KvVfs | None = None
 _vfs_lock = threading.Lock()
@@ -74,7 +74,6 @@ class PagesEngine(EngineBase):
     # -- opening, and reopening after a store failure ---------------------------
 
     def _open(self) -> None:
-        check_name_fits(self.name)  # before any store call
         self._open_storage()
         vfs = shared_vfs()
         self._path = vfs.mount(self.storage, self._on_pragma)

@@ -45,7 +45,9 @@ class StoreProtocolError(StoreError):
 
 
 class StoreLimitError(StoreError):
-    """A write cannot be expressed within the store's declared limits."""
+    """A write cannot be expressed within the store's declared limits, or the store
+    refused it for a key's or value's size before writing any of it: nothing of it
+    was written (a store raises it only then)."""
 
 
 class OutcomeUnknownError(StoreError):

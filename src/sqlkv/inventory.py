@@ -13,14 +13,16 @@ commits, the writer's lease; see layout.py).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import layout as layouts
 from .errors import CorruptError, Error, FencedError, NotFoundError, StoreError
-from .files import make_options, open_file
+from .files import make_options, open_file, sqlite_header
 from .kvfile import KvFile
-from .layout import Layout, check_file_name, decode_file_meta
+from .layout import Layout, check_file_name, chunk_count, decode_file_meta
 from .lease import _decode as decode_lease_value
 from .lease import lease_keys
 from .options import Options
@@ -173,8 +175,9 @@ def _delete(main: KvFile, keys: list[bytes]) -> None:
 def remove_database(store: AnyKvStore, name: str, *, lock_timeout: float = 0.0, **options: Any) -> int:
     """Remove every key of database ``name`` (layout and sqlkv's own), under its
     writer lease; return how many keys were removed. The FileMeta goes first,
-    in one write, so the database is gone at once even if the rest is
-    interrupted (``check`` then finds, and ``remove`` again removes, what is left).
+    with chunk 0 (the SQLite header a repair could rebuild it from), in one
+    write, so the database is gone at once even if the rest is interrupted
+    (``check`` then finds, and ``remove`` again removes, what is left).
     A database with no keys at all is a :class:`NotFoundError`. Needs ``scan``."""
     opts = make_options(options)
     layout = opts.make_layout(check_file_name(name))
@@ -185,6 +188,7 @@ def remove_database(store: AnyKvStore, name: str, *, lock_timeout: float = 0.0, 
         if not keys:
             raise NotFoundError(f"database {name!r} does not exist in the store")
         first = [found.meta[name]] if name in found.meta else []
+        first += [found.chunks[name][0]] if 0 in found.chunks.get(name, {}) else []
         _delete(main, first)
         _delete(main, [k for k in keys if k not in first])
     return len(keys)
@@ -192,10 +196,22 @@ def remove_database(store: AnyKvStore, name: str, *, lock_timeout: float = 0.0, 
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing :func:`check_database` found wrong; ``repairable``: ``repair=True`` removes it."""
+    """One thing :func:`check_database` found wrong. ``repairable``: ``repair=True``
+    deals with it, as ``action`` says (what it removes or writes); ``kind`` names
+    the repair, so that a repair does only what it announced."""
 
     message: str
     repairable: bool
+    action: str = ""
+    kind: str = ""
+
+    def describe(self) -> str:
+        """The problem, and what a repair does about it."""
+        return f"{self.message}: {self.action}" if self.action else self.message
+
+
+#: Kinds of repair (:attr:`Problem.kind`).
+_LEASE, _STAGING, _SIDECAR, _PAST_END, _FILE_META = "lease", "staging", "sidecar", "past end", "FileMeta"
 
 
 @dataclass
@@ -212,9 +228,46 @@ class CheckReport:
         return not self.problems
 
 
-def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -> DatabaseKeys:
+@dataclass
+class _Audit:
+    """What :func:`_audit` found, and what a repair of it would do: delete ``delete``
+    and write the FileMeta of ``meta_size`` bytes (``None``: leave it)."""
+
+    found: DatabaseKeys
+    delete: dict[str, list[bytes]] = field(default_factory=dict)  # by kind of repair
+    meta_size: int | None = None
+
+
+def _header_size(client: StoreClient, layout: Layout, name: str, chunks: dict[int, bytes]) -> int | None:
+    """The database's size by the SQLite header in its chunk 0 (page count times
+    page size), or ``None``: no chunk 0, no SQLite header in it, or a page count
+    the header itself does not vouch for."""
+    if 0 not in chunks:
+        return None
+    first = client.get(layout.chunk_key(name, 0))
+    header = sqlite_header(first) if first is not None else None
+    return header.size if header is not None else None
+
+
+def _chunks_agree(chunks: dict[int, bytes], size: int, chunk_size: int) -> bool:
+    """Whether the chunk indices present are exactly those of a file of ``size`` bytes."""
+    count = chunk_count(size, chunk_size)
+    return len(chunks) == count and all(i < count for i in chunks)
+
+
+def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -> _Audit:
+    """Add to ``report`` what is wrong with database ``name``; return the keys and the repair plan.
+
+    A repair removes only what provably belongs to nothing, and writes a FileMeta
+    only where the SQLite header in chunk 0 and the chunks present agree on the
+    size (its page count times its page size is exactly the chunks present):
+    a missing FileMeta, or one that ends the file before the header does, which
+    SQLite calls malformed. Chunks past the end of a FileMeta count as belonging
+    to nothing only when the header confirms the FileMeta (ends there or before).
+    """
     layout = opts.make_layout(name)
     found = database_keys(client, layout, name)
+    audit = _Audit(found)
     cs = opts.chunk_size
     gen_key, expiry_key = lease_keys(layout, name)
     gen, expiry = client.get_batch([gen_key, expiry_key])
@@ -222,12 +275,12 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
     try:
         lease = _lease_info(gen_key, gen, expiry_key, expiry)
     except CorruptError as exc:
-        report.problems.append(Problem(f"unreadable lease: {exc}", True))
+        report.problems.append(Problem(f"unreadable lease: {exc}", True, "replaced and released", _LEASE))
     if lease is not None:
         if lease.held:
             report.notes.append(f"lease: {lease.describe()}")
         else:
-            report.problems.append(Problem(f"stale lease: {lease.describe()}", True))
+            report.problems.append(Problem(f"stale lease: {lease.describe()}", True, "taken and released", _LEASE))
     if found.staging:
         record_key = layout.ext_key(name, layouts.EXT_COMMIT_RECORD)
         what = (
@@ -237,39 +290,76 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
         )
         if lease is not None and lease.held:
             what = "a commit in flight, or interrupted"
-        report.problems.append(Problem(f"{len(found.staging)} staging key(s): {what}", True))
+        report.problems.append(
+            Problem(f"{len(found.staging)} staging key(s): {what}", True, "finished or discarded", _STAGING)
+        )
+        audit.delete[_STAGING] = list(found.staging)
     for sidecar in SIDECARS:
         file_name = name + sidecar
         if file_name in found.meta or file_name in found.chunks:
-            report.problems.append(
-                Problem(f"file {file_name!r} beside the database (a journal left by another writer)", True)
-            )
+            report.problems.append(Problem(
+                f"file {file_name!r} beside the database (a journal left by another writer)", True,
+                "rolled back if hot, then removed", _SIDECAR,
+            ))
+            keys = [found.meta[file_name]] if file_name in found.meta else []
+            audit.delete.setdefault(_SIDECAR, []).extend(keys + list(found.chunks.get(file_name, {}).values()))
     meta_values = client.get_batch([found.meta[name]]) if name in found.meta else [None]
+    chunks = found.chunks.get(name, {})
     size = None
-    if meta_values[0] is None:
-        report.problems.append(Problem("no FileMeta: the database file does not exist", bool(found.chunks.get(name))))
-    else:
+    if meta_values[0] is not None:
         try:
             size = decode_file_meta(meta_values[0], cs, found.meta[name])
         except CorruptError as exc:
             report.problems.append(Problem(f"bad FileMeta: {exc}", False))
-    chunks = found.chunks.get(name, {})
-    if size is not None:
-        count = -(-size // cs)
-        past = sorted(i for i in chunks if i >= count)
-        if past:
+            return audit
+    header_size = _header_size(client, layout, name, chunks) if chunks else None
+    agree = header_size is not None and _chunks_agree(chunks, header_size, cs)
+    if size is None:
+        if not chunks:
+            report.problems.append(Problem("no FileMeta: the database file does not exist", False))
+        elif agree:
+            report.problems.append(Problem(
+                f"no FileMeta, but the {len(chunks)} chunk(s) present are the whole database its "
+                f"SQLite header describes ({header_size} bytes)", True,
+                f"a FileMeta of {header_size} bytes written", _FILE_META,
+            ))
+            audit.meta_size = header_size
+        else:
+            report.problems.append(Problem(
+                f"{len(chunks)} chunk(s) of no file: no FileMeta, and no SQLite header the chunks agree "
+                "with to rebuild it from; not removed (sqlkv rm removes every key of the database)", False,
+            ))
+        return audit
+    count = chunk_count(size, cs)
+    past = sorted(i for i in chunks if i >= count)
+    if header_size is not None and header_size > size:
+        if agree:
+            report.problems.append(Problem(
+                f"FileMeta says {size} bytes, but the database's SQLite header and the chunks present "
+                f"say {header_size}", True, f"the FileMeta rewritten to {header_size} bytes", _FILE_META,
+            ))
+            audit.meta_size = header_size
+            return audit
+        report.problems.append(Problem(
+            f"FileMeta says {size} bytes, the database's SQLite header {header_size}, and the chunks "
+            f"present agree with neither ({len(chunks)} of them); nothing removed", False,
+        ))
+    elif past:
+        what = f"{len(past)} chunk(s) past the end of the file (first: chunk {past[0]})"
+        if header_size is not None:  # the header confirms the FileMeta: they belong to nothing
+            report.problems.append(Problem(what, True, "removed", _PAST_END))
+            audit.delete[_PAST_END] = [chunks[i] for i in past]
+        else:
+            report.problems.append(Problem(
+                f"{what}; not removed: no SQLite header in chunk 0 confirms where the file ends", False
+            ))
+    inside = [chunks[i] for i in sorted(chunks) if i < count]
+    for key, value in client.read_lazily(inside):
+        if value is not None and len(value) > cs:
             report.problems.append(
-                Problem(f"{len(past)} chunk(s) past the end of the file (first: chunk {past[0]})", True)
+                Problem(f"chunk at key {key.hex()} is {len(value)} bytes, longer than chunk_size {cs}", False)
             )
-        inside = [chunks[i] for i in sorted(chunks) if i < count]
-        for key, value in client.read_lazily(inside):
-            if value is not None and len(value) > cs:
-                report.problems.append(
-                    Problem(f"chunk at key {key.hex()} is {len(value)} bytes, longer than chunk_size {cs}", False)
-                )
-    elif meta_values[0] is None and chunks:
-        report.problems.append(Problem(f"{len(chunks)} chunk(s) of no file", True))
-    return found
+    return audit
 
 
 def _integrity(store: AnyKvStore, name: str, opts: Options, report: CheckReport) -> None:
@@ -292,47 +382,68 @@ def _integrity(store: AnyKvStore, name: str, opts: Options, report: CheckReport)
 
 
 def check_database(
-    store: AnyKvStore, name: str, *, repair: bool = False, lock_timeout: float = 0.0, **options: Any
+    store: AnyKvStore,
+    name: str,
+    *,
+    repair: bool = False,
+    lock_timeout: float = 0.0,
+    on_plan: Callable[[list[str]], None] | None = None,
+    **options: Any,
 ) -> CheckReport:
     """Audit database ``name``: its layout (FileMeta readable and consistent with
-    the chunks, no chunk past the end, no staging keys left over, no stale lease,
-    no journal left beside it) and ``PRAGMA integrity_check``.
+    the chunks and the SQLite header, no chunk past the end, no staging keys left
+    over, no stale lease, no journal left beside it) and ``PRAGMA integrity_check``.
 
-    ``repair=True`` first removes what is safe to remove, under the writer's
-    lease: an interrupted commit is finished or discarded (as any writer's open
-    does), a journal left beside it rolled back, chunks past the end and staging
-    leftovers deleted, a stale lease taken and released. What it did is in
-    ``repaired``; the report's problems are those of the audit after it. Bad
-    FileMeta or pages are never "repaired" (that would lose data): they stay
+    ``repair=True`` then deals with what it can without losing data, under the
+    writer's lease: an interrupted commit is finished or discarded (as any
+    writer's open does), a journal left beside it rolled back, staging leftovers
+    and chunks that provably belong to nothing deleted, a stale lease taken and
+    released, and a FileMeta that is missing or ends the file early rewritten from
+    the SQLite header where the chunks present agree with it (see :func:`_audit`).
+    ``on_plan`` is called first with what it will do, one line each, before any of
+    it is done. What it did is in ``repaired``; the report's problems are those of
+    the audit after it. An unreadable FileMeta, bad pages, and chunks no evidence
+    shows to be orphans are never "repaired" (that could lose data): they stay
     problems. A database with no keys is a :class:`NotFoundError`. Needs ``scan``.
     """
     opts = make_options(options)
     check_file_name(name)
     report = CheckReport(name)
-    client = StoreClient(store)
-    try:
-        found = _audit(client, opts, name, report)
-    finally:
-        client.close()
-    if not found.all():
+    with _client(store) as client:
+        audit = _audit(client, opts, name, report)
+    if not audit.found.all():
         raise NotFoundError(f"database {name!r} does not exist in the store")
-    if repair and any(p.repairable for p in report.problems):
-        repaired = [p.message for p in report.problems if p.repairable]
+    planned = [p for p in report.problems if p.repairable]
+    if repair and planned:
+        if on_plan is not None:
+            on_plan([p.describe() for p in planned])
+        kinds = {p.kind for p in planned}
         with open_file(store, name, opts, readonly=False, lock_timeout=lock_timeout) as main:
-            after = CheckReport(name)
-            left = _audit(main.transport, opts, name, after)
-            count = -(-main.size // opts.chunk_size) if main.exists else 0
-            doomed = list(left.staging) + [k for f, k in left.meta.items() if f != name]
-            for file_name, by_index in left.chunks.items():
-                limit = count if file_name == name else 0
-                doomed += [k for i, k in by_index.items() if i >= limit]
-            _delete(main, doomed)
-        report = CheckReport(name, repaired=repaired)
-        client = StoreClient(store)
-        try:
-            _audit(client, opts, name, report)
-        finally:
-            client.close()
-    if name in found.meta and not any(p.message.startswith("bad FileMeta") for p in report.problems):
+            # Under the lease, after the open dealt with an interrupted commit or a
+            # journal: do what the audit of this state finds, of what was announced.
+            now = _audit(main.transport, opts, name, CheckReport(name))
+            _delete(main, [k for kind, keys in now.delete.items() if kind in kinds for k in keys])
+            if now.meta_size is not None and _FILE_META in kinds:
+                _write_file_meta(main, now.meta_size)
+        report = CheckReport(name, repaired=[p.describe() for p in planned])
+        with _client(store) as client:
+            audit = _audit(client, opts, name, report)
+    if name in audit.found.meta and not any(p.message.startswith("bad FileMeta") for p in report.problems):
         _integrity(store, name, opts, report)
     return report
+
+
+@contextmanager
+def _client(store: AnyKvStore) -> Iterator[StoreClient]:
+    client = StoreClient(store)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _write_file_meta(main: KvFile, size: int) -> None:
+    """Make ``size`` the database's committed size, changing no chunk: a commit of
+    the FileMeta alone (with its version, so readers see it), fenced by the lease."""
+    count = chunk_count(size, main.chunk_size)
+    main.committer.commit(main.name, {}, size, count, count, None)

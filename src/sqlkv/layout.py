@@ -86,6 +86,44 @@ def decode_file_meta(value: bytes, chunk_size: int, key: bytes) -> int:
     return size
 
 
+#: The longest database name, in UTF-8 bytes, on either backend (so that a database
+#: made on one opens on the other): backend ``pages`` hands SQLite a path of at most
+#: 4096 bytes that holds the name and 26 bytes more (see vfs.py).
+MAX_NAME_BYTES = 4070
+#: The longest suffix of sqlkv's own keys: a manifest piece's or staged chunk's u32 index.
+_EXT_SUFFIX_BYTES = _INDEX.size
+
+
+def longest_key_bytes(layout: Layout, name: str) -> int:
+    """The length of the longest key sqlkv writes for database ``name`` in ``layout``:
+    its FileMeta, its chunks and sqlkv's own keys beside it (staging, lease,
+    versions: one kind byte and at most a u32 after the file's part of the key)."""
+    return max(
+        len(layout.meta_key(name)),
+        len(layout.chunk_key(name, 0)),
+        len(layout.ext_key(name, EXT_STAGED_CHUNK, bytes(_EXT_SUFFIX_BYTES))),
+    )
+
+
+def check_database_name(name: str, layout: Layout, max_key_bytes: int | None) -> None:
+    """:class:`ConfigError` if database ``name`` is longer than sqlkv (:data:`MAX_NAME_BYTES`)
+    or a store whose keys end at ``max_key_bytes`` takes (its longest key, see
+    :func:`longest_key_bytes`, would not fit): checked at open, before any store call,
+    so that no commit fails on it later."""
+    size = len(check_file_name(name).encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        raise ConfigError(f"database name is {size} bytes long (UTF-8); sqlkv takes at most {MAX_NAME_BYTES}")
+    if max_key_bytes is None:
+        return
+    longest = longest_key_bytes(layout, name)
+    if longest > max_key_bytes:
+        raise ConfigError(
+            f"database name is {size} bytes long (UTF-8): its longest key in layout {layout.name} "
+            f"would be {longest} bytes, and the store takes keys of at most {max_key_bytes} bytes "
+            f"(a name of at most {size - (longest - max_key_bytes)} bytes fits)"
+        )
+
+
 def check_file_name(name: object) -> str:
     """Return ``name`` if it can name a file in the store, else raise a clear error."""
     if not isinstance(name, str):

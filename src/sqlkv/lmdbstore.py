@@ -18,7 +18,7 @@ except ImportError as exc:  # sqlkv imports and works without it; only this stor
     lmdb = None  # type: ignore[assignment]
     _LMDB_MISSING = str(exc)
 
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, StoreError, StoreLimitError
 from .store import StoreLimits, expectations_hold
 
 _INITIAL_MAP_SIZE = 64 * 1024 * 1024
@@ -94,7 +94,9 @@ class LmdbStore:
     """A store in an LMDB environment (a directory) at ``path``.
 
     Every batch is durable (synced to disk) when the call returns. Keys longer
-    than LMDB's 511-byte limit are refused with a clear error.
+    than LMDB's 511-byte limit are refused with a :class:`StoreLimitError`
+    before anything is written (``limits.max_key_bytes`` declares the limit, so
+    a database name too long for it is refused at open).
 
     A missing directory is made when its parent exists, or with all missing
     parents when ``create`` is true; otherwise a :class:`ConfigError` says so
@@ -106,7 +108,7 @@ class LmdbStore:
     not an LMDB directory) are :class:`StoreError` with LMDB's own as the cause.
     """
 
-    limits = StoreLimits(atomic_batches=True)
+    limits = StoreLimits(atomic_batches=True, max_key_bytes=_MAX_KEY_SIZE)
 
     def __init__(
         self,
@@ -145,6 +147,9 @@ class LmdbStore:
             try:
                 with self._env.begin(write=write) as txn:
                     return body(txn)
+            except lmdb.BadValsizeError as exc:
+                # Raised by a put inside the transaction, which is then aborted: nothing was written.
+                raise StoreLimitError(f"LMDB refused a key or value of this batch, and wrote nothing: {exc}") from exc
             except lmdb.MapFullError:
                 grow = True
             except lmdb.MapResizedError:
@@ -178,9 +183,9 @@ class LmdbStore:
     @staticmethod
     def _check_key(key: bytes) -> None:
         if len(key) > _MAX_KEY_SIZE:
-            raise ConfigError(
+            raise StoreLimitError(
                 f"key of {len(key)} bytes is longer than LMDB's {_MAX_KEY_SIZE}-byte limit "
-                "(use a shorter file name)"
+                "(use a shorter file name); nothing was written"
             )
 
     # -- the store calls -------------------------------------------------------

@@ -15,7 +15,7 @@ from . import journal as hot_journal
 from .commit import Committer, recovery_keys
 from .errors import ConcurrentCommitError, ConfigError, Error, StoreLimitError
 from .kvfile import KvFile
-from .layout import Layout, chunk_count, decode_file_meta
+from .layout import Layout, check_database_name, chunk_count, decode_file_meta
 from .lease import LeaseRequest
 from .store import StoreClient
 from .versions import VersionLog, VersionPin, version_key
@@ -53,6 +53,8 @@ class Storage:
         self.max_dirty_bytes = max_dirty_bytes
         self.max_staleness = max_staleness
         limits = transport.limits
+        # Before any store call: one check of the name for both backends and the tools.
+        check_database_name(main_name, layout, limits.max_key_bytes)
         if limits.max_value_bytes is not None and chunk_size > limits.max_value_bytes:
             raise StoreLimitError(
                 f"chunk_size {chunk_size} exceeds the store's largest value "

@@ -71,17 +71,19 @@ class StoreLimits:
 
     ``atomic_batches``: a ``put_batch``/``write_batch`` is applied all or nothing.
     ``max_batch_keys`` / ``max_batch_bytes``: the most keys, and key plus value
-    bytes, one batch call may carry. ``max_value_bytes``: the largest value.
-    A single ``put`` is always taken to be atomic.
+    bytes, one batch call may carry. ``max_value_bytes``: the largest value;
+    ``max_key_bytes``: the longest key (a database whose keys would be longer is
+    refused at open). A single ``put`` is always taken to be atomic.
     """
 
     atomic_batches: bool = True
     max_batch_keys: int | None = None
     max_batch_bytes: int | None = None
     max_value_bytes: int | None = None
+    max_key_bytes: int | None = None
 
     def __post_init__(self) -> None:
-        for field_name in ("max_batch_keys", "max_batch_bytes", "max_value_bytes"):
+        for field_name in ("max_batch_keys", "max_batch_bytes", "max_value_bytes", "max_key_bytes"):
             value = getattr(self, field_name)
             if value is not None and (
                 not isinstance(value, int) or isinstance(value, bool) or value < 1
@@ -574,12 +576,13 @@ class StoreClient:
             return []
         keys = list(keys)
         answer = self._call("get_batch", self.store.get_batch, keys)
-        try:
-            values = list(answer)
-        except TypeError:
+        # Only a sequence of values in the keys' order will do: a dict (or any other
+        # iterable) of the right length would otherwise pass, its keys taken for values.
+        if not isinstance(answer, (list, tuple)):
             raise StoreProtocolError(
                 f"store get_batch returned a {type(answer).__name__}, expected a list"
-            ) from None
+            )
+        values = answer
         if len(values) != len(keys):
             raise StoreProtocolError(
                 f"store get_batch returned {len(values)} values for {len(keys)} keys"

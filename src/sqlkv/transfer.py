@@ -38,11 +38,19 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, Error, ExistsError, NotFoundError
-from .files import Progress, make_options, open_file, stream, write_whole
+from .files import (
+    SQLITE_HEADER_BYTES,
+    SQLITE_MAGIC,
+    Progress,
+    make_options,
+    open_file,
+    sqlite_header,
+    stream,
+    write_whole,
+)
 from .kvfile import KvFile
 from .store import AnyKvStore
 
-SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Header bytes 18 and 19: file format write and read versions, 2 in WAL mode.
 _FORMAT_VERSIONS = slice(18, 20)
 _SIDECARS = ("-journal", "-wal")
@@ -57,22 +65,59 @@ class TransferResult:
 
 
 class SourceFileError(Error):
-    """A SQLite file given as a source cannot be read, or is not a SQLite database."""
+    """A SQLite file given as a source cannot be read, or is not a whole SQLite
+    database (empty, not SQLite's header, truncated, or SQLite cannot read it);
+    SQLite's own error, where there is one, is the ``__cause__``."""
 
 
-def _check_sqlite_file(path: Path) -> int:
-    """The size of the SQLite file at ``path``; :class:`SourceFileError` if it is not one."""
+def _read_head(path: Path) -> tuple[bytes, int]:
+    """The first bytes of the file at ``path`` (its header) and its size."""
     try:
         with open(path, "rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
-            size = os.fstat(f.fileno()).st_size
+            return f.read(SQLITE_HEADER_BYTES), os.fstat(f.fileno()).st_size
     except OSError as exc:
         raise SourceFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+
+def _size_problem(path: Path, head: bytes, size: int) -> str | None:
+    """What makes the SQLite file at ``path`` (starting with ``head``, ``size`` bytes)
+    less than a whole database by its header, or ``None``."""
+    if size < SQLITE_HEADER_BYTES:
+        return f"{path} is truncated: {size} bytes, shorter than a SQLite header ({SQLITE_HEADER_BYTES} bytes)"
+    header = sqlite_header(head)
+    if header is None:
+        return f"{path} has a damaged SQLite header (a page size SQLite does not take)"
+    if header.size is not None and size < header.size:
+        return (
+            f"{path} is truncated: its header says {header.page_count} pages of {header.page_size} "
+            f"bytes ({header.size} bytes), but the file has {size} bytes"
+        )
+    return None
+
+
+def _check_sqlite_file(path: Path, whole: bool = False, source: Path | None = None) -> int:
+    """The size of the SQLite file at ``path``; :class:`SourceFileError` if it is not one
+    (``whole``: nor a whole one by its header; not asked of a file whose hot journal
+    or WAL beside it is still to be applied). Errors name ``source`` (default ``path``):
+    the user's file, where ``path`` is a copy of it."""
+    head, size = _read_head(path)
+    shown = source or path
     if not size:
-        raise SourceFileError(f"{path} is empty: there is no database in it to import")
-    if head != SQLITE_MAGIC:
-        raise SourceFileError(f"{path} is not a SQLite database (its header is not SQLite's)")
+        raise SourceFileError(f"{shown} is empty: there is no database in it to import")
+    if not head.startswith(SQLITE_MAGIC):
+        raise SourceFileError(f"{shown} is not a SQLite database (its header is not SQLite's)")
+    problem = _size_problem(shown, head, size) if whole else None
+    if problem is not None:
+        raise SourceFileError(problem)
     return size
+
+
+def _unreadable(path: Path, exc: sqlite3.Error, source: Path | None = None) -> SourceFileError:
+    """The error for a source SQLite could not read at ``path`` (a copy of ``source``,
+    which the message names): truncated, if its header says so."""
+    head, size = _read_head(path)
+    shown = source or path
+    return SourceFileError(_size_problem(shown, head, size) or f"SQLite cannot read {shown}: {exc}")
 
 
 @contextmanager
@@ -81,10 +126,16 @@ def _consistent_file(path: Path) -> Iterator[Path]:
     stable for the ``with`` block (see the module docstring)."""
     sidecars = [Path(str(path) + s) for s in _SIDECARS if Path(str(path) + s).exists()]
     if not sidecars:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
         try:
-            conn.execute("BEGIN")
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchall()  # takes the shared lock
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise _unreadable(path, exc) from exc
+        try:
+            try:
+                conn.execute("BEGIN")
+                conn.execute("SELECT count(*) FROM sqlite_master").fetchall()  # takes the shared lock
+            except sqlite3.Error as exc:
+                raise _unreadable(path, exc) from exc
             yield path
         finally:
             conn.close()
@@ -100,7 +151,7 @@ def _consistent_file(path: Path) -> Iterator[Path]:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchall()
             conn.execute("PRAGMA journal_mode=DELETE").fetchall()
         except sqlite3.Error as exc:
-            raise SourceFileError(f"SQLite cannot read {path}: {exc}") from exc
+            raise _unreadable(copy, exc, path) from exc
         finally:
             conn.close()
         yield copy
@@ -135,13 +186,14 @@ def import_database(
     ``progress(done, total)`` is called as bytes are written. ``options`` are
     :class:`sqlkv.SqliteVfs`'s (``kv_prefix``, ``chunk_size``, ``layout``,
     ``max_dirty_bytes``, ``lease_seconds``, ...); the database then opens with
-    the same ones. A source that is not a SQLite file is a :class:`SourceFileError`.
+    the same ones. A source that is not a whole SQLite database (empty, truncated,
+    malformed) is a :class:`SourceFileError`, raised before the store is touched.
     """
     opts = make_options(options)
     path = Path(source)
     _check_sqlite_file(path)
     with _consistent_file(path) as consistent:
-        size = _check_sqlite_file(consistent)
+        size = _check_sqlite_file(consistent, whole=True, source=path)
         with open(consistent, "rb") as f, open_file(
             store, name, opts, readonly=False, lock_timeout=lock_timeout
         ) as target:

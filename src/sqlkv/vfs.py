@@ -43,8 +43,9 @@ from dataclasses import dataclass
 import apsw
 
 from .engine import attach_refused
-from .errors import ConfigError, Error
+from .errors import Error
 from .kvfile import KvFile
+from .layout import MAX_NAME_BYTES
 from .storage import Storage
 
 _LOCAL_FILES = (
@@ -56,15 +57,14 @@ _LOCAL_FILES = (
 
 #: What the VFS is registered as.
 VFS_NAME = "sqlkv"
-#: The longest path the VFS takes: a database name's bytes, the mount's
-#: ``/<token>/`` and SQLite's ``-journal`` must fit.
-MAX_PATH_BYTES = 4096
 #: Random bytes in a mount's token (written in hex in the path).
 _TOKEN_BYTES = 8
 #: Bytes a path adds to a database name: ``/``, the token, ``/``, ``-journal``.
 _PATH_OVERHEAD = 1 + 2 * _TOKEN_BYTES + 1 + len("-journal")
-#: The longest database name (in UTF-8 bytes) the VFS can serve.
-MAX_NAME_BYTES = MAX_PATH_BYTES - _PATH_OVERHEAD
+#: The longest path the VFS takes: the longest database name (checked at open,
+#: for both backends, see layout.check_database_name), the mount's ``/<token>/``
+#: and SQLite's ``-journal`` must fit.
+MAX_PATH_BYTES = MAX_NAME_BYTES + _PATH_OVERHEAD
 
 OnPragma = Callable[[apsw.VFSFcntlPragma], bool]
 
@@ -76,15 +76,6 @@ class _Mount:
     storage: Storage
     on_pragma: OnPragma | None
     main_opened: bool = False
-
-
-def check_name_fits(name: str) -> None:
-    """:class:`ConfigError` if the database name ``name`` is too long for the VFS to serve."""
-    size = len(name.encode("utf-8"))
-    if size > MAX_NAME_BYTES:
-        raise ConfigError(
-            f"database name is {size} bytes long (UTF-8); backend pages takes at most {MAX_NAME_BYTES}"
-        )
 
 
 def _split(path: str) -> tuple[str, str]:
