@@ -10,6 +10,7 @@ from helpers import CountingStore, FiveCallStore
 import sqlkv
 from sqlkv.commit import CommitRecord
 from sqlkv.layout import EXT_COMMIT_RECORD, EXT_STAGED_MANIFEST, SeedLayout, decode_file_meta, encode_file_meta
+from sqlkv.wrapper import call_parts
 
 
 def test_corrupt_database_opens_and_integrity_check_reports_it(backend):
@@ -260,6 +261,41 @@ def test_the_size_check_at_open_costs_a_round_trip_only_where_the_header_disagre
     assert size == 7 * 4096  # more than the open reads ahead: the header answers for the rest
     store.put_batch([(META_KEY, encode_file_meta(size + 4096)), (LAYOUT.chunk_key("app.db", 7), bytes(4096))])
     assert open_calls() == 2
+
+
+class CommitsBeforeRead(FiveCallStore):
+    """Before answering the first read of the key ``key``, lets ``commit()`` run."""
+
+    def __init__(self, inner: sqlkv.MemoryStore, key: bytes, commit) -> None:
+        super().__init__(inner)
+        self.key = key
+        self.commit = commit
+
+    def _call(self, kind, *args):
+        if self.commit is not None and self.key in call_parts(kind, args).reads:
+            commit, self.commit = self.commit, None
+            commit()
+        return super()._call(kind, *args)
+
+
+def test_a_reader_whose_size_check_meets_a_commit_opens_again():
+    """A reader that reads the last chunk at open (the FileMeta and the header
+    disagree) while a writer's commit shrinks the file opens again on the
+    new state, instead of calling the chunk the commit removed damage."""
+    store = _database_of_rows("pages")
+    size = decode_file_meta(store.get(META_KEY), 4096, META_KEY)
+    store.put_batch([(META_KEY, encode_file_meta(size + 4096)), (LAYOUT.chunk_key("app.db", 7), bytes(4096))])
+
+    def commit() -> None:
+        with sqlkv.connect(store, "app.db", backend="pages") as writer:
+            writer.exec("INSERT INTO t(v) VALUES ('new'); VACUUM")  # the file shrinks to its pages
+        assert decode_file_meta(store.get(META_KEY), 4096, META_KEY) == size
+        assert store.get(LAYOUT.chunk_key("app.db", 7)) is None
+
+    racing = CommitsBeforeRead(store, LAYOUT.chunk_key("app.db", 7), commit)
+    with sqlkv.connect(racing, "app.db", readonly=True, backend="pages") as reader:
+        assert racing.commit is None  # it ran
+        assert reader.query("SELECT count(*) FROM t").rows == [(21,)]
 
 
 def test_snapshot_refuses_a_database_larger_than_it_can_hold(monkeypatch):

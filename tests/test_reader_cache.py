@@ -99,8 +99,9 @@ LOOK_TIMEOUT = 30.0
 class ReaderThread:
     """Long-lived readers in a thread of their own, asked to read the sum on demand."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, inner: Any, backend: str) -> None:
         self.inner = inner
+        self.backend = backend
         self.asks: queue.Queue[str | None] = queue.Queue()
         self.answers: queue.Queue[tuple[str, object]] = queue.Queue()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -110,7 +111,8 @@ class ReaderThread:
         # One reader that reads at every look (never far behind), one that reads
         # only at the sweep's one look (as far behind as the workload got).
         readers = {
-            kind: sqlkv.connect(self.inner, "app.db", readonly=True, backend="pages") for kind in ("each", "once")
+            kind: sqlkv.connect(self.inner, "app.db", readonly=True, backend=self.backend)
+            for kind in ("each", "once")
         }
         try:
             while True:
@@ -138,7 +140,7 @@ class ReaderThread:
         assert not self.thread.is_alive()
 
 
-def sweep_once(at: int, mode: str) -> tuple[int, list[tuple[str, object]]]:
+def sweep_once(at: int, mode: str, backend: str) -> tuple[int, list[tuple[str, object]]]:
     """Run the workload on a fresh store with a pause (``mode="pause"``: the
     readers read just after call ``at``) or a fault (``"fault"``: call ``at``
     fails after the store applied it, its reply lost) at store call ``at``;
@@ -146,7 +148,7 @@ def sweep_once(at: int, mode: str) -> tuple[int, list[tuple[str, object]]]:
     and every sum the readers saw."""
     inner = sqlkv.MemoryStore()
     three_tables(inner)
-    readers = ReaderThread(inner)
+    readers = ReaderThread(inner, backend)
     seen: list[tuple[str, object]] = []
     try:
         seen += readers.look()  # both readers hold every chunk of the state before the workload
@@ -160,7 +162,7 @@ def sweep_once(at: int, mode: str) -> tuple[int, list[tuple[str, object]]]:
                 raise ConnectionError(f"injected: the reply to call {n} ({kind}) was lost")
 
         store = AfterCalls(inner, STAGED, lambda *call: None)
-        with sqlkv.connect(store, "app.db", backend="pages", lease_seconds=None) as writer:
+        with sqlkv.connect(store, "app.db", backend=backend, lease_seconds=None) as writer:
             store.calls, store.hook = 0, hook  # the workload's calls, from here
             for sql in TRANSFERS:
                 try:
@@ -176,15 +178,15 @@ def sweep_once(at: int, mode: str) -> tuple[int, list[tuple[str, object]]]:
 
 
 @pytest.mark.parametrize("mode", ["pause", "fault"])
-def test_readers_see_constant_sums_with_a_pause_or_fault_at_every_store_call(mode):
+def test_readers_see_constant_sums_with_a_pause_or_fault_at_every_store_call(mode, backend):
     """A reader in another thread reads the sum of three tables while the
     writer's staged transfers stop (or fail) at each of their store calls in
     turn: always 300, never an error."""
-    calls, seen = sweep_once(0, mode)  # no pause: how many calls the workload makes
+    calls, seen = sweep_once(0, mode, backend)  # no pause: how many calls the workload makes
     assert 20 < calls <= MAX_SWEPT_CALLS
     assert {total for _, total in seen} == {300}
     for at in range(1, calls + 1):
-        _, seen = sweep_once(at, mode)
+        _, seen = sweep_once(at, mode, backend)
         assert {total for _, total in seen} == {300}, (at, seen)
 
 

@@ -180,7 +180,7 @@ class Storage:
         when the last chunk was among those the open read, or when SQLite's
         header in chunk 0 records exactly the FileMeta's size (as it does
         after every commit SQLite makes); otherwise it reads the last chunk:
-        one ``get``.
+        one more read.
         """
         size = main.committed_size
         if not size:
