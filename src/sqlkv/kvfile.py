@@ -14,9 +14,9 @@ changes outgrew the memory bound), its committed value (cache, then store),
 or zeros past the committed end. A reader reading through an interrupted
 commit (the overlay) reads an overlaid chunk's committed value from the
 staging area; its place then holds the value from before that commit, which
-is never cached (see ``KvFile._keep``). Every cache miss fetches its chunks and some
-read-ahead in one ``get_batch`` (the transport splits it only where the
-store's limits make it).
+is never cached (see ``KvFile._keep``). Every cache miss fetches its chunks
+and some read-ahead in one ``get_batch`` (the transport splits it only where
+the store's limits make it).
 
 Missing chunks. LAYOUT.md lets a chunk inside the file size be missing and
 read as zeros. For the database file itself sqlkv does not take that word:
