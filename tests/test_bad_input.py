@@ -5,11 +5,12 @@ from __future__ import annotations
 import struct
 
 import pytest
-from helpers import FiveCallStore
+from helpers import CountingStore, FiveCallStore
 
 import sqlkv
 from sqlkv.commit import CommitRecord
-from sqlkv.layout import EXT_COMMIT_RECORD, EXT_STAGED_MANIFEST, SeedLayout, encode_file_meta
+from sqlkv.layout import EXT_COMMIT_RECORD, EXT_STAGED_MANIFEST, SeedLayout, decode_file_meta, encode_file_meta
+from sqlkv.wrapper import call_parts
 
 
 def test_corrupt_database_opens_and_integrity_check_reports_it(backend):
@@ -216,6 +217,85 @@ def test_a_huge_file_meta_on_snapshot_fails_at_once():
     for readonly in (False, True):
         with pytest.raises(sqlkv.CorruptError, match=f"at key {last.hex()} is missing"):
             sqlkv.connect(store, "app.db", backend="snapshot", readonly=readonly)
+
+
+@pytest.mark.parametrize("readonly", [False, True], ids=["writer", "reader"])
+def test_a_file_meta_claiming_more_than_its_chunks_fails_at_open(backend, readonly):
+    """Reproduction (issue 20, item 8): a FileMeta claiming 2^40 bytes over a
+    3-page database opened on backend pages, ``check`` called it sound, and a
+    VACUUM then cost time and memory in proportion to the size claimed. The
+    open fails, naming the last chunk such a size needs, and writes nothing."""
+    store = sqlkv.MemoryStore()
+    with sqlkv.connect(store, "app.db", backend=backend) as db:
+        db.exec("CREATE TABLE t(x); CREATE TABLE u(y); INSERT INTO t VALUES (1)")
+    assert decode_file_meta(store.get(META_KEY), 4096, META_KEY) == 3 * 4096
+    store.put(META_KEY, encode_file_meta(2**40))
+    before = dict(store._data)
+    last = LAYOUT.chunk_key("app.db", 2**40 // 4096 - 1)
+    with pytest.raises(sqlkv.CorruptError, match=f"chunk 268435455 of 'app.db' at key {last.hex()} is missing"):
+        with sqlkv.connect(store, "app.db", backend=backend, readonly=readonly) as db:
+            db.exec("VACUUM")
+    assert store._data == before
+    report = sqlkv.check_database(store, "app.db")
+    assert not report.sound
+    assert any(last.hex() in p.message for p in report.problems), report.problems
+
+
+def test_the_size_check_at_open_costs_a_round_trip_only_where_the_header_disagrees():
+    """Backend pages checks a FileMeta against SQLite's header in chunk 0, read
+    in the open's one round trip: no extra round trip when they agree; where
+    they do not (a file larger than its header says, as SQLite allows), one
+    read of the last chunk, and a last chunk that is there opens."""
+    store = _database_of_rows("pages")
+    counting = CountingStore(store)
+
+    def open_calls() -> int:
+        counting.reset()
+        with sqlkv.connect(counting, "app.db", backend="pages") as db:  # a writer without a lease
+            calls = counting.total
+            assert db.query("SELECT count(*) FROM t").rows == [(20,)]
+        return calls
+
+    assert open_calls() == 1
+    size = decode_file_meta(store.get(META_KEY), 4096, META_KEY)
+    assert size == 7 * 4096  # more than the open reads ahead: the header answers for the rest
+    store.put_batch([(META_KEY, encode_file_meta(size + 4096)), (LAYOUT.chunk_key("app.db", 7), bytes(4096))])
+    assert open_calls() == 2
+
+
+class CommitsBeforeRead(FiveCallStore):
+    """Before answering the first read of the key ``key``, lets ``commit()`` run."""
+
+    def __init__(self, inner: sqlkv.MemoryStore, key: bytes, commit) -> None:
+        super().__init__(inner)
+        self.key = key
+        self.commit = commit
+
+    def _call(self, kind, *args):
+        if self.commit is not None and self.key in call_parts(kind, args).reads:
+            commit, self.commit = self.commit, None
+            commit()
+        return super()._call(kind, *args)
+
+
+def test_a_reader_whose_size_check_meets_a_commit_opens_again():
+    """A reader that reads the last chunk at open (the FileMeta and the header
+    disagree) while a writer's commit shrinks the file opens again on the
+    new state, instead of calling the chunk the commit removed damage."""
+    store = _database_of_rows("pages")
+    size = decode_file_meta(store.get(META_KEY), 4096, META_KEY)
+    store.put_batch([(META_KEY, encode_file_meta(size + 4096)), (LAYOUT.chunk_key("app.db", 7), bytes(4096))])
+
+    def commit() -> None:
+        with sqlkv.connect(store, "app.db", backend="pages") as writer:
+            writer.exec("INSERT INTO t(v) VALUES ('new'); VACUUM")  # the file shrinks to its pages
+        assert decode_file_meta(store.get(META_KEY), 4096, META_KEY) == size
+        assert store.get(LAYOUT.chunk_key("app.db", 7)) is None
+
+    racing = CommitsBeforeRead(store, LAYOUT.chunk_key("app.db", 7), commit)
+    with sqlkv.connect(racing, "app.db", readonly=True, backend="pages") as reader:
+        assert racing.commit is None  # it ran
+        assert reader.query("SELECT count(*) FROM t").rows == [(21,)]
 
 
 def test_snapshot_refuses_a_database_larger_than_it_can_hold(monkeypatch):

@@ -11,9 +11,12 @@ chunks a read or write touches is :func:`~sqlkv.layout.chunk_spans`' answer.
 The current bytes of chunk ``i`` are, in order of precedence: its buffered
 write (``dirty``), its spilled copy in the staging area (a transaction whose
 changes outgrew the memory bound), its committed value (cache, then store),
-or zeros past the committed end. Every cache miss fetches its chunks and some
-read-ahead in one ``get_batch`` (the transport splits it only where the
-store's limits make it).
+or zeros past the committed end. A reader reading through an interrupted
+commit (the overlay) reads an overlaid chunk's committed value from the
+staging area; its place then holds the value from before that commit, which
+is never cached (see ``KvFile._keep``). Every cache miss fetches its chunks
+and some read-ahead in one ``get_batch`` (the transport splits it only where
+the store's limits make it).
 
 Missing chunks. LAYOUT.md lets a chunk inside the file size be missing and
 read as zeros. For the database file itself sqlkv does not take that word:
@@ -117,10 +120,17 @@ class KvFile:
     def view_pending_commit(
         self, new_size: int, first_gone: int, overlay: dict[int, bytes], base: BaseState | None = None
     ) -> None:
-        """Read-only: show the state an interrupted (committed) commit leads to."""
+        """Read-only: show the state an interrupted (committed) commit leads to.
+
+        The overlay takes precedence over the chunks' places, so no value read
+        from their places before it may stay cached, nor be read again there.
+        """
         self.committed_size = self.size = new_size
         self._low_water = min(new_size, first_gone * self.chunk_size)
         self._overlay = overlay
+        for i in overlay:
+            self.cache.discard(i)
+        self._refetch.difference_update(overlay)
         self.exists = True
         self.pending_base = base.version if base is not None else None
 
@@ -163,8 +173,6 @@ class KvFile:
                 pin.must_check()
                 raise ConflictError(f"{exc}; retry the transaction") from exc
             self.view_pending_commit(pending.new_size, pending.first_gone, overlay, pending.base)
-            for i in overlay:
-                cached.discard(i)
             if self.last_dropped is not None:
                 self.last_dropped = self.last_dropped | frozenset(overlay)
             pin.read_through(self.pending_base)
@@ -175,14 +183,19 @@ class KvFile:
         """The chunks to read along with the version at a read transaction's start:
         none, unless the last read transaction conflicted; then the chunks it
         needed, and after :data:`CONFLICTS_BEFORE_WHOLE` conflicts in a row
-        every chunk of the file (as many as one ``get_batch`` and the cache
-        take), so that the transaction needs no later round trip at all."""
+        every chunk of the file, so that the transaction needs no later round
+        trip at all. Never more than the cache holds (what it cannot keep would
+        be read for nothing, and the answer is memory), nor than one
+        ``get_batch`` takes beside the version's few keys."""
         if not self._conflicted:
             self._conflict_streak = 0
             return []
         self._conflict_streak += 1
+        room = self.cache.capacity // self.chunk_size
         most = self.transport.keys_per_read(self.chunk_size)
-        room = max(1, (most or self.cache.capacity // self.chunk_size) - 16)
+        if most is not None:
+            room = min(room, most - 16)
+        room = max(1, room)
         wanted = sorted(self._conflicted)
         self._conflicted.clear()
         if self._conflict_streak >= CONFLICTS_BEFORE_WHOLE:
@@ -195,8 +208,7 @@ class KvFile:
     def _take_prefetched(self, indices: list[int], values: list[bytes | None]) -> None:
         """Cache chunks read with the version at a read transaction's start: of its state."""
         for i, value in zip(indices, values):
-            if i not in self._overlay and self._has_committed_bytes(i) and self._intact(i, value):
-                self.cache.put(i, value)  # type: ignore[arg-type]
+            if value is not None and self._has_committed_bytes(i) and self._intact(i, value) and self._keep(i, value):
                 self._refetch.discard(i)
 
     def _get(
@@ -305,8 +317,32 @@ class KvFile:
         so a damaged chunk the caller never reads does not keep it from opening.
         """
         for i, value in values.items():
-            if self._has_committed_bytes(i) and i not in self._overlay and self._intact(i, value):
-                self.cache.put(i, value)  # type: ignore[arg-type]
+            if value is not None and self._has_committed_bytes(i) and self._intact(i, value):
+                self._keep(i, value)
+
+    def _keep(self, index: int, value: bytes) -> bool:
+        """Cache chunk ``index`` as read from its place; whether it was cached.
+
+        The one way a chunk read from its place enters the cache: never while
+        an interrupted commit's overlay covers it (its place then holds the
+        value from before that commit, and nothing would drop it once the
+        apply makes the overlay's value the committed one).
+        """
+        if index in self._overlay:
+            return False
+        self.cache.put(index, value)
+        return True
+
+    def _worth_reading(self, index: int) -> bool:
+        """Whether chunk ``index`` may be read from its place along with a miss
+        (read-ahead, or a chunk dropped at a read transaction's start)."""
+        return (
+            index not in self.cache
+            and index not in self.dirty
+            and index not in self.staging.indices
+            and index not in self._overlay
+            and self._has_committed_bytes(index)
+        )
 
     def _fetch(self, missing: list[int]) -> dict[int, bytes]:
         """Fetch committed chunks ``missing``, with read-ahead, in as few round trips as allowed."""
@@ -327,19 +363,12 @@ class KvFile:
             missing[0], file_chunks, fits
         )
         for i in ahead:
-            if (
-                i not in wanted
-                and i not in self.cache
-                and i not in self.dirty
-                and i not in self.staging.indices
-                and i not in self._overlay
-                and self._has_committed_bytes(i)
-            ):
+            if i not in wanted and self._worth_reading(i):
                 wanted[i] = None
         for i in sorted(self._refetch):
             if len(wanted) >= self.read_ahead.max_window:
                 break
-            if i not in self.cache and i not in self.dirty and self._has_committed_bytes(i):
+            if self._worth_reading(i):
                 wanted[i] = None
         indices = list(wanted)
         requested = set(missing)
@@ -356,7 +385,7 @@ class KvFile:
             if i not in requested and not self._intact(i, value):
                 continue  # a damaged chunk read ahead fails when it is read
             value = self._committed(i, key, value)
-            self.cache.put(i, value)
+            self._keep(i, value)
             out[i] = value
         return out
 
@@ -391,7 +420,7 @@ class KvFile:
                 continue
             if not self._has_committed_bytes(i):
                 continue
-            chunk = cache.get(i)
+            chunk = None if i in self._overlay else cache.get(i)
             if chunk is None:
                 missing.append(i)
             else:

@@ -25,9 +25,30 @@ from .versions import VersionLog, VersionPin, version_key
 OPEN_PREFETCH_BYTES = 16 * 1024
 #: The most chunks one read-ahead fetch asks for.
 MAX_READ_AHEAD_CHUNKS = 256
+#: The first bytes of every SQLite database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+#: The length of SQLite's database header, at the start of page 1.
+SQLITE_HEADER_BYTES = 100
 #: How often a read-only open reads again when writers keep finishing staged
 #: commits under it, before it gives up with ConcurrentCommitError.
 OPEN_RETRIES = 3
+
+
+def sqlite_header_size(first: bytes) -> int | None:
+    """The database size (page count times page size) that SQLite's header at the
+    start of ``first`` records, or ``None`` where it records none SQLite would
+    trust: no SQLite header, an invalid page size, a page count of 0, or a
+    change counter (bytes 24..27) that differs from the version-valid-for
+    number (bytes 92..95), as a file last written by SQLite before 3.7.0 may have."""
+    if len(first) < SQLITE_HEADER_BYTES or not first.startswith(SQLITE_MAGIC):
+        return None
+    page_size = int.from_bytes(first[16:18], "big")
+    if page_size == 1:
+        page_size = 65536
+    pages = int.from_bytes(first[28:32], "big")
+    if page_size < 512 or page_size & (page_size - 1) or not pages or first[24:28] != first[92:96]:
+        return None
+    return pages * page_size
 
 
 class Storage:
@@ -134,6 +155,13 @@ class Storage:
         if main is None:
             main = self.file(name)
             main.prefetched(dict(zip(prefetch, chunks)))
+        try:
+            self._check_size(main)
+        except ConcurrentCommitError:
+            if not self.readonly or retries_left == 0:
+                raise
+            self._files.pop(name, None)
+            return self.open(lease, retries_left - 1)  # a writer shrank the file meanwhile
         self.main = main
         if self.readonly:  # versions: the reader's pinned state is the one just read
             main.pin = VersionPin(self.transport, layout, name, self.chunk_size, self.max_staleness)
@@ -143,6 +171,28 @@ class Storage:
         if metas[1] is not None:
             self._roll_back_hot_journal(main, name + "-journal")
         return main
+
+    def _check_size(self, main: KvFile) -> None:
+        """Fail now (:class:`CorruptError`) when the database's FileMeta claims a size
+        its chunks do not bear out: when its last chunk is missing or short.
+
+        Otherwise such a size is taken as the file's and every later step
+        that walks the file (a commit that shrinks it, an export) pays for
+        the size claimed, not the size stored. The check costs no round trip
+        when the last chunk was among those the open read, or when SQLite's
+        header in chunk 0 records exactly the FileMeta's size (as it does
+        after every commit SQLite makes); otherwise it reads the last chunk:
+        one more read.
+        """
+        size = main.committed_size
+        if not size:
+            return
+        if chunk_count(size, self.chunk_size) - 1 in main.cache:
+            return
+        first = main.cache.get(0)
+        if first is not None and sqlite_header_size(first) == size:
+            return
+        main.check_end()
 
     def _roll_back_hot_journal(self, main: KvFile, journal_name: str) -> None:
         """Roll back a journal another implementation left (see journal.py)."""
