@@ -571,7 +571,9 @@ class KvFile:
         (see :class:`_Deferred`), that commit is the deferred one: its chunks
         are staged first, and the buffer keeps those the open transaction
         wrote; should they alone outgrow the bound, the deferred state lands
-        first, and they are staged for the next commit.
+        first, and they are staged for the next commit. (The deferred state's
+        own copies of chunks the open transaction rewrote are not counted
+        until then: at most as many again as the bound.)
         """
         deferred = self._deferred
         if deferred is not None and deferred.chunks:
