@@ -271,8 +271,9 @@ CONFIGS = {
     "one-batch": (sqlkv.MemoryStore, None, {}),
     # At most 12 keys a batch: a group's commit is staged once it outgrows that.
     "small-batches": (FiveCallStore, sqlkv.StoreLimits(max_batch_keys=12), {}),
-    # A 8 KiB bound on buffered changes: a group spills to staging as it gathers.
-    "spill": (sqlkv.MemoryStore, None, {"max_dirty_bytes": 8 * 1024}),
+    # A 16 KiB bound on buffered changes: a group spills to staging as it gathers
+    # (a transaction writes 3 chunks; over 4, the group's committed ones are staged).
+    "spill": (sqlkv.MemoryStore, None, {"max_dirty_bytes": 16 * 1024}),
 }
 #: The fault at call N: a crash (that call and every later one fail), a
 #: transient failure, or a failure whose write landed but whose reply was lost.

@@ -354,6 +354,41 @@ async def test_cancelling_the_body_of_a_transaction_rolls_it_back(open_db):
     assert (await db.query("SELECT x FROM t")).rows == [(2,)]
 
 
+async def test_a_call_cancelled_behind_a_transaction_ending_in_the_same_turn(open_db):
+    """Issue 20 item 11: a call cancelled while it waits behind a transaction()
+    that ends in the same loop turn raised ``ValueError: list.remove(x)``: the
+    end of the transaction had already passed over its place in line."""
+    db = await open_db()
+    await db.exec("CREATE TABLE t(x)")
+    async with db.transaction() as tx:
+        await tx.run("INSERT INTO t VALUES (1)")
+        waiting = asyncio.create_task(db.run("INSERT INTO t VALUES (2)"))
+        await asyncio.sleep(0)  # it waits for the transaction to end
+        waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert (await db.query("SELECT x FROM t")).rows == [(1,)]
+
+
+async def test_a_call_timed_out_behind_a_transaction_ending_in_the_same_turn(open_db):
+    """The same with ``asyncio.wait_for``: ``TimeoutError``, not ``ValueError``."""
+    db = await open_db()
+    await db.exec("CREATE TABLE t(x)")
+    async with db.transaction() as tx:
+        await tx.run("INSERT INTO t VALUES (1)")
+        call = asyncio.ensure_future(db.run("INSERT INTO t VALUES (2)"))
+        timed = asyncio.create_task(asyncio.wait_for(call, 0.001))
+        for _ in range(100_000):  # bounded: the timeout cancels the call within a few turns
+            if call.cancelling() or call.done():
+                break
+            await asyncio.sleep(0)
+        assert call.cancelling(), "wait_for did not cancel the waiting call"
+        # The transaction ends in the turn its waiter was cancelled in.
+    with pytest.raises(TimeoutError):
+        await timed
+    assert (await db.query("SELECT x FROM t")).rows == [(1,)]
+
+
 # -- item 8: a database dropped without close() -----------------------------------
 
 

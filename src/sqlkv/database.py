@@ -318,7 +318,8 @@ class Database(OpenDatabase):
             await entry[0]
         except asyncio.CancelledError:
             if entry[0].cancelled():
-                self._waiting.remove(entry)
+                if entry in self._waiting:  # else a _let_go in the same loop turn passed it over
+                    self._waiting.remove(entry)
             elif taker is not None:  # granted the database, then cancelled before using it
                 self._let_go(taker)
             raise

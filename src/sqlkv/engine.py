@@ -80,7 +80,7 @@ class Engine(Protocol):
         ...
 
     def commit_deferred(self) -> None:
-        """Commit every deferred transaction in one commit."""
+        """Commit every deferred transaction in one commit (never a part of one still open)."""
         ...
 
     @property
@@ -257,11 +257,17 @@ class EngineBase:
     def commit_deferred(self) -> None:
         """Commit every deferred transaction in one commit. Should that fail, the
         state in memory is dropped (the next call reopens the database from the
-        store) and the error raised."""
+        store) and the error raised.
+
+        Only what SQLite committed goes: what a transaction still open wrote to
+        the file (pages spilled from SQLite's cache) stays in memory, to be
+        committed with it or rolled back (see ``KvFile.commit_deferred``). So
+        callers need not roll back first: a script's end, a group, ``close``.
+        """
         if not self.deferred:
             return
         try:
-            self.storage.main.commit_now()  # type: ignore[union-attr]
+            self.storage.main.commit_deferred()  # type: ignore[union-attr]
         except BaseException as exc:
             if self._broken is None:
                 self._broken = exc
@@ -280,7 +286,8 @@ class EngineBase:
         deferred while statements follow it (nothing is answered before the
         script ends), and they land together when it ends, also when a
         statement fails (the ones before it stay committed, as SQLite ran
-        them). One round trip for a whole script of writes.
+        them). One round trip for a whole script of writes. A transaction
+        the script left open is not part of it (the caller rolls it back).
 
         ``single``: the public call's name when only one statement is allowed
         (refused before anything runs).

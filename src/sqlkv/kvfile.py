@@ -35,6 +35,7 @@ their own checksums, so zeros there can never pass for data.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass
 
 from .chunkcache import ChunkCache, ReadAhead
 from .commit import BaseState, Committer, Staging
@@ -46,6 +47,23 @@ from .versions import VersionPin
 #: Read transactions in a row that conflicted before a reader reads every chunk
 #: it lacks along with the version check (see ``KvFile._to_read_again``).
 CONFLICTS_BEFORE_WHOLE = 2
+
+
+@dataclass
+class _Deferred:
+    """What a deferred :meth:`KvFile.sync` left: a state committed for SQLite
+    and not yet in the store (group commit, a script's statements).
+
+    ``chunks`` is the buffer as it was at that sync (the same chunk objects as
+    ``dirty`` until the next transaction rewrites them, which copies before
+    changing one); ``size`` and ``low_water`` the file's then. The staging
+    area, if it holds anything, is this state's too: a transaction that would
+    spill to it, or drop from it, lands this state first.
+    """
+
+    chunks: dict[int, bytes | bytearray]
+    size: int
+    low_water: int
 
 
 class KvFile:
@@ -114,8 +132,11 @@ class KvFile:
         #: Asked at each :meth:`sync`: whether to leave the commit to a later one
         #: (``None``: never; a database's group sets it).
         self.defer: Callable[[], bool] | None = None
-        #: Whether a :meth:`sync` was deferred: committed for SQLite, not yet in the store.
-        self.deferred = False
+        #: The state of the last deferred :meth:`sync`, while it is not in the store.
+        self._deferred: _Deferred | None = None
+        #: The lowest size the file had since that sync (a transaction still open
+        #: may have shrunk it).
+        self._low_since_deferred = self.committed_size
 
     def view_pending_commit(
         self, new_size: int, first_gone: int, overlay: dict[int, bytes], base: BaseState | None = None
@@ -556,7 +577,7 @@ class KvFile:
                 self.dirty[i] = piece if type(piece) is bytes else bytes(piece)
                 continue
             chunk = base[i] if i in base else self.dirty.get(i, b"")
-            if type(chunk) is not bytearray:
+            if type(chunk) is not bytearray or self._shared(i, chunk):
                 chunk = bytearray(chunk)
             if len(chunk) < lo:
                 chunk.extend(bytes(lo - len(chunk)))
@@ -565,22 +586,49 @@ class KvFile:
         if end > self.size:
             self.size = end
         if len(self.dirty) > self._max_dirty_chunks:
-            self._spill()
+            self._make_room()
 
-    def _spill(self) -> None:
-        """Move the buffered chunks to the staging area: memory stays within the bound."""
+    def _shared(self, index: int, chunk: bytes | bytearray) -> bool:
+        """Whether ``chunk``, buffered for chunk ``index``, is the deferred state's too."""
+        deferred = self._deferred
+        return deferred is not None and deferred.chunks.get(index) is chunk
+
+    def _make_room(self) -> None:
+        """Move buffered chunks to the staging area: memory stays within the bound.
+
+        The staging area holds the chunks of one commit. With a deferred state
+        (see :class:`_Deferred`), that commit is the deferred one: its chunks
+        are staged first, and the buffer keeps those the open transaction
+        wrote; should they alone outgrow the bound, the deferred state lands
+        first, and they are staged for the next commit. (The deferred state's
+        own copies of chunks the open transaction rewrote are not counted
+        until then: at most as many again as the bound.)
+        """
+        deferred = self._deferred
+        if deferred is not None and deferred.chunks:
+            self._stage(deferred.chunks)
+            self.dirty = {i: c for i, c in self.dirty.items() if deferred.chunks.get(i) is not c}
+            deferred.chunks = {}
+            if len(self.dirty) <= self._max_dirty_chunks:
+                return
+        self.commit_deferred()
+        self._stage(self.dirty)
+        self.dirty = {}
+
+    def _stage(self, chunks: dict[int, bytes | bytearray]) -> None:
         try:
-            self.committer.stage(self.name, self.staging, {i: bytes(c) for i, c in self.dirty.items()})
+            self.committer.stage(self.name, self.staging, {i: bytes(c) for i, c in chunks.items()})
         except BaseException as exc:
             self.failed = exc
             raise
-        self.dirty.clear()
 
     def truncate(self, size: int) -> None:
         """Set the file's size; bytes past a shrunken end are gone, growth reads as zeros."""
         self._check()
         cs = self.chunk_size
         if size < self.size:
+            if self.staging:
+                self.commit_deferred()  # its staged chunks are not this transaction's to drop
             tail = size // cs
             if size % cs and tail not in self.dirty and (
                 tail in self.staging.indices or self._has_committed_bytes(tail)
@@ -596,6 +644,7 @@ class KvFile:
             if gone:
                 self.committer.drop_staged(self.name, self.staging, gone)
             self._low_water = min(self._low_water, size)
+            self._low_since_deferred = min(self._low_since_deferred, size)
         self.size = size
 
     def file_size(self) -> int:
@@ -612,20 +661,49 @@ class KvFile:
             or self._low_water < self.committed_size
         )
 
+    @property
+    def deferred(self) -> bool:
+        """Whether a :meth:`sync` was deferred: committed for SQLite, not yet in the store."""
+        return self._deferred is not None
+
     def sync(self) -> None:
         """Commit every change since the last commit, atomically, unless :attr:`defer`
         says to leave it to a later commit (group commit: the changes stay
-        buffered, and the next commit carries them with its own)."""
+        buffered, and the next commit carries them with its own, or
+        :meth:`commit_deferred` lands them)."""
         self._check()
         if not self.pending:
             return
         if self.defer is not None and self.defer():
-            self.deferred = True
+            self._deferred = _Deferred(dict(self.dirty), self.size, self._low_water)
+            self._low_since_deferred = self.size
             return
         self.commit_now()
 
     def commit_now(self) -> None:
-        """Commit every change since the last commit (deferred ones included), atomically.
+        """Commit every change since the last commit (deferred ones included), atomically."""
+        self._check()
+        if self.pending:
+            self._land(self.dirty, self.size, self._low_water)
+
+    def commit_deferred(self) -> None:
+        """Commit the state the last deferred :meth:`sync` left, and nothing
+        written since: those writes are a transaction's still open (SQLite
+        writes pages of a large one before it ends, when its cache spills, and
+        writes the old ones back if it rolls back), so they stay buffered, on
+        top of the state committed now."""
+        deferred = self._deferred
+        if deferred is None:
+            return
+        self._check()
+        since = {i: c for i, c in self.dirty.items() if deferred.chunks.get(i) is not c}
+        self._land(deferred.chunks, deferred.size, deferred.low_water)
+        self.dirty = since
+        self._low_water = self._low_since_deferred
+
+    def _land(self, dirty: dict[int, bytes | bytearray], size: int, low_water: int) -> None:
+        """Commit the buffered chunks ``dirty`` (moved out of it), the staging area,
+        and the file size ``size``; ``low_water``: the lowest size since the last commit.
 
         Every chunk inside the new size that holds no committed bytes any more
         (past where the file shrank, or grew without being written) and was not
@@ -633,15 +711,11 @@ class KvFile:
         store never holds a hole or a short chunk inside the file, so one there
         is damage (see the module docstring).
         """
-        self._check()
-        if not self.pending:
-            return
         cs = self.chunk_size
-        size = self.size
+        self._low_water = low_water  # for _base_state: the state this commit is made on
         new_chunks = -(-size // cs)
         # The buffer is moved, not copied, into the commit: memory stays at one copy.
         chunks: dict[int, bytes] = {}
-        dirty = self.dirty
         for i in sorted(dirty):
             chunk = dirty.pop(i)
             if i >= new_chunks:
@@ -679,8 +753,7 @@ class KvFile:
         self.committed_size = self._low_water = size
         self._meta_value = encode_file_meta(size)
         self.exists = True
-        self.dirty.clear()
         self.staging = Staging()
-        self.deferred = False
+        self._deferred = None
         for i, value in chunks.items():
             self.cache.put(i, value)
