@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from .kvfile import KvFile
@@ -28,43 +27,6 @@ Progress = Callable[[int, int], None]
 
 #: Bytes moved per read or write while streaming a file (a multiple of any chunk size up to 1 MiB).
 BLOCK_BYTES = 1024 * 1024
-
-#: The first bytes of every SQLite database file.
-SQLITE_MAGIC = b"SQLite format 3\x00"
-#: The length of a SQLite database header (SQLite's file format document, section 1.3).
-SQLITE_HEADER_BYTES = 100
-
-
-@dataclass(frozen=True)
-class SqliteHeader:
-    """What a SQLite database's header says of its size: ``page_size`` bytes per page and
-    ``page_count`` pages, or ``None`` when the header's count is not valid (its
-    version-valid-for field differs from the change counter, or it is zero: SQLite
-    then takes the size from the file itself)."""
-
-    page_size: int
-    page_count: int | None
-
-    @property
-    def size(self) -> int | None:
-        """The database's size in bytes by its header, or ``None`` when it does not say."""
-        return None if self.page_count is None else self.page_count * self.page_size
-
-
-def sqlite_header(head: bytes) -> SqliteHeader | None:
-    """The header at the start of ``head`` (the first bytes of a database file), or
-    ``None`` if it is not a SQLite database header: no magic, too short, or a page
-    size SQLite would not take (a power of two from 512 to 65536)."""
-    if len(head) < SQLITE_HEADER_BYTES or not head.startswith(SQLITE_MAGIC):
-        return None
-    page_size = int.from_bytes(head[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    if page_size < 512 or page_size & (page_size - 1):
-        return None
-    count = int.from_bytes(head[28:32], "big")
-    valid = count > 0 and head[92:96] == head[24:28]
-    return SqliteHeader(page_size, count if valid else None)
-
 
 def make_options(options: dict[str, Any]) -> Options:
     """:class:`Options` from the keywords the maintenance functions pass on

@@ -20,12 +20,13 @@ from typing import Any
 
 from . import layout as layouts
 from .errors import CorruptError, Error, FencedError, NotFoundError, StoreError
-from .files import make_options, open_file, sqlite_header
+from .files import make_options, open_file
 from .kvfile import KvFile
 from .layout import Layout, check_file_name, chunk_count, decode_file_meta
 from .lease import _decode as decode_lease_value
 from .lease import lease_keys
 from .options import Options
+from .storage import sqlite_header
 from .store import AnyKvStore, StoreClient
 
 SIDECARS = ("-journal", "-wal")
