@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from .kvfile import KvFile
-from .layout import check_file_name
+from .layout import Layout, check_database_name, check_file_name
 from .lease import Leaser, LeaseRequest, check_lease_options, release_and_close
 from .options import Options
 from .storage import Storage
@@ -36,20 +36,12 @@ def make_options(options: dict[str, Any]) -> Options:
 
 
 @contextmanager
-def open_file(
-    store: AnyKvStore,
-    name: str,
-    options: Options,
-    *,
-    readonly: bool,
-    lock_timeout: float = 0.0,
-) -> Iterator[KvFile]:
-    """The database ``name`` in ``store`` as a :class:`KvFile`, open for this block.
-
-    A writer (``readonly=False``) holds the database's lease for the whole
-    block (when the store can fence), so no other writer commits meanwhile;
-    it is released at the end.
-    """
+def _writer_parts(
+    store: AnyKvStore, name: str, options: Options, readonly: bool, lock_timeout: float
+) -> Iterator[tuple[StoreClient, Layout, LeaseRequest | None]]:
+    """A client of ``store`` for database ``name``, its layout, and a writer's lease
+    request (``None`` for a reader, or with ``lease_seconds=None``); the lease, if
+    taken, is released and the client closed at the end of the block."""
     check_file_name(name)
     check_lease_options(options.lease_seconds, lock_timeout)
     layout = options.make_layout(name)
@@ -58,14 +50,54 @@ def open_file(
     if not readonly and options.lease_seconds is not None:
         lease = LeaseRequest(Leaser(transport), layout, name, options.lease_seconds, lock_timeout)
     try:
+        yield transport, layout, lease
+    finally:
+        release_and_close(lease, transport)
+
+
+@contextmanager
+def open_file(
+    store: AnyKvStore,
+    name: str,
+    options: Options,
+    *,
+    readonly: bool,
+    lock_timeout: float = 0.0,
+    salvage: bool = False,
+) -> Iterator[KvFile]:
+    """The database ``name`` in ``store`` as a :class:`KvFile`, open for this block.
+
+    A writer (``readonly=False``) holds the database's lease for the whole
+    block (when the store can fence), so no other writer commits meanwhile;
+    it is released at the end. ``salvage``: see :class:`Storage` (for the
+    repair alone).
+    """
+    with _writer_parts(store, name, options, readonly, lock_timeout) as (transport, layout, lease):
         storage = Storage(
             transport, layout, name, options.chunk_size, options.cache_bytes,
-            readonly=readonly, max_dirty_bytes=options.max_dirty_bytes,
+            readonly=readonly, max_dirty_bytes=options.max_dirty_bytes, salvage=salvage,
         )
         yield storage.open(lease)
         storage.close()
-    finally:
-        release_and_close(lease, transport)
+
+
+@contextmanager
+def writer_lease(
+    store: AnyKvStore, name: str, options: Options, lock_timeout: float = 0.0
+) -> Iterator[tuple[StoreClient, dict[bytes, bytes | None] | None]]:
+    """The writer's lease on database ``name``, held for this block, without opening
+    the database: a client of ``store`` and the fence every write must carry
+    (``None`` where the store cannot fence, or with ``lease_seconds=None``).
+
+    For removing a database, which works on the keys a scan finds and so must
+    not depend on its FileMeta (unreadable, or claiming more than is stored):
+    the one thing it needs of an open is that no other writer commits meanwhile.
+    """
+    with _writer_parts(store, name, options, False, lock_timeout) as (transport, layout, lease):
+        check_database_name(name, layout, transport.limits.max_key_bytes)
+        if lease is not None and lease.wanted:
+            lease.take(transport.get_batch(lease.keys()))  # nothing else read yet: always current
+        yield transport, lease.fence if lease is not None else None
 
 
 def stream(

@@ -80,6 +80,7 @@ class Storage:
         readonly: bool = False,
         max_dirty_bytes: int = 64 * 1024 * 1024,
         max_staleness: float = 0.0,
+        salvage: bool = False,
     ) -> None:
         self.transport = transport
         self.layout = layout
@@ -89,6 +90,9 @@ class Storage:
         self.readonly = readonly
         self.max_dirty_bytes = max_dirty_bytes
         self.max_staleness = max_staleness
+        #: Opened by ``check --repair`` to mend the database: a FileMeta whose size its
+        #: chunks do not bear out is taken as it is instead of refused (see :meth:`open`).
+        self.salvage = salvage
         limits = transport.limits
         # Before any store call: one check of the name for both backends and the tools.
         check_database_name(main_name, layout, limits.max_key_bytes)
@@ -122,6 +126,11 @@ class Storage:
         lease keys are read with the rest and the lease is taken (one
         conditional write) before anything is recovered (see lease.py); every
         commit from then on carries its fence.
+
+        The one place that decides whether a database whose FileMeta claims
+        more than its chunks hold opens: it does not (:meth:`_check_size`),
+        except for :attr:`salvage`, the repair that rewrites that FileMeta from
+        the keys present and the SQLite header, never from the size claimed.
         """
         layout, name = self.layout, self.main_name
         names = [name, name + "-journal", name + "-wal"]
@@ -172,7 +181,8 @@ class Storage:
             main = self.file(name)
             main.prefetched(dict(zip(prefetch, chunks)))
         try:
-            self._check_size(main)
+            if not self.salvage:
+                self._check_size(main)
         except ConcurrentCommitError:
             if not self.readonly or retries_left == 0:
                 raise
