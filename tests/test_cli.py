@@ -327,6 +327,48 @@ def test_check_repair_says_what_it_will_do_first_and_keeps_every_chunk(tmp_path,
         assert capsys.readouterr().out.splitlines()[-1] == "300"
 
 
+def test_ls_check_repair_and_rm_of_a_file_meta_claiming_2_to_the_40(tmp_path, capsys):
+    """With a FileMeta claiming 2^40 bytes over 2 real pages, rm refused (exit 5)
+    with the open's CorruptError, ls showed the database as sound, and check
+    --repair failed with "cannot open the database" although the header and the
+    chunks agree (issue 20, items 4 and 8 together)."""
+    from sqlkv.layout import SeedLayout, encode_file_meta
+
+    meta_key = SeedLayout(9).meta_key("a.db")
+    url = f"lmdb://{tmp_path / 'st'}"
+
+    def claim_2_to_the_40() -> None:
+        with sqlkv.LmdbStore(tmp_path / "st") as store:
+            store.put(meta_key, encode_file_meta(2**40))
+
+    def run(*args: str) -> tuple[int, list[str]]:
+        status = main([*args, "--store", url])
+        return status, capsys.readouterr().out.splitlines()
+
+    assert main(["exec", "--store", url, "--create", "a.db", "CREATE TABLE t(x); INSERT INTO t VALUES (1), (2)"]) == 0
+    assert main(["exec", "--store", url, "b.db", "CREATE TABLE u(y)"]) == 0
+    claim_2_to_the_40()
+    capsys.readouterr()
+    assert run("exec", "a.db", "SELECT * FROM t")[0] == cli.EXIT_CORRUPT  # a normal open refuses it
+    status, out = run("ls")
+    assert status == cli.EXIT_OK and out[2] == "b.db,8192,2,", out
+    assert out[1].startswith("a.db,1099511627776,2,") and "chunk 268435455" in out[1] and "missing" in out[1]
+    status, out = run("check", "a.db")
+    assert status == cli.EXIT_CORRUPT and out[-1] == "a.db: NOT sound"
+    assert out[0].startswith("problem: FileMeta says 1099511627776 bytes, but chunk 268435455")
+    assert out[0].endswith("(--repair: the FileMeta rewritten to 8192 bytes)") and len(out) == 2, out
+    status, out = run("check", "a.db", "--repair")
+    assert status == cli.EXIT_OK and out[-1] == "a.db: sound", out
+    assert [line.split(":")[0] for line in out] == ["repairing", "repaired", "a.db"]
+    assert run("exec", "a.db", "SELECT * FROM t") == (cli.EXIT_OK, ["x", "1", "2"])
+    claim_2_to_the_40()
+    status, out = run("rm", "--yes", "a.db")
+    assert status == cli.EXIT_OK, out
+    assert run("ls") == (cli.EXIT_OK, ["name,bytes,chunks,lease / problem", "b.db,8192,2,"])
+    with sqlkv.LmdbStore(tmp_path / "st") as store:
+        assert [k for k in store.scan(b"") if b"a.db" in k] == []
+
+
 class TerminalReader:
     """Reads a pseudo-terminal's output up to a marker, keeping what came after it."""
 

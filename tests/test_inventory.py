@@ -267,3 +267,92 @@ def test_a_store_without_scan_gets_a_clear_error():
 
     with pytest.raises(sqlkv.StoreError, match="cannot list its keys"):
         sqlkv.list_databases(FiveCalls())
+
+
+HUGE = 2**40  # what a damaged FileMeta claims in the tests below (issue 20, item 8)
+
+
+def claim(store, size_or_value: int | bytes) -> None:
+    """Overwrite ``app.db``'s FileMeta: with one of ``size_or_value`` bytes, or with that value."""
+    value = encode_file_meta(size_or_value) if isinstance(size_or_value, int) else size_or_value
+    store.put_batch([(LAYOUT.meta_key("app.db"), value)])
+
+
+@pytest.mark.parametrize("meta", [HUGE, b"\x09\x09\x09"], ids=["claims 2^40 bytes", "unreadable"])
+def test_remove_takes_every_key_whatever_the_file_meta_says(any_store, meta):
+    """rm is the way out of a damaged database: with a FileMeta claiming 2^40 bytes
+    over 10 chunks (or one that cannot be read) it refused with the open's
+    CorruptError. It removes every key a scan finds, and nothing of another's."""
+    store, _ = any_store
+    fill(store, "keep.db", 20)
+    fill(store, "app.db", 40)
+    store.put_batch([(LAYOUT.ext_key("app.db", b"d", b"\x00\x00\x00\x07"), b"staged leftover")])
+    claim(store, meta)
+    with pytest.raises(sqlkv.CorruptError):  # a normal open still refuses it
+        sqlkv.connect(store, "app.db", readonly=True)
+    mine = [k for k in store.scan(b"") if b"app.db" in k and not k.startswith(LAYOUT.ext_key("app.db", b"l"))]
+    assert sqlkv.remove_database(store, "app.db") == len(mine)
+    assert not [k for k in store.scan(b"") if b"app.db" in k]
+    assert [d.name for d in sqlkv.list_databases(store)] == ["keep.db"]
+    with sqlkv.connect(store, "keep.db", readonly=True) as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(20,)]
+
+
+def test_ls_names_a_file_meta_its_chunks_do_not_bear_out_and_lists_the_others():
+    store = sqlkv.MemoryStore()
+    for name in ("a.db", "app.db", "b.db"):
+        fill(store, name, 10)
+    claim(store, HUGE)
+    found = {d.name: d for d in sqlkv.list_databases(store)}
+    assert sorted(found) == ["a.db", "app.db", "b.db"]
+    last = LAYOUT.chunk_key("app.db", HUGE // 4096 - 1)
+    assert found["app.db"].size == HUGE and found["app.db"].chunks == found["a.db"].chunks
+    assert found["app.db"].problem is not None and f"chunk {HUGE // 4096 - 1}" in found["app.db"].problem
+    assert last.hex() in found["app.db"].problem and "missing" in found["app.db"].problem
+    assert found["a.db"].problem is None and found["b.db"].problem is None
+
+
+def test_repair_rebuilds_a_file_meta_claiming_more_than_its_chunks_from_the_header():
+    """A FileMeta claiming 2^40 bytes over a database whose SQLite header and chunks
+    agree: check said only "cannot open the database", and repair failed on the
+    open's CorruptError. check names the problem and the repair; repair rewrites
+    the FileMeta, keeps every chunk, and a normal open works again."""
+    store = sqlkv.MemoryStore()
+    fill(store, "app.db", 40)
+    size = damage_file_meta(store, "half the size")  # the real size (then claim 2^40)
+    claim(store, HUGE)
+    chunks = {k: store.get(k) for k in store.scan(b"\x09\x01")}
+    report = sqlkv.check_database(store, "app.db")
+    (problem,) = report.problems
+    assert problem.repairable and problem.action == f"the FileMeta rewritten to {size} bytes"
+    assert f"FileMeta says {HUGE} bytes" in problem.message and f"chunk {HUGE // 4096 - 1}" in problem.message
+    repaired = sqlkv.check_database(store, "app.db", repair=True)
+    assert repaired.repaired == [problem.describe()] and repaired.sound, repaired.problems
+    assert {k: store.get(k) for k in store.scan(b"\x09\x01")} == chunks
+    with sqlkv.connect(store, "app.db", readonly=True) as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(40,)]
+
+
+@pytest.mark.parametrize("how", ["a chunk inside is gone", "no header", "the last chunk is short"])
+def test_repair_writes_nothing_for_a_file_meta_the_header_and_chunks_do_not_confirm(how):
+    store = sqlkv.MemoryStore()
+    fill(store, "app.db", 40)
+    size = damage_file_meta(store, "half the size")
+    claim(store, size if how == "the last chunk is short" else HUGE)
+    if how == "a chunk inside is gone":
+        store.delete_batch([LAYOUT.chunk_key("app.db", 3)])
+    elif how == "no header":
+        store.put_batch([(LAYOUT.chunk_key("app.db", 0), bytes(4096))])
+    else:
+        last = LAYOUT.chunk_key("app.db", size // 4096 - 1)
+        store.put_batch([(last, store.get(last)[:1000])])
+    before = {k: store.get(k) for k in store.scan(b"")}
+    report = sqlkv.check_database(store, "app.db")
+    (problem,) = report.problems
+    assert not problem.repairable and "nothing written" in problem.message, problem
+    why = {"a chunk inside is gone": "do not agree with it", "no header": "no SQLite header",
+           "the last chunk is short": "1000 bytes long"}[how]
+    assert why in problem.message
+    repaired = sqlkv.check_database(store, "app.db", repair=True)
+    assert repaired.repaired == [] and [p.message for p in repaired.problems] == [problem.message]
+    assert {k: store.get(k) for k in store.scan(b"")} == before

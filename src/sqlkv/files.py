@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from .kvfile import KvFile
-from .layout import check_file_name
+from .layout import Layout, check_database_name, check_file_name
 from .lease import Leaser, LeaseRequest, check_lease_options, release_and_close
 from .options import Options
 from .storage import Storage
@@ -29,48 +28,31 @@ Progress = Callable[[int, int], None]
 #: Bytes moved per read or write while streaming a file (a multiple of any chunk size up to 1 MiB).
 BLOCK_BYTES = 1024 * 1024
 
-#: The first bytes of every SQLite database file.
-SQLITE_MAGIC = b"SQLite format 3\x00"
-#: The length of a SQLite database header (SQLite's file format document, section 1.3).
-SQLITE_HEADER_BYTES = 100
-
-
-@dataclass(frozen=True)
-class SqliteHeader:
-    """What a SQLite database's header says of its size: ``page_size`` bytes per page and
-    ``page_count`` pages, or ``None`` when the header's count is not valid (its
-    version-valid-for field differs from the change counter, or it is zero: SQLite
-    then takes the size from the file itself)."""
-
-    page_size: int
-    page_count: int | None
-
-    @property
-    def size(self) -> int | None:
-        """The database's size in bytes by its header, or ``None`` when it does not say."""
-        return None if self.page_count is None else self.page_count * self.page_size
-
-
-def sqlite_header(head: bytes) -> SqliteHeader | None:
-    """The header at the start of ``head`` (the first bytes of a database file), or
-    ``None`` if it is not a SQLite database header: no magic, too short, or a page
-    size SQLite would not take (a power of two from 512 to 65536)."""
-    if len(head) < SQLITE_HEADER_BYTES or not head.startswith(SQLITE_MAGIC):
-        return None
-    page_size = int.from_bytes(head[16:18], "big")
-    page_size = 65536 if page_size == 1 else page_size
-    if page_size < 512 or page_size & (page_size - 1):
-        return None
-    count = int.from_bytes(head[28:32], "big")
-    valid = count > 0 and head[92:96] == head[24:28]
-    return SqliteHeader(page_size, count if valid else None)
-
-
 def make_options(options: dict[str, Any]) -> Options:
     """:class:`Options` from the keywords the maintenance functions pass on
     (``kv_prefix``, ``chunk_size``, ``layout``, ``cache_bytes``,
     ``max_dirty_bytes``, ``lease_seconds``); a bad one is a :class:`ConfigError`."""
     return Options(**options)
+
+
+@contextmanager
+def _writer_parts(
+    store: AnyKvStore, name: str, options: Options, readonly: bool, lock_timeout: float
+) -> Iterator[tuple[StoreClient, Layout, LeaseRequest | None]]:
+    """A client of ``store`` for database ``name``, its layout, and a writer's lease
+    request (``None`` for a reader, or with ``lease_seconds=None``); the lease, if
+    taken, is released and the client closed at the end of the block."""
+    check_file_name(name)
+    check_lease_options(options.lease_seconds, lock_timeout)
+    layout = options.make_layout(name)
+    transport = StoreClient(store)
+    lease = None
+    if not readonly and options.lease_seconds is not None:
+        lease = LeaseRequest(Leaser(transport), layout, name, options.lease_seconds, lock_timeout)
+    try:
+        yield transport, layout, lease
+    finally:
+        release_and_close(lease, transport)
 
 
 @contextmanager
@@ -81,29 +63,41 @@ def open_file(
     *,
     readonly: bool,
     lock_timeout: float = 0.0,
+    salvage: bool = False,
 ) -> Iterator[KvFile]:
     """The database ``name`` in ``store`` as a :class:`KvFile`, open for this block.
 
     A writer (``readonly=False``) holds the database's lease for the whole
     block (when the store can fence), so no other writer commits meanwhile;
-    it is released at the end.
+    it is released at the end. ``salvage``: see :class:`Storage` (for the
+    repair alone).
     """
-    check_file_name(name)
-    check_lease_options(options.lease_seconds, lock_timeout)
-    layout = options.make_layout(name)
-    transport = StoreClient(store)
-    lease = None
-    if not readonly and options.lease_seconds is not None:
-        lease = LeaseRequest(Leaser(transport), layout, name, options.lease_seconds, lock_timeout)
-    try:
+    with _writer_parts(store, name, options, readonly, lock_timeout) as (transport, layout, lease):
         storage = Storage(
             transport, layout, name, options.chunk_size, options.cache_bytes,
-            readonly=readonly, max_dirty_bytes=options.max_dirty_bytes,
+            readonly=readonly, max_dirty_bytes=options.max_dirty_bytes, salvage=salvage,
         )
         yield storage.open(lease)
         storage.close()
-    finally:
-        release_and_close(lease, transport)
+
+
+@contextmanager
+def writer_lease(
+    store: AnyKvStore, name: str, options: Options, lock_timeout: float = 0.0
+) -> Iterator[tuple[StoreClient, dict[bytes, bytes | None] | None]]:
+    """The writer's lease on database ``name``, held for this block, without opening
+    the database: a client of ``store`` and the fence every write must carry
+    (``None`` where the store cannot fence, or with ``lease_seconds=None``).
+
+    For removing a database, which works on the keys a scan finds and so must
+    not depend on its FileMeta (unreadable, or claiming more than is stored):
+    the one thing it needs of an open is that no other writer commits meanwhile.
+    """
+    with _writer_parts(store, name, options, False, lock_timeout) as (transport, layout, lease):
+        check_database_name(name, layout, transport.limits.max_key_bytes)
+        if lease is not None and lease.wanted:
+            lease.take(transport.get_batch(lease.keys()))  # nothing else read yet: always current
+        yield transport, lease.fence if lease is not None else None
 
 
 def stream(

@@ -20,12 +20,13 @@ from typing import Any
 
 from . import layout as layouts
 from .errors import CorruptError, Error, FencedError, NotFoundError, StoreError
-from .files import make_options, open_file, sqlite_header
+from .files import make_options, open_file, writer_lease
 from .kvfile import KvFile
 from .layout import Layout, check_file_name, chunk_count, decode_file_meta
 from .lease import _decode as decode_lease_value
 from .lease import lease_keys
 from .options import Options
+from .storage import sqlite_header
 from .store import AnyKvStore, StoreClient
 
 SIDECARS = ("-journal", "-wal")
@@ -87,41 +88,76 @@ def lease_info(store: AnyKvStore, name: str, **options: Any) -> LeaseInfo | None
 def list_databases(store: AnyKvStore, **options: Any) -> list[DatabaseInfo]:
     """The databases in ``store`` (layout ``seed``, the ``kv_prefix`` given), by name:
     size, chunks stored, and the writer's lease. A journal or WAL beside a
-    database is part of it, not listed apart. Needs the store's ``scan``."""
+    database is part of it, not listed apart. Needs the store's ``scan``.
+
+    A database that does not open is listed with its ``problem``, and the
+    listing goes on: a FileMeta that cannot be read, or one whose last chunk
+    (:func:`~sqlkv.layout.last_chunk`) is not among the keys stored (``check``
+    also reads that chunk, and finds one stored too short)."""
     opts = make_options(options)
     if opts.layout != "seed":
         raise Error("listing databases needs layout seed (layout rivet-v2 holds one database per key space)")
     prefix = bytes([opts.kv_prefix])
+    layout = layouts.SeedLayout(opts.kv_prefix)
     client = StoreClient(store)
     try:
         meta_keys = client.scan(prefix + b"\x00")
         names = [k[2:].decode("utf-8", "replace") for k in meta_keys]
         mains = [n for n in names if not any(n.endswith(s) and n[: -len(s)] in names for s in SIDECARS)]
-        chunks: dict[str, int] = {}
-        for key in client.scan(prefix + b"\x01"):
-            end = key.rfind(b"\x00", 0, len(key) - 4)
-            owner = key[2:end].decode("utf-8", "replace")
-            chunks[owner] = chunks.get(owner, 0) + 1
-        layout = layouts.SeedLayout(opts.kv_prefix)
         wanted = [layout.meta_key(n) for n in mains]
         for n in mains:
             wanted += lease_keys(layout, n)
         values = client.get_many(wanted)
+        sizes: dict[str, int] = {}
+        problems: dict[str, str] = {}
+        leases: dict[str, LeaseInfo | None] = {}
+        for i, name in enumerate(mains):
+            meta = values[i]
+            gen_key, expiry_key = lease_keys(layout, name)
+            gen, expiry = values[len(mains) + 2 * i : len(mains) + 2 * i + 2]
+            try:
+                sizes[name] = decode_file_meta(meta, opts.chunk_size, wanted[i]) if meta is not None else 0
+                leases[name] = _lease_info(gen_key, gen, expiry_key, expiry)
+            except CorruptError as exc:
+                problems[name] = str(exc)
+        # The key of each database's last chunk, to be found among those stored.
+        ends = {}
+        for name, size in sizes.items():
+            end = layouts.last_chunk(size, opts.chunk_size)
+            if end is not None:
+                ends[layout.chunk_key(name, end[0])] = name
+        chunks: dict[str, int] = {}
+        for key in client.scan(prefix + b"\x01"):
+            end_of_name = key.rfind(b"\x00", 0, len(key) - 4)
+            owner = key[2:end_of_name].decode("utf-8", "replace")
+            chunks[owner] = chunks.get(owner, 0) + 1
+            ends.pop(key, None)
     finally:
         client.close()
-    out = []
-    for i, name in enumerate(mains):
-        meta = values[i]
-        gen_key, expiry_key = lease_keys(layout, name)
-        gen, expiry = values[len(mains) + 2 * i : len(mains) + 2 * i + 2]
-        size, problem = None, None
-        try:
-            size = decode_file_meta(meta, opts.chunk_size, wanted[i]) if meta is not None else 0
-            lease = _lease_info(gen_key, gen, expiry_key, expiry)
-        except CorruptError as exc:
-            problem, lease = str(exc), None
-        out.append(DatabaseInfo(name, size, chunks.get(name, 0), lease, problem))
-    return out
+    for name in ends.values():  # their last chunk is not stored
+        problem = _bad_end(layout, name, sizes[name], opts.chunk_size, None)
+        if problem is not None and name not in problems:
+            problems[name] = problem
+    return [
+        DatabaseInfo(name, sizes.get(name), chunks.get(name, 0), leases.get(name), problems.get(name))
+        for name in mains
+    ]
+
+
+def _bad_end(layout: Layout, name: str, size: int, chunk_size: int, last: bytes | None) -> str | None:
+    """Why database ``name`` does not open when its FileMeta says ``size`` bytes and
+    its last chunk (:func:`~sqlkv.layout.last_chunk`) holds ``last`` (``None``:
+    missing): that chunk is missing or shorter than the size needs. ``None``
+    when it is there at its full length (the open's rule, see storage.py)."""
+    end = layouts.last_chunk(size, chunk_size)
+    if end is None or (last is not None and len(last) >= end[1]):
+        return None
+    index, want = end
+    found = "missing" if last is None else f"{len(last)} bytes long, not {want}"
+    return (
+        f"FileMeta says {size} bytes, but chunk {index} (key {layout.chunk_key(name, index).hex()}), "
+        f"the last that size needs, is {found}: the database does not open"
+    )
 
 
 @dataclass
@@ -165,10 +201,10 @@ def database_keys(client: StoreClient, layout: Layout, name: str) -> DatabaseKey
     return found
 
 
-def _delete(main: KvFile, keys: list[bytes]) -> None:
+def _delete(transport: StoreClient, fence: dict[bytes, bytes | None] | None, keys: list[bytes]) -> None:
     """Delete ``keys`` in as few calls as the store allows, each conditional on the
-    lease of the writer that opened ``main`` (if it holds one)."""
-    if not main.transport.write((), keys, main.committer.fence):
+    writer's lease ``fence`` (``None``: no lease held)."""
+    if not transport.write((), keys, fence):
         raise FencedError("this writer lost its lease while deleting; nothing more was deleted")
 
 
@@ -178,19 +214,24 @@ def remove_database(store: AnyKvStore, name: str, *, lock_timeout: float = 0.0, 
     with chunk 0 (the SQLite header a repair could rebuild it from), in one
     write, so the database is gone at once even if the rest is interrupted
     (``check`` then finds, and ``remove`` again removes, what is left).
-    A database with no keys at all is a :class:`NotFoundError`. Needs ``scan``."""
+
+    It never opens the database: it removes the keys a scan finds, whatever the
+    FileMeta says (unreadable, or claiming more than is stored), so it is the
+    way out of a database that no longer opens. Memory goes with the keys
+    stored, never with a size claimed. A database with no keys at all is a
+    :class:`NotFoundError`. Needs ``scan``."""
     opts = make_options(options)
     layout = opts.make_layout(check_file_name(name))
-    with open_file(store, name, opts, readonly=False, lock_timeout=lock_timeout) as main:
-        found = database_keys(main.transport, layout, name)
+    with writer_lease(store, name, opts, lock_timeout) as (transport, fence):
+        found = database_keys(transport, layout, name)
         # The lease's keys go with the lease, at its release.
         keys = [k for k in found.all() if k not in found.lease]
         if not keys:
             raise NotFoundError(f"database {name!r} does not exist in the store")
         first = [found.meta[name]] if name in found.meta else []
         first += [found.chunks[name][0]] if 0 in found.chunks.get(name, {}) else []
-        _delete(main, first)
-        _delete(main, [k for k in keys if k not in first])
+        _delete(transport, fence, first)
+        _delete(transport, fence, [k for k in keys if k not in first])
     return len(keys)
 
 
@@ -236,6 +277,7 @@ class _Audit:
     found: DatabaseKeys
     delete: dict[str, list[bytes]] = field(default_factory=dict)  # by kind of repair
     meta_size: int | None = None
+    opens: bool = True  # False: its FileMeta keeps the database from opening
 
 
 def _header_size(client: StoreClient, layout: Layout, name: str, chunks: dict[int, bytes]) -> int | None:
@@ -261,8 +303,9 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
     A repair removes only what provably belongs to nothing, and writes a FileMeta
     only where the SQLite header in chunk 0 and the chunks present agree on the
     size (its page count times its page size is exactly the chunks present):
-    a missing FileMeta, or one that ends the file before the header does, which
-    SQLite calls malformed. Chunks past the end of a FileMeta count as belonging
+    a missing FileMeta, one that ends the file before the header does, which
+    SQLite calls malformed, or one that claims more than is stored (its last
+    chunk missing or short), which no open accepts. Chunks past the end of a FileMeta count as belonging
     to nothing only when the header confirms the FileMeta (ends there or before).
     """
     layout = opts.make_layout(name)
@@ -311,6 +354,7 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
             size = decode_file_meta(meta_values[0], cs, found.meta[name])
         except CorruptError as exc:
             report.problems.append(Problem(f"bad FileMeta: {exc}", False))
+            audit.opens = False
             return audit
     header_size = _header_size(client, layout, name, chunks) if chunks else None
     agree = header_size is not None and _chunks_agree(chunks, header_size, cs)
@@ -329,6 +373,31 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
                 f"{len(chunks)} chunk(s) of no file: no FileMeta, and no SQLite header the chunks agree "
                 "with to rebuild it from; not removed (sqlkv rm removes every key of the database)", False,
             ))
+        return audit
+    end = layouts.last_chunk(size, cs)
+    last = client.get(chunks[end[0]]) if end is not None and end[0] in chunks else None
+    bad_end = _bad_end(layout, name, size, cs, last)
+    if bad_end is not None:
+        audit.opens = False
+        if agree and header_size != size:
+            report.problems.append(Problem(
+                f"{bad_end}; its SQLite header and the {len(chunks)} chunk(s) present say {header_size}",
+                True, f"the FileMeta rewritten to {header_size} bytes", _FILE_META,
+            ))
+            audit.meta_size = header_size
+            return audit
+        if header_size is None:
+            why = "no SQLite header in chunk 0 says where the file ends"
+        elif not agree:
+            why = (
+                f"its SQLite header says {header_size} bytes, and the {len(chunks)} chunk(s) "
+                "present do not agree with it"
+            )
+        else:
+            why = "its SQLite header and the chunks present say the same: the last chunk itself is damaged"
+        report.problems.append(Problem(
+            f"{bad_end}; {why}; nothing written (sqlkv rm removes every key of the database)", False
+        ))
         return audit
     count = chunk_count(size, cs)
     past = sorted(i for i in chunks if i >= count)
@@ -398,8 +467,10 @@ def check_database(
     writer's lease: an interrupted commit is finished or discarded (as any
     writer's open does), a journal left beside it rolled back, staging leftovers
     and chunks that provably belong to nothing deleted, a stale lease taken and
-    released, and a FileMeta that is missing or ends the file early rewritten from
-    the SQLite header where the chunks present agree with it (see :func:`_audit`).
+    released, and a FileMeta that is missing, ends the file early or claims more
+    than is stored rewritten from the SQLite header where the chunks present agree
+    with it (see :func:`_audit`; the repair's open takes such a FileMeta as it is,
+    which every other open refuses).
     ``on_plan`` is called first with what it will do, one line each, before any of
     it is done. What it did is in ``repaired``; the report's problems are those of
     the audit after it. An unreadable FileMeta, bad pages, and chunks no evidence
@@ -418,17 +489,18 @@ def check_database(
         if on_plan is not None:
             on_plan([p.describe() for p in planned])
         kinds = {p.kind for p in planned}
-        with open_file(store, name, opts, readonly=False, lock_timeout=lock_timeout) as main:
+        with open_file(store, name, opts, readonly=False, lock_timeout=lock_timeout, salvage=True) as main:
             # Under the lease, after the open dealt with an interrupted commit or a
             # journal: do what the audit of this state finds, of what was announced.
             now = _audit(main.transport, opts, name, CheckReport(name))
-            _delete(main, [k for kind, keys in now.delete.items() if kind in kinds for k in keys])
+            doomed = [k for kind, keys in now.delete.items() if kind in kinds for k in keys]
+            _delete(main.transport, main.committer.fence, doomed)
             if now.meta_size is not None and _FILE_META in kinds:
                 _write_file_meta(main, now.meta_size)
         report = CheckReport(name, repaired=[p.describe() for p in planned])
         with _client(store) as client:
             audit = _audit(client, opts, name, report)
-    if name in audit.found.meta and not any(p.message.startswith("bad FileMeta") for p in report.problems):
+    if name in audit.found.meta and audit.opens:
         _integrity(store, name, opts, report)
     return report
 

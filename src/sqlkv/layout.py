@@ -58,6 +58,17 @@ def chunk_count(size: int, chunk_size: int) -> int:
     return -(-size // chunk_size)
 
 
+def last_chunk(size: int, chunk_size: int) -> tuple[int, int] | None:
+    """The index of the last chunk of a file of ``size`` bytes and how many of
+    its bytes lie inside the file, the length sqlkv stores it at (``None``: an
+    empty file has no chunk). A database whose last chunk is not there at that
+    length does not open (storage.py); ``check`` and ``ls`` name it."""
+    if size <= 0:
+        return None
+    index = (size - 1) // chunk_size
+    return index, size - index * chunk_size
+
+
 def chunk_spans(offset: int, length: int, chunk_size: int) -> Iterator[tuple[int, int, int]]:
     """The chunks that bytes ``[offset, offset + length)`` of a file touch, in order:
     ``(index, lo, hi)`` per chunk, ``lo:hi`` being the touched slice within the chunk.

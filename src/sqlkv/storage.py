@@ -11,6 +11,8 @@ that lease's fence from then on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from . import journal as hot_journal
 from .commit import Committer, recovery_keys
 from .errors import ConcurrentCommitError, ConfigError, Error, StoreLimitError
@@ -25,30 +27,44 @@ from .versions import VersionLog, VersionPin, version_key
 OPEN_PREFETCH_BYTES = 16 * 1024
 #: The most chunks one read-ahead fetch asks for.
 MAX_READ_AHEAD_CHUNKS = 256
-#: The first bytes of every SQLite database file.
-SQLITE_MAGIC = b"SQLite format 3\x00"
-#: The length of SQLite's database header, at the start of page 1.
-SQLITE_HEADER_BYTES = 100
 #: How often a read-only open reads again when writers keep finishing staged
 #: commits under it, before it gives up with ConcurrentCommitError.
 OPEN_RETRIES = 3
+#: The first bytes of every SQLite database file.
+SQLITE_MAGIC = b"SQLite format 3\x00"
+#: The length of a SQLite database header (SQLite's file format document, section 1.3).
+SQLITE_HEADER_BYTES = 100
 
 
-def sqlite_header_size(first: bytes) -> int | None:
-    """The database size (page count times page size) that SQLite's header at the
-    start of ``first`` records, or ``None`` where it records none SQLite would
-    trust: no SQLite header, an invalid page size, a page count of 0, or a
-    change counter (bytes 24..27) that differs from the version-valid-for
-    number (bytes 92..95), as a file last written by SQLite before 3.7.0 may have."""
-    if len(first) < SQLITE_HEADER_BYTES or not first.startswith(SQLITE_MAGIC):
+@dataclass(frozen=True)
+class SqliteHeader:
+    """What a SQLite database's header says of its size: ``page_size`` bytes per page and
+    ``page_count`` pages, or ``None`` when the header's count is not valid (its
+    version-valid-for field differs from the change counter, or it is zero: SQLite
+    then takes the size from the file itself)."""
+
+    page_size: int
+    page_count: int | None
+
+    @property
+    def size(self) -> int | None:
+        """The database's size in bytes by its header, or ``None`` when it does not say."""
+        return None if self.page_count is None else self.page_count * self.page_size
+
+
+def sqlite_header(head: bytes) -> SqliteHeader | None:
+    """The header at the start of ``head`` (the first bytes of a database file), or
+    ``None`` if it is not a SQLite database header: no magic, too short, or a page
+    size SQLite would not take (a power of two from 512 to 65536)."""
+    if len(head) < SQLITE_HEADER_BYTES or not head.startswith(SQLITE_MAGIC):
         return None
-    page_size = int.from_bytes(first[16:18], "big")
-    if page_size == 1:
-        page_size = 65536
-    pages = int.from_bytes(first[28:32], "big")
-    if page_size < 512 or page_size & (page_size - 1) or not pages or first[24:28] != first[92:96]:
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    if page_size < 512 or page_size & (page_size - 1):
         return None
-    return pages * page_size
+    count = int.from_bytes(head[28:32], "big")
+    valid = count > 0 and head[92:96] == head[24:28]
+    return SqliteHeader(page_size, count if valid else None)
 
 
 class Storage:
@@ -64,6 +80,7 @@ class Storage:
         readonly: bool = False,
         max_dirty_bytes: int = 64 * 1024 * 1024,
         max_staleness: float = 0.0,
+        salvage: bool = False,
     ) -> None:
         self.transport = transport
         self.layout = layout
@@ -73,6 +90,9 @@ class Storage:
         self.readonly = readonly
         self.max_dirty_bytes = max_dirty_bytes
         self.max_staleness = max_staleness
+        #: Opened by ``check --repair`` to mend the database: a FileMeta whose size its
+        #: chunks do not bear out is taken as it is instead of refused (see :meth:`open`).
+        self.salvage = salvage
         limits = transport.limits
         # Before any store call: one check of the name for both backends and the tools.
         check_database_name(main_name, layout, limits.max_key_bytes)
@@ -106,6 +126,11 @@ class Storage:
         lease keys are read with the rest and the lease is taken (one
         conditional write) before anything is recovered (see lease.py); every
         commit from then on carries its fence.
+
+        The one place that decides whether a database whose FileMeta claims
+        more than its chunks hold opens: it does not (:meth:`_check_size`),
+        except for :attr:`salvage`, the repair that rewrites that FileMeta from
+        the keys present and the SQLite header, never from the size claimed.
         """
         layout, name = self.layout, self.main_name
         names = [name, name + "-journal", name + "-wal"]
@@ -156,7 +181,8 @@ class Storage:
             main = self.file(name)
             main.prefetched(dict(zip(prefetch, chunks)))
         try:
-            self._check_size(main)
+            if not self.salvage:
+                self._check_size(main)
         except ConcurrentCommitError:
             if not self.readonly or retries_left == 0:
                 raise
@@ -190,7 +216,8 @@ class Storage:
         if chunk_count(size, self.chunk_size) - 1 in main.cache:
             return
         first = main.cache.get(0)
-        if first is not None and sqlite_header_size(first) == size:
+        header = sqlite_header(first) if first is not None else None
+        if header is not None and header.size == size:
             return
         main.check_end()
 

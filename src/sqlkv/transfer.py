@@ -38,17 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError, Error, ExistsError, NotFoundError
-from .files import (
-    SQLITE_HEADER_BYTES,
-    SQLITE_MAGIC,
-    Progress,
-    make_options,
-    open_file,
-    sqlite_header,
-    stream,
-    write_whole,
-)
+from .files import Progress, make_options, open_file, stream, write_whole
 from .kvfile import KvFile
+from .storage import SQLITE_HEADER_BYTES, SQLITE_MAGIC, sqlite_header
 from .store import AnyKvStore
 
 #: Header bytes 18 and 19: file format write and read versions, 2 in WAL mode.
