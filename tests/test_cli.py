@@ -369,6 +369,47 @@ def test_ls_check_repair_and_rm_of_a_file_meta_claiming_2_to_the_40(tmp_path, ca
         assert [k for k in store.scan(b"") if b"a.db" in k] == []
 
 
+def test_check_repair_and_rm_replace_an_unreadable_lease(tmp_path, capsys):
+    """Garbage under a database's lease key stopped check --repair and rm --yes
+    (exit 5, the open's CorruptError) although check offered "unreadable lease:
+    replaced and released". A normal open still refuses it, in one line naming
+    the key and the repair."""
+    from sqlkv.layout import EXT_LEASE, SeedLayout
+
+    lease_key = SeedLayout(9).ext_key("a.db", EXT_LEASE)
+    url = f"lmdb://{tmp_path / 'st'}"
+
+    def garble() -> None:
+        with sqlkv.LmdbStore(tmp_path / "st") as store:
+            store.put(lease_key, b"garbage!")
+
+    def run(*args: str) -> tuple[int, list[str]]:
+        status = main([*args, "--store", url])
+        return status, capsys.readouterr().out.splitlines()
+
+    assert main(["exec", "--store", url, "--create", "a.db", "CREATE TABLE t(x); INSERT INTO t VALUES (1)"]) == 0
+    assert main(["exec", "--store", url, "b.db", "CREATE TABLE u(y)"]) == 0
+    garble()
+    refused = run_cli("exec", "--store", url, "a.db", "SELECT * FROM t")
+    assert refused.returncode == cli.EXIT_CORRUPT
+    error = one_line_error(refused)
+    assert lease_key.hex() in error and "check --repair" in error, error
+    capsys.readouterr()
+    status, out = run("check", "a.db")
+    assert status == cli.EXIT_CORRUPT and out[-1] == "a.db: NOT sound"
+    assert out[0].startswith(f"problem: unreadable lease: lease value at key {lease_key.hex()}")
+    assert out[0].endswith("(--repair: replaced and released)") and len(out) == 2, out
+    status, out = run("check", "a.db", "--repair")
+    assert status == cli.EXIT_OK and out[-1] == "a.db: sound", out
+    assert [line.split(":")[0] for line in out] == ["repairing", "repaired", "a.db"]
+    assert run("exec", "a.db", "SELECT * FROM t") == (cli.EXIT_OK, ["x", "1"])
+    garble()
+    assert run("rm", "--yes", "a.db")[0] == cli.EXIT_OK
+    assert run("ls") == (cli.EXIT_OK, ["name,bytes,chunks,lease / problem", "b.db,8192,2,"])
+    with sqlkv.LmdbStore(tmp_path / "st") as store:
+        assert [k for k in store.scan(b"") if b"a.db" in k] == []
+
+
 class TerminalReader:
     """Reads a pseudo-terminal's output up to a marker, keeping what came after it."""
 

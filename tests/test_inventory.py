@@ -4,6 +4,7 @@ over MemoryStore, LMDB, and a Redis of the test's own (standalone and cluster)."
 from __future__ import annotations
 
 import struct
+import time
 
 import pytest
 from helpers import CountingStore, is_version_key, unique_namespace
@@ -11,6 +12,7 @@ from helpers import CountingStore, is_version_key, unique_namespace
 import sqlkv
 from sqlkv.commit import encode_piece
 from sqlkv.layout import SeedLayout, encode_file_meta
+from sqlkv.wrapper import StoreWrapper
 
 STORE_KINDS = ["memory", "lmdb", "redis", "redis-cluster"]
 LAYOUT = SeedLayout(9)
@@ -356,3 +358,71 @@ def test_repair_writes_nothing_for_a_file_meta_the_header_and_chunks_do_not_conf
     repaired = sqlkv.check_database(store, "app.db", repair=True)
     assert repaired.repaired == [] and [p.message for p in repaired.problems] == [problem.message]
     assert {k: store.get(k) for k in store.scan(b"")} == before
+
+
+GEN_KEY, EXPIRY_KEY = LAYOUT.ext_key("app.db", b"l"), LAYOUT.ext_key("app.db", b"l", b"e")
+GARBAGE = b"garbage!"  # no lease value: those are 24 bytes
+
+
+@pytest.mark.parametrize("garbled", [[GEN_KEY], [EXPIRY_KEY], [GEN_KEY, EXPIRY_KEY]],
+                         ids=["generation", "expiry", "both"])
+def test_check_repair_and_remove_replace_an_unreadable_lease(any_store, garbled):
+    """Garbled bytes under the lease keys stopped check --repair and remove with the
+    open's CorruptError, although check offered "replaced and released". A normal
+    open still refuses them, naming the key and the repair."""
+    store, _ = any_store
+    fill(store, "keep.db", 5)
+    fill(store, "app.db", 40)
+    store.put_batch([(key, GARBAGE) for key in garbled])
+    with pytest.raises(sqlkv.CorruptError, match=f"{garbled[0].hex()}.*check --repair"):
+        sqlkv.connect(store, "app.db")
+    assert [store.get(key) for key in garbled] == [GARBAGE] * len(garbled), "the refused open wrote nothing"
+    report = sqlkv.check_database(store, "app.db")
+    assert [p.describe() for p in report.problems if p.repairable] == [
+        p.describe() for p in report.problems
+    ] and "unreadable lease" in report.problems[0].message
+    repaired = sqlkv.check_database(store, "app.db", repair=True)
+    assert repaired.sound, repaired.problems
+    assert repaired.repaired == [p.describe() for p in report.problems]
+    assert store.get(GEN_KEY) is None and store.get(EXPIRY_KEY) is None, "replaced and released"
+    with sqlkv.connect(store, "app.db") as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(40,)]
+    store.put_batch([(key, GARBAGE) for key in garbled])
+    mine = [k for k in store.scan(b"") if b"app.db" in k and k not in garbled]
+    assert sqlkv.remove_database(store, "app.db") == len(mine)
+    assert not [k for k in store.scan(b"") if b"app.db" in k]
+    with sqlkv.connect(store, "keep.db", readonly=True) as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(5,)]
+
+
+class LeaseRacer(StoreWrapper):
+    """A MemoryStore where another writer takes the lease (a valid, live one)
+    between a tool's read of the garbled lease and its write replacing it."""
+
+    def __init__(self) -> None:
+        super().__init__(sqlkv.MemoryStore(), write_batch=True, scan=True)
+        self.live = [(GEN_KEY, struct.pack(">Q16s", 3, b"w" * 16)),
+                     (EXPIRY_KEY, struct.pack(">Q16s", int(time.time() * 1000) + 600_000, b"w" * 16))]
+        self.raced = 0
+
+    def _call(self, kind, *args):
+        if kind == "write_batch" and GARBAGE in (args[2] or {}).values() and not self.raced:
+            self.raced += 1
+            self.inner.put_batch(self.live)
+        return super()._call(kind, *args)
+
+
+@pytest.mark.parametrize("tool", ["repair", "remove"])
+def test_replacing_an_unreadable_lease_never_overwrites_a_live_one_written_meanwhile(tool):
+    store = LeaseRacer()
+    fill(store, "app.db", 10)
+    store.put(GEN_KEY, GARBAGE)
+    with pytest.raises(sqlkv.LockedError, match="open for writing elsewhere"):
+        if tool == "repair":
+            sqlkv.check_database(store, "app.db", repair=True)
+        else:
+            sqlkv.remove_database(store, "app.db")
+    assert store.raced == 1
+    assert [(k, store.get(k)) for k in (GEN_KEY, EXPIRY_KEY)] == store.live
+    with sqlkv.connect(store, "app.db", readonly=True) as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(10,)]

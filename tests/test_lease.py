@@ -308,9 +308,33 @@ def test_bad_lease_options_are_refused(options):
 def test_a_corrupt_lease_value_is_named():
     store = sqlkv.MemoryStore()
     store.put(GEN_KEY, b"junk")
-    with pytest.raises(sqlkv.CorruptError, match=GEN_KEY.hex()):
+    with pytest.raises(sqlkv.CorruptError, match=f"{GEN_KEY.hex()}.*check --repair"):
         sqlkv.connect(store, "app.db")
     assert store.get(EXPIRY_KEY) is None
+
+
+@pytest.mark.parametrize("gen, expiry, taken", [
+    (b"junk", None, 1),  # no generation to go on from
+    (lease_value(7), b"junk", 8),  # the generation read goes on; the expiry tells nothing
+    (b"junk", lease_value(2**62), 1),  # an unreadable generation is no holder, whatever the expiry
+], ids=["generation", "expiry", "generation, expiry far ahead"])
+def test_only_a_take_asked_to_replaces_an_unreadable_lease(gen, expiry, taken):
+    """A take with ``replace_unreadable`` (check --repair, rm) takes over a lease
+    value it cannot read, as it would an expired one, and says that what it read
+    beside it is not current (its holder may have committed until now); any other
+    take refuses it and writes nothing."""
+    store = sqlkv.MemoryStore()
+    store.put_batch([(k, v) for k, v in ((GEN_KEY, gen), (EXPIRY_KEY, expiry)) if v is not None])
+    before = dict(store._data)
+    leaser = Leaser(StoreClient(store))
+    with pytest.raises(sqlkv.CorruptError, match="check --repair"):
+        leaser.take(LAYOUT, "app.db", LONG_LEASE, [gen, expiry])
+    assert store._data == before
+    lease, current = leaser.take(LAYOUT, "app.db", LONG_LEASE, [gen, expiry], replace_unreadable=True)
+    assert (lease.generation, current) == (taken, False)
+    assert store.get(GEN_KEY) == lease.fence[GEN_KEY]
+    leaser.release(lease)
+    assert store.get(GEN_KEY) is None and store.get(EXPIRY_KEY) is None
 
 
 async def test_async_api_takes_and_releases_the_lease(backend):

@@ -37,18 +37,26 @@ def make_options(options: dict[str, Any]) -> Options:
 
 @contextmanager
 def _writer_parts(
-    store: AnyKvStore, name: str, options: Options, readonly: bool, lock_timeout: float
+    store: AnyKvStore,
+    name: str,
+    options: Options,
+    readonly: bool,
+    lock_timeout: float,
+    replace_unreadable: bool = False,
 ) -> Iterator[tuple[StoreClient, Layout, LeaseRequest | None]]:
     """A client of ``store`` for database ``name``, its layout, and a writer's lease
     request (``None`` for a reader, or with ``lease_seconds=None``); the lease, if
-    taken, is released and the client closed at the end of the block."""
+    taken, is released and the client closed at the end of the block.
+    ``replace_unreadable``: see :class:`LeaseRequest`."""
     check_file_name(name)
     check_lease_options(options.lease_seconds, lock_timeout)
     layout = options.make_layout(name)
     transport = StoreClient(store)
     lease = None
     if not readonly and options.lease_seconds is not None:
-        lease = LeaseRequest(Leaser(transport), layout, name, options.lease_seconds, lock_timeout)
+        lease = LeaseRequest(
+            Leaser(transport), layout, name, options.lease_seconds, lock_timeout, replace_unreadable
+        )
     try:
         yield transport, layout, lease
     finally:
@@ -70,9 +78,10 @@ def open_file(
     A writer (``readonly=False``) holds the database's lease for the whole
     block (when the store can fence), so no other writer commits meanwhile;
     it is released at the end. ``salvage``: see :class:`Storage` (for the
-    repair alone).
+    repair alone); it also takes over a lease whose value cannot be read,
+    which every other open refuses (see lease.py).
     """
-    with _writer_parts(store, name, options, readonly, lock_timeout) as (transport, layout, lease):
+    with _writer_parts(store, name, options, readonly, lock_timeout, salvage) as (transport, layout, lease):
         storage = Storage(
             transport, layout, name, options.chunk_size, options.cache_bytes,
             readonly=readonly, max_dirty_bytes=options.max_dirty_bytes, salvage=salvage,
@@ -92,8 +101,9 @@ def writer_lease(
     For removing a database, which works on the keys a scan finds and so must
     not depend on its FileMeta (unreadable, or claiming more than is stored):
     the one thing it needs of an open is that no other writer commits meanwhile.
+    So a lease whose value cannot be read is taken over too (see lease.py).
     """
-    with _writer_parts(store, name, options, False, lock_timeout) as (transport, layout, lease):
+    with _writer_parts(store, name, options, False, lock_timeout, True) as (transport, layout, lease):
         check_database_name(name, layout, transport.limits.max_key_bytes)
         if lease is not None and lease.wanted:
             lease.take(transport.get_batch(lease.keys()))  # nothing else read yet: always current

@@ -26,6 +26,16 @@ ours. Releasing (at close, or when the open fails): delete
 both keys, same expectation; the next writer starts again at generation 1,
 with a token of its own, so a writer fenced before never matches again.
 
+Unreadable values: a lease key whose value is not a lease value (garbled
+bytes) names no holder and no expiry, so no open can tell whether a writer
+holds it, and a normal open refuses it (:class:`CorruptError` naming the key).
+Only a tool asked for it explicitly (``check --repair``, ``rm``; a
+:class:`LeaseRequest` with ``replace_unreadable``) takes such a lease over,
+with the same conditional write as an expired one: it expects the very bytes
+it read, so a valid lease written meanwhile is never overwritten. Should a
+live writer's expiry be what was garbled, that writer is fenced as usual
+(:class:`FencedError` at its next commit): nothing it wrote is lost.
+
 Unknown outcomes: a lease write whose reply is lost may have landed. A take
 that fails that way deletes what it sent at once (expecting exactly those
 values, so it never touches another writer's lease); when that fails too, or
@@ -124,6 +134,24 @@ def _decode(value: bytes, key: bytes) -> tuple[int, bytes]:
     return _VALUE.unpack(value)
 
 
+def _read(value: bytes | None, key: bytes, name: str, replace_unreadable: bool) -> tuple[int, bytes] | None:
+    """The number and token of the lease value ``value`` at ``key`` (``(0, b"")``:
+    absent), or ``None`` when it is unreadable and ``replace_unreadable`` allows
+    taking it over; otherwise an unreadable value is a :class:`CorruptError`
+    saying how to repair it."""
+    if value is None:
+        return 0, b""
+    try:
+        return _decode(value, key)
+    except CorruptError as exc:
+        if replace_unreadable:
+            return None
+        raise CorruptError(
+            f"database {name!r} has an unreadable lease: {exc}; `sqlkv check --repair` "
+            "(check_database(..., repair=True)) replaces it"
+        ) from exc
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -201,12 +229,15 @@ class Leaser:
         seconds: float,
         values: list[bytes | None],
         wait: float = 0.0,
+        replace_unreadable: bool = False,
     ) -> tuple[Lease, bool]:
         """Take the lease of database ``name``, given the values of :func:`lease_keys` just read.
 
         Returns the lease and whether what was read beside those values is
         still current. Raises :class:`LockedError` if another writer still
-        holds the lease after ``wait`` seconds.
+        holds the lease after ``wait`` seconds, and :class:`CorruptError` if
+        a lease value is unreadable, unless ``replace_unreadable`` (see the
+        module docstring).
         """
         gen_key, expiry_key = lease_keys(layout, name)
         token = os.urandom(16)
@@ -216,9 +247,14 @@ class Leaser:
         for _ in range(MAX_TAKE_RACES):
             if not first:
                 gen_value, expiry_value = self.transport.get_batch([gen_key, expiry_key])
-            generation, holder = _decode(gen_value, gen_key) if gen_value is not None else (0, b"")
+            held = _read(gen_value, gen_key, name, replace_unreadable)
+            ends = _read(expiry_value, expiry_key, name, replace_unreadable)
+            unreadable = held is None or ends is None
+            generation, holder = held if held is not None else (0, b"")
             now = _now_ms()
-            expiry = _decode(expiry_value, expiry_key)[0] if expiry_value is not None else 0
+            # Unreadable: over. Nothing says when it ends, and a generation
+            # nobody can read fences every writer anyway.
+            expiry = ends[0] if ends is not None and not unreadable else 0
             if expiry <= now or _is_orphan(holder):
                 puts = [
                     (gen_key, _encode(generation + 1, token)),
@@ -228,9 +264,9 @@ class Leaser:
                     _adopt(holder)
                     lease = Lease(name, gen_key, expiry_key, generation + 1, token, seconds)
                     self._hold(lease)
-                    # An expired or orphaned lease's holder may have committed
-                    # until now: only an absent one vouches for what was read.
-                    return lease, first and expiry_value is None
+                    # An expired, orphaned or unreadable lease's holder may have
+                    # committed until now: only an absent one vouches for what was read.
+                    return lease, first and expiry_value is None and not unreadable
                 first = False
                 continue  # another writer wrote first: look again
             left = deadline - time.monotonic()
@@ -332,15 +368,26 @@ class LeaseRequest:
     :meth:`Storage.open` reads :meth:`keys` in its first batch and hands the
     values to :meth:`take` (only while no lease is held: a database reopened
     after a store failure keeps its lease). ``wait`` is how long to wait for
-    another writer's lease to end.
+    another writer's lease to end. ``replace_unreadable``: take over a lease
+    whose value cannot be read, instead of refusing it (for the tools that
+    were asked to: repair, remove).
     """
 
-    def __init__(self, leaser: Leaser, layout: Layout, name: str, seconds: float, wait: float = 0.0) -> None:
+    def __init__(
+        self,
+        leaser: Leaser,
+        layout: Layout,
+        name: str,
+        seconds: float,
+        wait: float = 0.0,
+        replace_unreadable: bool = False,
+    ) -> None:
         self.leaser = leaser
         self.layout = layout
         self.name = name
         self.seconds = seconds
         self.wait = wait
+        self.replace_unreadable = replace_unreadable
         #: The lease, once taken.
         self.lease: Lease | None = None
 
@@ -363,7 +410,9 @@ class LeaseRequest:
     def take(self, values: list[bytes | None]) -> bool:
         """Take the lease, given the values of :meth:`keys` just read; return
         whether what was read beside them is still current (see :meth:`Leaser.take`)."""
-        self.lease, current = self.leaser.take(self.layout, self.name, self.seconds, values, self.wait)
+        self.lease, current = self.leaser.take(
+            self.layout, self.name, self.seconds, values, self.wait, self.replace_unreadable
+        )
         return current
 
     def release(self) -> None:
