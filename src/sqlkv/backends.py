@@ -96,7 +96,7 @@ def open_engine(
     check_lease_options(options.lease_seconds, lock_timeout)
     check_max_staleness(max_staleness)
     backend = resolve_backend(options.backend)
-    client = StoreClient(store, loop=loop)
+    client = StoreClient(store, loop=loop, timeout=options.store_timeout)
     lease = None
     if not readonly and options.lease_seconds is not None:
         lease = LeaseRequest(

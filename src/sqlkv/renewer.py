@@ -115,16 +115,31 @@ class Renewer:
             self._wake.set()  # a shorter lease needs an earlier round
 
     def remove(self, lease: Lease) -> None:
-        """Stop renewing ``lease`` (waiting for a round in flight); the last one ends the thread."""
-        with self._round, _renewers_lock:
-            self._forget(lease)
-            if self._leases:
-                return
-            if _renewers.get(self._key) is self:
-                del _renewers[self._key]
+        """Stop renewing ``lease`` (waiting for a round in flight); the last one ends the thread.
+
+        The wait for a round, and for the thread, is bounded by the store's
+        timeout (``store_timeout``): a round stuck on a store that does not
+        answer must not hold up a close. A renewal that lands after that finds
+        the lease released (it is conditional on the generation, which the
+        release deleted), and a lease forgotten here is never reported lost.
+        """
+        with _renewers_lock:
+            transport = self._transports.get(id(lease))
+        wait = None if transport is None else transport.timeout
+        in_round = self._round.acquire(timeout=-1 if wait is None else wait)
+        try:
+            with _renewers_lock:
+                self._forget(lease)
+                if self._leases:
+                    return
+                if _renewers.get(self._key) is self:
+                    del _renewers[self._key]
+        finally:
+            if in_round:
+                self._round.release()
         self._wake.set()
         if self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=30 if wait is None else wait)
 
     def _forget(self, lease: Lease) -> OnLost | None:
         """(Under the registry's lock.) Drop ``lease``; its ``on_lost``, if it was here."""

@@ -278,7 +278,7 @@ class AsyncTransaction:
         db._check_usable()
         await db._take_turn(self)
         try:
-            await db._worker.call(self._core.begin)
+            await db._on_worker(self._core.begin)
         except BaseException:
             self._over = True
             # Queued after BEGIN: rolls back if BEGIN ran after all.
@@ -290,7 +290,7 @@ class AsyncTransaction:
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._over:
             raise self._core.over()
-        return await self._db._worker.call(self._core.call, fn, *args)
+        return await self._db._on_worker(self._core.call, fn, *args)
 
     async def query(self, sql: str, params: Any = None) -> QueryResult:
         """Run one statement inside the transaction; its rows and columns."""
@@ -315,7 +315,7 @@ class AsyncTransaction:
         # task is cancelled meanwhile.
         done = self._db._worker.submit(self._core.finish, commit)
         self._db._let_go(self)
-        await asyncio.shield(done)
+        await self._db._watching(asyncio.shield(done))
 
     async def commit(self) -> None:
         """Commit now; the transaction is over."""
