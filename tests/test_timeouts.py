@@ -161,6 +161,18 @@ async def test_async_close_on_a_sync_store_that_hangs_is_bounded(hanging):
     assert writer.closed
 
 
+async def test_async_open_on_a_sync_store_that_hangs_is_bounded(hanging):
+    store = hanging("sync")
+    vfs = sqlkv.SqliteVfs(store_timeout=TIMEOUT)
+    store.hang = True
+    with pytest.raises(sqlkv.StoreTimeoutError, match="opening database 'a.db'.*get_batch"):
+        await asyncio.wait_for(vfs.open("a.db", store), BOUND)
+    store.release()
+    # The open completed once the store answered, and was closed: its lease is free.
+    db = await asyncio.wait_for(vfs.open("a.db", store, lock_timeout=BOUND), BOUND)
+    await db.close()
+
+
 @pytest.mark.parametrize("kind", ["sync", "async"])
 async def test_a_close_given_up_by_its_caller_returns(hanging, kind):
     # The case: asyncio.wait_for(db.close(), 2) was still pending after

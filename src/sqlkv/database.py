@@ -30,7 +30,7 @@ from .errors import ClosedError, Error, OutcomeUnknownError, StoreError, StoreTi
 from .group import CommitGroup
 from .metrics import Stats
 from .options import optional_seconds, options_from
-from .store import AnyKvStore
+from .store import AnyKvStore, StoreClient
 from .transaction import (
     AsyncTransaction,
     RowCallback,
@@ -108,6 +108,7 @@ class SqliteVfs:
         "Readers in other processes").
         """
         loop = asyncio.get_running_loop()
+        client = StoreClient(store, loop=loop, timeout=self.options.store_timeout)
         worker = Worker(loop, pool_size=self.pool_size)
         opened: list[Engine] = []
 
@@ -120,6 +121,7 @@ class SqliteVfs:
                 loop=loop,
                 lock_timeout=lock_timeout,
                 max_staleness=max_staleness,
+                client=client,
             )
             opened.append(engine)
             return engine
@@ -129,12 +131,15 @@ class SqliteVfs:
                 engine.close()
 
         try:
-            engine = await worker.submit(open_it)
+            engine = await _worker_answer(worker.submit(open_it), client, file_name)
         except BaseException:
             # Cancelled while the open ran, it completed: close what nobody will get.
             # Queued after the open, and run before the worker stops.
             worker.submit(close_unclaimed).add_done_callback(_ignore_outcome)
-            await asyncio.shield(worker.stop())
+            if client.overdue() is None:
+                await asyncio.shield(worker.stop())
+            else:  # the open is stuck in the store: the worker stops should it ever end
+                worker.abandon()
             raise
         if engine.client.is_async:
             worker.no_spin()
@@ -149,6 +154,27 @@ def _hibernate_if_idle(ref: weakref.ReferenceType[Database]) -> None:
     db = ref()
     if db is not None:
         db._hibernate_if_idle()
+
+
+async def _worker_answer(future: asyncio.Future, client: StoreClient, name: str) -> Any:
+    """``future``'s result (a call on the worker of database ``name``, not yet a
+    :class:`Database`), or :class:`StoreTimeoutError` once a synchronous store's
+    call made through ``client`` outlives ``store_timeout`` (the open's watchdog)."""
+    try:
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=client.next_check())
+            if done:
+                return future.result()
+            overdue = client.overdue()
+            if overdue is not None:
+                kind, seconds = overdue
+                raise StoreTimeoutError(
+                    f"opening database {name!r}: the store's {kind} call did not answer within "
+                    f"store_timeout ({client.timeout:g} s; {seconds:.1f} s so far), so sqlkv gave "
+                    "up on it. A synchronous store's call cannot be stopped: its thread waits on"
+                )
+    finally:
+        future.cancel()  # given up on, or cancelled: its answer goes to nobody
 
 
 def _watch_store(ref: weakref.ReferenceType[Database]) -> None:
