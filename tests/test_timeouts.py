@@ -102,8 +102,8 @@ def test_store_timeout_is_an_option_of_both_apis_checked_at_once():
             sqlkv.connect(sqlkv.MemoryStore(), "a.db", store_timeout=bad)
 
 
-async def _writer_and_reader(store, **options):
-    vfs = sqlkv.SqliteVfs(store_timeout=TIMEOUT, hibernate_after=None, **options)
+async def _writer_and_reader(store, store_timeout=TIMEOUT):
+    vfs = sqlkv.SqliteVfs(store_timeout=store_timeout, hibernate_after=None)
     writer = await vfs.open("a.db", store)
     await writer.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
     reader = await vfs.open("a.db", store, readonly=True)
@@ -289,3 +289,23 @@ def test_redis_url_timeout_sets_both_socket_timeouts_and_is_checked():
     for bad in ("0", "-1", "x", ""):
         with pytest.raises(sqlkv.ConfigError, match="timeout"):
             parse_redis_url(f"redis://127.0.0.1:1/0?timeout={bad}")
+
+
+async def test_redis_that_stops_answering_under_the_async_api_is_bounded(stoppable_redis, caplog):
+    pytest.importorskip("redis")
+    server, stop = stoppable_redis
+    store = sqlkv.open_store(server.url + "?timeout=0.3")
+    try:
+        # Redis's own timeout acts, well before sqlkv's (30 s by default).
+        writer, reader = await _writer_and_reader(store, store_timeout=sqlkv.SqliteVfs().options.store_timeout)
+        stop()
+        with pytest.raises(sqlkv.StoreError, match="Timeout"):
+            await asyncio.wait_for(reader.query("SELECT x FROM t"), BOUND)
+        with pytest.raises(sqlkv.OutcomeUnknownError):
+            await asyncio.wait_for(writer.run("INSERT INTO t VALUES (2)"), BOUND)
+        caplog.set_level(logging.WARNING, logger="sqlkv")
+        await asyncio.wait_for(writer.close(), BOUND)
+        await asyncio.wait_for(reader.close(), BOUND)
+        assert "releasing the lease of database 'a.db' failed" in caplog.text
+    finally:
+        store.close()

@@ -290,7 +290,7 @@ class Database(OpenDatabase):
         # Giving up on a synchronous store's call that outlived store_timeout
         # (an async store's is cancelled by the transport itself): the tasks
         # waiting for the worker, the watchdog's timer, and what was given up on.
-        client = engine.client  # type: ignore[attr-defined]
+        client = engine.client
         self._watched = not client.is_async and client.timeout is not None
         self._waiters: set[asyncio.Task] = set()
         self._cancelled: set[asyncio.Task] = set()
@@ -363,7 +363,9 @@ class Database(OpenDatabase):
     def _arm_watchdog(self) -> None:
         """Set the watchdog's timer (holding the database weakly, as the
         hibernation timer does: it stays set after the calls it watched)."""
-        delay = self._engine.client.next_check()  # type: ignore[attr-defined]
+        delay = self._engine.client.next_check()
+        if delay is None:  # no store_timeout: nothing to watch for
+            return
         self._watchdog = self._loop.call_later(delay, _watch_store, weakref.ref(self))
 
     def _watch(self) -> None:
@@ -372,7 +374,7 @@ class Database(OpenDatabase):
         self._watchdog = None
         if not self._waiters:
             return
-        overdue = self._engine.client.overdue()  # type: ignore[attr-defined]
+        overdue = self._engine.client.overdue()
         if overdue is None:
             self._arm_watchdog()
             return
@@ -403,7 +405,7 @@ class Database(OpenDatabase):
     def _give_up_message(self) -> str:
         assert self._gave_up is not None
         kind, seconds = self._gave_up
-        timeout = self._engine.client.timeout  # type: ignore[attr-defined]
+        timeout = self._engine.client.timeout
         return (
             f"database {self.name!r}: the store's {kind} call did not answer within "
             f"store_timeout ({timeout:g} s; {seconds:.1f} s so far), so sqlkv gave up on it "

@@ -71,8 +71,10 @@ class Connection(OpenDatabase):
         #: The open transaction() holding the connection, and its thread.
         self._tx: Transaction | None = None
         self._tx_thread: int | None = None
-        #: Set when close() gave up on a stuck store call: whoever holds the lock closes the engine.
+        #: Set when close() gave up on a stuck store call: whoever holds the lock closes the
+        #: engine as it lets go (both under ``_handoff``, so neither misses the other).
         self._close_left_behind = False
+        self._handoff = threading.Lock()
         # Dropped without close(): release the lease, stop the renewer.
         self._finalizer = weakref.finalize(self, warn_unclosed, "sqlkv.Connection", name, engine.close)
 
@@ -87,7 +89,7 @@ class Connection(OpenDatabase):
         # made (or waiting) since hear that the connection is closed.
         if self._closed:
             raise self._closed_error()
-        timeout = self._engine.client.timeout  # type: ignore[attr-defined]
+        timeout = self._engine.client.timeout
         while not self._lock.acquire(timeout=-1 if timeout is None else timeout):
             if self._closed:
                 raise self._closed_error()
@@ -105,13 +107,15 @@ class Connection(OpenDatabase):
     def _leave(self) -> None:
         """Let go of the connection; if :meth:`close` gave up on this thread's
         store call meanwhile, close the engine now that the store answered."""
+        with self._handoff:
+            left_behind, self._close_left_behind = self._close_left_behind, False
+            if not left_behind:
+                self._lock.release()
+                return
         try:
-            if self._close_left_behind:
-                self._close_left_behind = False
-                try:
-                    self._engine.close()
-                except Exception as exc:  # nobody to hand it to: the close returned long ago
-                    _log.warning("closing database %r after its store answered failed: %s", self.name, exc)
+            self._engine.close()
+        except Exception as exc:  # nobody to hand it to: the close returned long ago
+            _log.warning("closing database %r after its store answered failed: %s", self.name, exc)
         finally:
             self._lock.release()
 
@@ -200,16 +204,22 @@ class Connection(OpenDatabase):
         """Take the connection's lock; or, should the call holding it wait on a
         store call past ``store_timeout``, give up (see :meth:`close`): ``False``
         if closed already, else :class:`StoreTimeoutError`."""
-        client = self._engine.client  # type: ignore[attr-defined]
-        while not self._lock.acquire(timeout=-1 if client.timeout is None else client.next_check()):
+        client = self._engine.client
+        while True:
+            wait = client.next_check()
+            if self._lock.acquire(timeout=-1 if wait is None else wait):
+                return True
             overdue = client.overdue()
             if overdue is None:
                 continue
-            if self._closed:
-                return False
-            self._closed = True
-            self._finalizer.detach()
-            self._close_left_behind = True  # the stuck call's thread closes the engine
+            with self._handoff:  # the holder cannot let go between the two steps here
+                if self._lock.acquire(blocking=False):
+                    return True  # the call ended meanwhile: close as usual
+                if self._closed:
+                    return False
+                self._closed = True
+                self._finalizer.detach()
+                self._close_left_behind = True  # the stuck call's thread closes the engine
             kind, seconds = overdue
             raise StoreTimeoutError(
                 f"database {self.name!r}: the store's {kind} call did not answer within "
@@ -218,7 +228,6 @@ class Connection(OpenDatabase):
                 "be stopped: the thread that made it waits on, and the database's lease is "
                 "released should the store answer, else it expires"
             )
-        return True
 
     def __enter__(self) -> Connection:
         return self
