@@ -151,6 +151,38 @@ async def test_async_api_on_a_sync_store_that_hangs_gives_up_and_closes_the_data
     await reopened.close()
 
 
+@pytest.mark.parametrize("where", ["at its commit", "inside the block"])
+async def test_a_transaction_on_a_sync_store_that_hangs_is_given_up_on_too(hanging, where):
+    store = hanging("sync")
+    # A small max_dirty_bytes: a large change inside the block spills to the store.
+    vfs = sqlkv.SqliteVfs(store_timeout=TIMEOUT, max_dirty_bytes=8192, hibernate_after=None)
+    writer = await vfs.open("a.db", store)
+    await writer.exec("CREATE TABLE t(x)")
+    waiting = None
+
+    async def transact() -> None:
+        nonlocal waiting
+        async with writer.transaction() as tx:
+            await tx.run("INSERT INTO t VALUES (1)")
+            # Another caller waits for the transaction to end.
+            waiting = asyncio.ensure_future(writer.query("SELECT count(*) FROM t"))
+            store.hang = True
+            if where == "inside the block":
+                await tx.run(
+                    "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 1000) "
+                    "INSERT INTO t SELECT randomblob(4000) FROM c"  # past SQLite's page cache: spilled
+                )
+
+    with pytest.raises(sqlkv.StoreError, match="gave up on it"):
+        await asyncio.wait_for(transact(), BOUND)
+    assert writer.closed
+    # Let in as the transaction ended, or closed meanwhile: it hears the same.
+    with pytest.raises((sqlkv.StoreError, sqlkv.ClosedError), match="gave up"):
+        await asyncio.wait_for(waiting, BOUND)
+    with pytest.raises(sqlkv.ClosedError, match="gave up"):
+        writer.transaction()
+
+
 async def test_async_close_on_a_sync_store_that_hangs_is_bounded(hanging):
     store = hanging("sync")
     writer, reader = await _writer_and_reader(store)

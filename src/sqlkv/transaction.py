@@ -281,8 +281,9 @@ class AsyncTransaction:
             await db._on_worker(self._core.begin)
         except BaseException:
             self._over = True
-            # Queued after BEGIN: rolls back if BEGIN ran after all.
-            db._worker.submit(self._core.abandon)
+            if not db.closed:  # (closed: given up on a store that does not answer)
+                # Queued after BEGIN: rolls back if BEGIN ran after all.
+                db._worker.submit(self._core.abandon)
             db._let_go(self)
             raise
         return self
@@ -310,6 +311,9 @@ class AsyncTransaction:
         if self._over:
             raise self._core.over()
         self._over = True
+        if self._db.closed:  # given up on a store that does not answer: nothing runs any more
+            self._db._let_go(self)
+            raise self._db._closed_error()
         # Queued before the database is let go, so every call waiting for it
         # runs after the COMMIT or ROLLBACK; shielded, so it runs even if this
         # task is cancelled meanwhile.
