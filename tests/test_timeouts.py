@@ -183,6 +183,22 @@ async def test_a_transaction_on_a_sync_store_that_hangs_is_given_up_on_too(hangi
         writer.transaction()
 
 
+async def test_a_renewal_stuck_in_the_store_does_not_hold_up_another_databases_close(hanging):
+    store = hanging("sync")
+    vfs = sqlkv.SqliteVfs(store_timeout=TIMEOUT, lease_seconds=0.6, hibernate_after=None)
+    first = await vfs.open("a.db", store)  # the renewer renews through its transport
+    second = await vfs.open("b.db", store)
+    store.hang = True
+    # No database call is made: the call that hangs is the renewer's next round (0.2 s away).
+    assert await asyncio.to_thread(store.stuck.wait, BOUND)
+    # b.db's close waits for the stuck round only store_timeout long, then for
+    # its own lease's release, which it gives up on.
+    with pytest.raises(sqlkv.StoreTimeoutError, match="'b.db'.*gave up on it"):
+        await asyncio.wait_for(second.close(), BOUND)
+    store.release()
+    await asyncio.wait_for(first.close(), BOUND)
+
+
 async def test_async_close_on_a_sync_store_that_hangs_is_bounded(hanging):
     store = hanging("sync")
     writer, reader = await _writer_and_reader(store)

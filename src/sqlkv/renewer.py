@@ -108,7 +108,8 @@ class Renewer:
         """(Under the registry's lock.) Renew ``lease`` from now on."""
         self._leases[id(lease)] = lease
         self._on_lost[id(lease)] = on_lost
-        self._transports[id(lease)] = transport
+        # Its calls are not the database's: a stuck renewal must not make it give up.
+        self._transports[id(lease)] = transport.unwatched()
         shortest = min(self._durations, default=None)
         self._durations[lease.seconds] += 1
         if shortest is None or lease.seconds < shortest:

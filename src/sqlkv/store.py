@@ -434,6 +434,16 @@ class StoreClient:
         view._owns_loop = False
         return view
 
+    def unwatched(self) -> StoreClient:
+        """This transport (same store, loop and counters), whose calls in flight
+        are not seen by :meth:`overdue`: for calls no database waits for (the
+        lease renewer's), which must not make a database give up. Closing the
+        view releases nothing."""
+        view = copy.copy(self)
+        view._in_flight = _InFlight()
+        view._owns_loop = False
+        return view
+
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The event loop an async store's calls run on, when the caller gave one."""
