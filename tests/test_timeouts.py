@@ -357,3 +357,13 @@ async def test_redis_that_stops_answering_under_the_async_api_is_bounded(stoppab
         assert "releasing the lease of database 'a.db' failed" in caplog.text
     finally:
         store.close()
+
+
+def test_sqlalchemy_urls_take_store_timeout():
+    pytest.importorskip("sqlalchemy")
+    from sqlalchemy.engine import make_url
+
+    from sqlkv.dialect import connect_args
+
+    assert connect_args(make_url("sqlkv:///a.db?store=memory://&store_timeout=2"))["store_timeout"] == 2.0
+    assert connect_args(make_url("sqlkv:///a.db?store=memory://&store_timeout=none"))["store_timeout"] is None
