@@ -54,7 +54,7 @@ def open_file(
     check_file_name(name)
     check_lease_options(options.lease_seconds, lock_timeout)
     layout = options.make_layout(name)
-    transport = StoreClient(store, timeout=options.store_timeout)
+    transport = StoreClient(store)
     lease = None
     if not readonly and options.lease_seconds is not None:
         lease = LeaseRequest(Leaser(transport), layout, name, options.lease_seconds, lock_timeout)
