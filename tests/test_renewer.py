@@ -6,6 +6,7 @@ import logging
 import struct
 import threading
 import time
+import types
 from collections import Counter
 
 import pytest
@@ -159,3 +160,106 @@ def test_the_renewer_thread_ends_with_the_last_lease():
     # The leases are gone from the store: another writer opens at once.
     with sqlkv.connect(store, "db3.db", lock_timeout=0) as again:
         assert again.query("SELECT count(*) FROM t").rows == [(1,)]
+
+
+
+class _HookedWake(threading.Event):
+    """A renewer's wake-up event with hooks that place an interleaving.
+
+    ``parked`` is set when the renewer starts a wait that nothing has woken
+    yet; once ``armed``, ``on_set`` runs after every ``set``, and while
+    ``paused_wait`` is given the renewer's next wait acts as if its interval
+    had passed, but first sets ``paused_wait[0]`` and waits (bounded) for
+    ``paused_wait[1]``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parked = threading.Event()
+        self.armed = False
+        self.on_set = lambda: None
+        self.paused_wait: tuple[threading.Event, threading.Event] | None = None
+
+    def set(self) -> None:
+        super().set()
+        if self.armed:
+            self.on_set()
+
+    def wait(self, timeout=None) -> bool:
+        if self.paused_wait is not None:
+            reached, go = self.paused_wait
+            self.paused_wait = None
+            reached.set()
+            go.wait(10)
+            return False
+        if not self.is_set():
+            self.parked.set()
+        return super().wait(timeout)
+
+
+def _connect_hooked(monkeypatch, store):
+    """A writer on ``store`` whose (new) renewer has a :class:`_HookedWake` from its
+    start, parked in its first unwoken wait; the writer and the event."""
+    wakes: list[_HookedWake] = []
+
+    def event() -> _HookedWake:
+        wakes.append(_HookedWake())
+        return wakes[-1]
+
+    hooked = types.SimpleNamespace(
+        Event=event, Lock=threading.Lock, Thread=threading.Thread, current_thread=threading.current_thread
+    )
+    with monkeypatch.context() as patch:
+        patch.setattr(renewer, "threading", hooked)
+        conn = sqlkv.connect(store, "a.db", lease_seconds=600)  # renewal interval: 200 s
+    assert len(wakes) == 1 and wakes[0].parked.wait(10)
+    return conn, wakes[0]
+
+
+def test_closing_the_last_writer_right_after_the_renewer_read_its_leases_wakes_the_renewer(monkeypatch):
+    # Issue 20, item 12: the thread read its leases (interval: 200 s), the last
+    # writer closed and woke it, then the thread cleared the wake-up and slept
+    # the whole interval, while close() waited for it.
+    conn, wake = _connect_hooked(monkeypatch, CountingStore())
+    r = _renewer(_lease(conn))
+    read, go = threading.Event(), threading.Event()
+    original = r._interval
+
+    def interval():
+        value = original()
+        if value is not None and not read.is_set():
+            read.set()  # the leases are read: the close comes now
+            go.wait(10)
+        return value
+
+    r._interval = interval
+    wake.on_set, wake.armed = go.set, True  # the close's wake-up lets the thread go on
+    threading.Event.set(wake)  # one more round: it reads the leases, and pauses
+    assert read.wait(10)
+    closer = threading.Thread(target=conn.close)
+    closer.start()
+    closer.join(10)  # the renewer's interval is 200 s, its join's bound 30 s
+    assert not closer.is_alive(), "close() waited for the renewer's interval"
+    assert not r._thread.is_alive() and renewer.renewer_count() == 0
+    closer.join(30)
+
+
+def test_a_round_that_finds_no_lease_left_renews_nothing_and_the_thread_ends_cleanly(monkeypatch):
+    # Issue 20, item 12: the interval passed, then the last writer closed before
+    # the round read the leases; the empty round died in _transport() with
+    # "RuntimeError: generator raised StopIteration".
+    died: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: died.append(args.exc_value))
+    store = CountingStore()
+    conn, wake = _connect_hooked(monkeypatch, store)
+    r = _renewer(_lease(conn))
+    waited, go = threading.Event(), threading.Event()
+    wake.paused_wait = (waited, go)
+    wake.on_set, wake.armed = go.set, True
+    threading.Event.set(wake)  # the thread goes round: its next wait "times out", and pauses
+    assert waited.wait(10)  # the round has not begun
+    store.reset()
+    conn.close()  # the last lease leaves; its wake-up lets the round begin, empty
+    r._thread.join(10)
+    assert not r._thread.is_alive()
+    assert died == [] and store.calls["write_batch"] == 1  # the release, no renewal
+    assert r.renew([]) is None and store.calls["write_batch"] == 1

@@ -31,6 +31,7 @@ from .errors import (
     StoreError,
     StoreLimitError,
     StoreProtocolError,
+    StoreTimeoutError,
     TransactionError,
     UnusableError,
 )
@@ -114,6 +115,7 @@ __all__ = [
     "StoreLimitError",
     "StoreLimits",
     "StoreProtocolError",
+    "StoreTimeoutError",
     "TransferResult",
     "Transaction",
     "TransactionError",

@@ -82,8 +82,12 @@ def open_engine(
     loop: asyncio.AbstractEventLoop | None = None,
     lock_timeout: float = 0.0,
     max_staleness: float = 0.0,
+    client: StoreClient | None = None,
 ) -> Engine:
     """Open ``file_name`` in ``store`` on the backend the options resolve to.
+
+    ``client``: the transport to ``store`` to use, for a caller that watches
+    its calls (see :meth:`StoreClient.overdue`); made here when ``None``.
 
     ``loop`` is the event loop an async store's calls are run on (the
     caller's, for the async API); without one a private loop is started when
@@ -96,7 +100,8 @@ def open_engine(
     check_lease_options(options.lease_seconds, lock_timeout)
     check_max_staleness(max_staleness)
     backend = resolve_backend(options.backend)
-    client = StoreClient(store, loop=loop)
+    if client is None:
+        client = StoreClient(store, loop=loop, timeout=options.store_timeout)
     lease = None
     if not readonly and options.lease_seconds is not None:
         lease = LeaseRequest(

@@ -20,17 +20,17 @@ import asyncio
 import logging
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any
 
 from .backends import open_engine
 from .engine import Engine, QueryResult, RunResult
-from .errors import ClosedError, ConfigError, Error
+from .errors import ClosedError, Error, OutcomeUnknownError, StoreError, StoreTimeoutError
 from .group import CommitGroup
 from .metrics import Stats
-from .options import options_from
-from .store import AnyKvStore
+from .options import optional_seconds, options_from
+from .store import AnyKvStore, StoreClient
 from .transaction import (
     AsyncTransaction,
     RowCallback,
@@ -47,14 +47,13 @@ _log = logging.getLogger("sqlkv")
 #: ``hibernate_after``'s default, in seconds.
 HIBERNATE_AFTER = 60.0
 
+#: The store calls that write: one of them left unanswered may have been applied.
+WRITE_CALLS = frozenset({"put", "put_batch", "delete_batch", "write_batch"})
+
 
 def check_hibernate_after(seconds: object) -> float | None:
     """``seconds`` as a float if it is ``None`` or a positive number; :class:`ConfigError` otherwise."""
-    if seconds is None:
-        return None
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
-        raise ConfigError(f"hibernate_after must be a positive number of seconds or None, not {seconds!r}")
-    return float(seconds)
+    return optional_seconds("hibernate_after", seconds)
 
 
 
@@ -62,7 +61,7 @@ class SqliteVfs:
     """Opens databases whose files live in key-value stores.
 
     ``SqliteVfs(kv_prefix=9, chunk_size=4096, backend=None, *, layout=...,
-    cache_bytes=..., lease_seconds=..., max_dirty_bytes=...)``: the options are
+    cache_bytes=..., lease_seconds=..., max_dirty_bytes=..., store_timeout=...)``: the options are
     :class:`~sqlkv.options.Options`' fields, declared there once for both
     APIs (see :func:`~sqlkv.options.options_from`); the first three may be
     given by position, as in the seed. Unknown names and bad values raise
@@ -109,6 +108,7 @@ class SqliteVfs:
         "Readers in other processes").
         """
         loop = asyncio.get_running_loop()
+        client = StoreClient(store, loop=loop, timeout=self.options.store_timeout)
         worker = Worker(loop, pool_size=self.pool_size)
         opened: list[Engine] = []
 
@@ -121,6 +121,7 @@ class SqliteVfs:
                 loop=loop,
                 lock_timeout=lock_timeout,
                 max_staleness=max_staleness,
+                client=client,
             )
             opened.append(engine)
             return engine
@@ -130,12 +131,15 @@ class SqliteVfs:
                 engine.close()
 
         try:
-            engine = await worker.submit(open_it)
+            engine = await _worker_answer(worker.submit(open_it), client, file_name)
         except BaseException:
             # Cancelled while the open ran, it completed: close what nobody will get.
             # Queued after the open, and run before the worker stops.
             worker.submit(close_unclaimed).add_done_callback(_ignore_outcome)
-            await asyncio.shield(worker.stop())
+            if client.overdue() is None:
+                await asyncio.shield(worker.stop())
+            else:  # the open is stuck in the store: the worker stops should it ever end
+                worker.abandon()
             raise
         if engine.client.is_async:
             worker.no_spin()
@@ -150,6 +154,34 @@ def _hibernate_if_idle(ref: weakref.ReferenceType[Database]) -> None:
     db = ref()
     if db is not None:
         db._hibernate_if_idle()
+
+
+async def _worker_answer(future: asyncio.Future, client: StoreClient, name: str) -> Any:
+    """``future``'s result (a call on the worker of database ``name``, not yet a
+    :class:`Database`), or :class:`StoreTimeoutError` once a synchronous store's
+    call made through ``client`` outlives ``store_timeout`` (the open's watchdog)."""
+    try:
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=client.next_check())
+            if done:
+                return future.result()
+            overdue = client.overdue()
+            if overdue is not None:
+                kind, seconds = overdue
+                raise StoreTimeoutError(
+                    f"opening database {name!r}: the store's {kind} call did not answer within "
+                    f"store_timeout ({client.timeout:g} s; {seconds:.1f} s so far), so sqlkv gave "
+                    "up on it. A synchronous store's call cannot be stopped: its thread waits on"
+                )
+    finally:
+        future.cancel()  # given up on, or cancelled: its answer goes to nobody
+
+
+def _watch_store(ref: weakref.ReferenceType[Database]) -> None:
+    """A database's watchdog timer (see :meth:`Database._watching`)."""
+    db = ref()
+    if db is not None:
+        db._watch()
 
 
 def _log_hibernation_failure(future: asyncio.Future) -> None:
@@ -255,6 +287,15 @@ class Database(OpenDatabase):
         self._idle_since = loop.time()
         self._timer: asyncio.TimerHandle | None = None
         self._set_timer(hibernate_after)
+        # Giving up on a synchronous store's call that outlived store_timeout
+        # (an async store's is cancelled by the transport itself): the tasks
+        # waiting for the worker, the watchdog's timer, and what was given up on.
+        client = engine.client
+        self._watched = not client.is_async and client.timeout is not None
+        self._waiters: set[asyncio.Task] = set()
+        self._cancelled: set[asyncio.Task] = set()
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._gave_up: tuple[str, float] | None = None
 
     # -- hibernation --------------------------------------------------------------
 
@@ -288,7 +329,105 @@ class Database(OpenDatabase):
         self._check_usable()
         if self._holder is not None or self._waiting:
             return False
-        return bool(await self._worker.submit(self._engine.hibernate))
+        return bool(await self._on_worker(self._engine.hibernate))
+
+    # -- giving up on a store that does not answer ------------------------------------
+
+    async def _on_worker(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the worker, given up on (see :meth:`_give_up`) should
+        a synchronous store's call outlive ``store_timeout`` meanwhile."""
+        if not self._watched:
+            return await self._worker.call(fn, *args)
+        return await self._watching(self._worker.call(fn, *args))
+
+    async def _watching(self, awaitable: Awaitable[Any]) -> Any:
+        """Await ``awaitable`` (the worker's answer) while the watchdog looks at
+        the store's calls in flight; raise the error of giving up, if it does."""
+        task = asyncio.current_task()
+        if not self._watched or task is None:
+            return await awaitable
+        self._waiters.add(task)
+        if self._watchdog is None:
+            self._arm_watchdog()
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if task in self._cancelled:
+                self._cancelled.discard(task)
+                if not task.uncancel():  # cancelled by the watchdog alone
+                    raise self._give_up_error() from None
+            raise
+        finally:
+            self._waiters.discard(task)
+
+    def _arm_watchdog(self) -> None:
+        """Set the watchdog's timer (holding the database weakly, as the
+        hibernation timer does: it stays set after the calls it watched)."""
+        delay = self._engine.client.next_check()
+        if delay is None:  # no store_timeout: nothing to watch for
+            return
+        self._watchdog = self._loop.call_later(delay, _watch_store, weakref.ref(self))
+
+    def _watch(self) -> None:
+        """On the loop: give up if a store call has outlived ``store_timeout``; look
+        again when the oldest call in flight could, while anyone waits."""
+        self._watchdog = None
+        if not self._waiters:
+            return
+        overdue = self._engine.client.overdue()
+        if overdue is None:
+            self._arm_watchdog()
+            return
+        self._give_up(*overdue)
+
+    def _give_up(self, kind: str, seconds: float) -> None:
+        """A synchronous store's ``kind`` call has taken ``seconds``, past
+        ``store_timeout``. It cannot be stopped, so stop waiting for it: the
+        database is closed, every caller waiting gets :meth:`_give_up_error`,
+        and its close (engine, lease) is left queued behind the call, to run
+        should the store ever answer (the lease expires otherwise)."""
+        self._gave_up = (kind, seconds)
+        closing = self._closed
+        self._closed = True
+        self._finalizer.detach()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if closing:
+            self._worker.abandon()  # close() queued the engine's close already
+        else:
+            self._worker.abandon(self._engine.close)
+        for task in self._waiters:
+            task.cancel()
+            self._cancelled.add(task)
+        _log.warning("%s", self._give_up_message())
+
+    def _give_up_message(self) -> str:
+        assert self._gave_up is not None
+        kind, seconds = self._gave_up
+        timeout = self._engine.client.timeout
+        return (
+            f"database {self.name!r}: the store's {kind} call did not answer within "
+            f"store_timeout ({timeout:g} s; {seconds:.1f} s so far), so sqlkv gave up on it "
+            "and closed the database. A synchronous store's call cannot be stopped: its "
+            "thread waits on, and the database's lease is released should the store "
+            "answer, else it expires"
+        )
+
+    def _closed_error(self) -> ClosedError:
+        if self._gave_up is not None:
+            return ClosedError(self._give_up_message())
+        return super()._closed_error()
+
+    def _give_up_error(self) -> StoreError:
+        """The error of a call given up on (see :meth:`_give_up`)."""
+        assert self._gave_up is not None
+        message = self._give_up_message()
+        if self._gave_up[0] in WRITE_CALLS:
+            return OutcomeUnknownError(
+                message + "; the write may have been applied: look before retrying", committed=None
+            )
+        return StoreTimeoutError(message)
 
     def _transaction_holder(self) -> object | None:
         return self._holder
@@ -349,7 +488,7 @@ class Database(OpenDatabase):
         self._calls += 1
         try:
             # The worker runs calls one at a time in the order queued: no lock needed.
-            return await self._worker.call(run_call, self._engine, fn, *args)
+            return await self._watching(self._worker.call(run_call, self._engine, fn, *args))
         finally:
             self._calls -= 1
             self._idle_since = self._loop.time()
@@ -403,7 +542,11 @@ class Database(OpenDatabase):
     async def close(self) -> None:
         """Close the database; later calls raise :class:`ClosedError`. Closing twice is fine.
 
-        Waits for an open transaction to end first. From an event loop other
+        Waits for an open transaction to end first. Bounded: a synchronous
+        store's call that outlives ``store_timeout`` is given up on (the
+        database is closed all the same, and :class:`StoreTimeoutError` says
+        so), and a caller that cancels the close (``asyncio.wait_for``) stops
+        waiting at once while the close finishes behind it. From an event loop other
         than the one the database was opened on: if that loop still runs (in
         another thread), the close is handed to it; if it no longer runs, the
         database is closed from here all the same (engine, lease, thread and
@@ -428,9 +571,18 @@ class Database(OpenDatabase):
         # shielded, so it runs even if this task is cancelled meanwhile.
         closing = self._worker.submit(self._engine.close)
         try:
-            await asyncio.shield(closing)
-        finally:
+            await self._watching(asyncio.shield(closing))
+        except BaseException:
+            if not closing.done():
+                # Cancelled, or given up on: the close runs when the worker gets
+                # to it, and the worker then stops, without anyone waiting.
+                if self._gave_up is None:
+                    self._worker.abandon()
+                    raise
+                raise StoreTimeoutError(self._give_up_message()) from None
             await self._worker.stop()
+            raise
+        await self._worker.stop()
 
     async def _close_from_elsewhere(self) -> None:
         own = self._loop

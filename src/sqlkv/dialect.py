@@ -62,6 +62,7 @@ _URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
     "cache_bytes": lambda name, text: int(text),
     "max_dirty_bytes": lambda name, text: int(text),
     "lease_seconds": _optional_float,
+    "store_timeout": _optional_float,
     "lock_timeout": lambda name, text: float(text),
     "max_staleness": lambda name, text: float(text),
 }

@@ -47,6 +47,8 @@ class Engine(Protocol):
 
     backend: str
     stats: Stats
+    #: The transport to its store (whose calls in flight a waiter may watch).
+    client: StoreClient
 
     def query(self, sql: str, params: Any = None, min_version: int | None = None) -> QueryResult: ...
     def run(self, sql: str, params: Any = None, min_version: int | None = None) -> RunResult: ...

@@ -44,6 +44,16 @@ class StoreProtocolError(StoreError):
     (a value that is not bytes, a batch answer of the wrong length, ...)."""
 
 
+class StoreTimeoutError(StoreError):
+    """A store call did not answer within the database's ``store_timeout``.
+
+    An ``async`` store's call was cancelled; a synchronous store's call could
+    not be, and the database gave up on it (see the README, "What happens when
+    the store fails"). A commit's write that timed out is reported as an
+    :class:`OutcomeUnknownError` instead, since the store may have applied it.
+    """
+
+
 class StoreLimitError(StoreError):
     """A write cannot be expressed within the store's declared limits, or the store
     refused it for a key's or value's size before writing any of it: nothing of it

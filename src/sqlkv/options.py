@@ -16,6 +16,18 @@ BACKENDS = ("pages", "snapshot")
 DEFAULT_KV_PREFIX = 9
 DEFAULT_CACHE_BYTES = 32 * 1024 * 1024
 DEFAULT_MAX_DIRTY_BYTES = 64 * 1024 * 1024
+#: ``store_timeout``'s default: seconds sqlkv waits for one store call.
+DEFAULT_STORE_TIMEOUT = 30.0
+
+
+def optional_seconds(name: str, value: object) -> float | None:
+    """``value`` as a float if it is ``None`` or a positive (finite) number of
+    seconds; a :class:`ConfigError` naming option ``name`` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds or None, not {value!r}")
+    return float(value)
 
 
 def _positive_int(field_name: str, value: object) -> int:
@@ -40,6 +52,9 @@ class Options:
     ``max_dirty_bytes``: the most changed chunks a transaction keeps in
     memory; past it they are spilled to the store's staging area and the
     commit is staged (see commit.py), so memory stays bounded at any size.
+    ``store_timeout``: how many seconds sqlkv waits for any one store call
+    before it gives up on it (see :class:`~sqlkv.store.StoreClient` and the
+    README's "What happens when the store fails"); ``None``: for ever.
     """
 
     kv_prefix: int = DEFAULT_KV_PREFIX
@@ -49,6 +64,7 @@ class Options:
     cache_bytes: int = DEFAULT_CACHE_BYTES
     lease_seconds: float | None = DEFAULT_LEASE_SECONDS
     max_dirty_bytes: int = DEFAULT_MAX_DIRTY_BYTES
+    store_timeout: float | None = DEFAULT_STORE_TIMEOUT
 
     def __post_init__(self) -> None:
         prefix = self.kv_prefix
@@ -74,6 +90,7 @@ class Options:
                 "databases apart by key space (one store, Redis namespace or LMDB path each)"
             )
         check_lease_options(self.lease_seconds, 0)
+        optional_seconds("store_timeout", self.store_timeout)
 
     def make_layout(self, main_name: str) -> Layout:
         return make_layout(self.layout, self.kv_prefix, main_name)

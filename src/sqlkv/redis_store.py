@@ -385,6 +385,21 @@ class AsyncRedisStore(_RedisKeys):
 # -- URLs -------------------------------------------------------------------------
 
 STORE_URL_OPTIONS = ("namespace", "hash_tag")
+#: The URL option that bounds every Redis call: seconds, for both of redis-py's
+#: socket timeouts unless the URL gives one of them itself.
+TIMEOUT_URL_OPTION = "timeout"
+SOCKET_TIMEOUTS = ("socket_timeout", "socket_connect_timeout")
+
+
+def _timeout_seconds(value: str) -> str:
+    """The URL's ``timeout`` checked: a positive number of seconds (as given)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise ConfigError(f"Redis URL option timeout must be a positive number of seconds, not {value!r}")
+    return value
 
 
 class RedisTarget:
@@ -410,10 +425,11 @@ def parse_redis_url(url: str) -> RedisTarget:
 
     ``redis://[[user]:password@]host[:port][/db][?option=value&...]``, with
     ``rediss`` for TLS and ``+cluster`` for Redis Cluster (database 0 only).
-    Options: ``namespace`` and ``hash_tag`` (the store's), and redis-py's
-    connection options such as ``socket_timeout``, ``socket_connect_timeout``,
-    ``client_name``, ``ssl_cert_reqs``. An unknown option is a
-    :class:`ConfigError` naming it.
+    Options: ``namespace`` and ``hash_tag`` (the store's), ``timeout`` (seconds
+    any one Redis call may take: both socket timeouts, unless one is given
+    itself; redis-py's default is 5 s), and redis-py's connection options such
+    as ``socket_timeout``, ``socket_connect_timeout``, ``client_name``,
+    ``ssl_cert_reqs``. An unknown option is a :class:`ConfigError` naming it.
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
@@ -432,18 +448,24 @@ def parse_redis_url(url: str) -> RedisTarget:
     cluster = variant == "cluster"
     store_kwargs: dict[str, str] = {}
     client_query = []
-    allowed = _client_options()
+    allowed = _client_options() - {TIMEOUT_URL_OPTION}
+    timeout: str | None = None
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name in STORE_URL_OPTIONS:
             store_kwargs[name] = value
+        elif name == TIMEOUT_URL_OPTION:
+            timeout = _timeout_seconds(value)
         elif name in allowed:
             client_query.append((name, value))
         else:
             raise ConfigError(
                 f"unknown option {name!r} in Redis URL; the store takes "
-                f"{', '.join(STORE_URL_OPTIONS)} and redis-py's connection options "
+                f"{', '.join(STORE_URL_OPTIONS)}, {TIMEOUT_URL_OPTION} and redis-py's connection options "
                 "(socket_timeout, socket_connect_timeout, client_name, ...)"
             )
+    if timeout is not None:
+        given = {name for name, _ in client_query}
+        client_query += [(name, timeout) for name in SOCKET_TIMEOUTS if name not in given]
     if cluster and parts.path.strip("/") not in ("", "0"):
         raise ConfigError(f"Redis Cluster has only database 0, not {parts.path.strip('/')!r}")
     client_url = urlunsplit((base, parts.netloc, parts.path, urlencode(client_query), ""))

@@ -108,23 +108,39 @@ class Renewer:
         """(Under the registry's lock.) Renew ``lease`` from now on."""
         self._leases[id(lease)] = lease
         self._on_lost[id(lease)] = on_lost
-        self._transports[id(lease)] = transport
+        # Its calls are not the database's: a stuck renewal must not make it give up.
+        self._transports[id(lease)] = transport.unwatched()
         shortest = min(self._durations, default=None)
         self._durations[lease.seconds] += 1
         if shortest is None or lease.seconds < shortest:
             self._wake.set()  # a shorter lease needs an earlier round
 
     def remove(self, lease: Lease) -> None:
-        """Stop renewing ``lease`` (waiting for a round in flight); the last one ends the thread."""
-        with self._round, _renewers_lock:
-            self._forget(lease)
-            if self._leases:
-                return
-            if _renewers.get(self._key) is self:
-                del _renewers[self._key]
+        """Stop renewing ``lease`` (waiting for a round in flight); the last one ends the thread.
+
+        The wait for a round, and for the thread, is bounded by the store's
+        timeout (``store_timeout``): a round stuck on a store that does not
+        answer must not hold up a close. A renewal that lands after that finds
+        the lease released (it is conditional on the generation, which the
+        release deleted), and a lease forgotten here is never reported lost.
+        """
+        with _renewers_lock:
+            transport = self._transports.get(id(lease))
+        wait = None if transport is None else transport.timeout
+        in_round = self._round.acquire(timeout=-1 if wait is None else wait)
+        try:
+            with _renewers_lock:
+                self._forget(lease)
+                if self._leases:
+                    return
+                if _renewers.get(self._key) is self:
+                    del _renewers[self._key]
+        finally:
+            if in_round:
+                self._round.release()
         self._wake.set()
         if self._thread is not threading.current_thread():
-            self._thread.join(timeout=30)
+            self._thread.join(timeout=30 if wait is None else wait)
 
     def _forget(self, lease: Lease) -> OnLost | None:
         """(Under the registry's lock.) Drop ``lease``; its ``on_lost``, if it was here."""
@@ -144,26 +160,33 @@ class Renewer:
 
     def _run(self) -> None:
         while True:
+            # Cleared before the leases are looked at, never after: a lease that
+            # comes or goes once they were read sets it again, and the wait
+            # below returns at once instead of sleeping a whole interval.
+            self._wake.clear()
             interval = self._interval()
             if interval is None:
                 return
-            self._wake.clear()
             if self._wake.wait(interval):
                 continue  # a lease came or went: look at the interval again
             with self._round:
                 with _renewers_lock:
                     leases = list(self._leases.values())
-                self.renew(leases)
+                self.renew(leases)  # none, when the last one left since the wait
 
     def renew(self, leases: list[Lease]) -> None:
-        """One round: renew ``leases`` in as few batches as the store allows."""
-        for batch in self._batches(leases):
+        """One round: renew ``leases`` in as few batches as the store allows
+        (nothing when there are none)."""
+        transport = self._transport()
+        if not leases or transport is None:
+            return
+        for batch in self._batches(leases, transport):
             try:
-                if self._write(batch):
+                if self._write(batch, transport):
                     continue
                 # Some lease of the batch is no longer ours: find which, one by one.
                 for lease in batch:
-                    if not self._write([lease]):
+                    if not self._write([lease], transport):
                         self._lost(lease)
             except Error as exc:
                 # The store is unreachable: try again next time. Should another
@@ -182,20 +205,24 @@ class Renewer:
         if on_lost is not None:
             on_lost(lease)
 
-    def _write(self, batch: list[Lease]) -> bool:
+    @staticmethod
+    def _write(batch: list[Lease], transport: StoreClient) -> bool:
         puts = [lease.renewed_expiry() for lease in batch]
         expect: dict[bytes, bytes | None] = {}
         for lease in batch:
             expect.update(lease.fence)
-        return self._transport().write_batch(puts, [], expect)
+        return transport.write_batch(puts, [], expect)
 
-    def _transport(self) -> StoreClient:
+    def _transport(self) -> StoreClient | None:
+        """The transport of any lease renewed here (``None``: no lease is). A round
+        uses the one it took first throughout, since a lease lost in the round
+        takes its own transport out of the registry."""
         with _renewers_lock:
-            return next(iter(self._transports.values()))
+            return next(iter(self._transports.values()), None)
 
-    def _batches(self, leases: list[Lease]) -> Iterator[list[Lease]]:
+    @staticmethod
+    def _batches(leases: list[Lease], transport: StoreClient) -> Iterator[list[Lease]]:
         """``leases`` split by slot group, then within the store's batch limits."""
-        transport = self._transport()
         group_of = _slot_grouper(transport.store)
         groups: dict[bytes, list[Lease]] = {}
         for lease in leases:

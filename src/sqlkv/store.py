@@ -44,7 +44,10 @@ number of entries and deletes any number of keys in as few calls as they
 allow, and :meth:`StoreClient.fits_one_call` says whether a write is one
 atomic call. It knows nothing of leases: a conditional write's expectations
 (a writer's fence) are the caller's argument. It may be called from several
-threads at once (a database's worker and its lease renewer).
+threads at once (a database's worker and its lease renewer). It bounds every
+call by its ``timeout`` (the ``store_timeout`` option): an ``async`` store's
+call is cancelled; a synchronous one's is watched, so whoever waits for it
+can give up (see :meth:`StoreClient.overdue`).
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias, cast, runtime_checkable
 
-from .errors import ConfigError, StoreError, StoreProtocolError
+from .errors import ConfigError, StoreError, StoreProtocolError, StoreTimeoutError
 from .metrics import Stats
 
 STORE_METHODS = ("get", "get_batch", "put", "put_batch", "delete_batch")
@@ -243,12 +246,24 @@ def _as_value(value: object, key: bytes, call: str) -> bytes | None:
 class _LoopThread:
     """A private event loop on a daemon thread, for async stores used from sync code."""
 
+    #: How long a stopping loop gives the store's calls still running to end once cancelled.
+    CANCEL_SECONDS = 1.0
+
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="sqlkv-store-loop", daemon=True
-        )
+        self._thread = threading.Thread(target=self._run, name="sqlkv-store-loop", daemon=True)
         self._thread.start()
+
+    def _run(self) -> None:
+        """Run the loop until stopped; then cancel the store's calls still on it
+        (one given up on after ``store_timeout``, say) and let them end."""
+        loop = self.loop
+        loop.run_forever()
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            loop.run_until_complete(asyncio.wait(pending, timeout=self.CANCEL_SECONDS))
 
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -297,7 +312,9 @@ class _Loop:
             own.close()
 
 
-def await_on(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any]) -> Any:
+def await_on(
+    loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any], timeout: float | None = None
+) -> Any:
     """Await ``awaitable`` in a task on ``loop`` (running on another thread) and
     return its outcome.
 
@@ -305,10 +322,14 @@ def await_on(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any]) -> Any:
     (thread to loop and back), so it takes the least there is: a plain lock,
     and one task that hands the outcome back itself, without a future or a
     done callback (each would cost the loop one more turn).
+
+    After ``timeout`` seconds (``None``: never) the task is cancelled and a
+    :class:`StoreTimeoutError` raised, whatever the task does about it.
     """
     done = threading.Lock()
     done.acquire()
     outcome: list[Any] = []  # [True, value] or [False, exception]
+    tasks: list[asyncio.Task] = []
 
     async def run() -> None:
         try:
@@ -320,13 +341,24 @@ def await_on(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any]) -> Any:
 
     def start() -> None:
         try:
-            loop.create_task(run())
+            tasks.append(loop.create_task(run()))
         except BaseException:
             done.release()
             raise
 
+    def cancel() -> None:  # on the loop, after start(): the task exists unless start failed
+        for task in tasks:
+            task.cancel()
+
     loop.call_soon_threadsafe(start)
-    done.acquire()
+    if not done.acquire(timeout=-1 if timeout is None else timeout):
+        try:
+            loop.call_soon_threadsafe(cancel)
+        except RuntimeError:  # the loop is closed: nothing runs there any more
+            pass
+        raise StoreTimeoutError(
+            f"the store's call did not answer within {timeout:g} s (store_timeout); it was cancelled"
+        )
     if not outcome:
         raise StoreError("the store's call never started (is its event loop closing?)")
     ok, value = outcome
@@ -337,6 +369,28 @@ def await_on(loop: asyncio.AbstractEventLoop, awaitable: Awaitable[Any]) -> Any:
     raise value
 
 
+class _InFlight:
+    """The store calls a client and its views have in flight, one per thread at
+    most (a store call never makes another): what each is and when it began.
+    Shared by a client and its views, read from any thread."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, tuple[str, float]] = {}
+
+    def begin(self, kind: str) -> int:
+        ident = threading.get_ident()
+        self._calls[ident] = (kind, time.monotonic())
+        return ident
+
+    def end(self, ident: int) -> None:
+        self._calls.pop(ident, None)
+
+    def oldest(self) -> tuple[str, float] | None:
+        """The kind and the start (``time.monotonic()``) of the oldest call in flight."""
+        calls = list(self._calls.values())  # one C-level copy: safe beside other threads
+        return min(calls, key=lambda call: call[1], default=None)
+
+
 class StoreClient:
     """The transport: synchronous, checked, counted and batched access to a store
     (see the module docstring).
@@ -345,16 +399,28 @@ class StoreClient:
     ``None`` and the store turns out to be async, a private loop thread is
     started and stopped again by :meth:`close`. Calls must not be made from
     ``loop``'s own thread (they would wait on themselves).
+
+    ``timeout``: seconds any one store call may take (``None``: no bound). An
+    ``async`` store's call past it is cancelled and raises
+    :class:`StoreTimeoutError`. A synchronous store's call runs on the calling
+    thread and cannot be stopped: :meth:`overdue` tells whoever waits for that
+    thread (the async API's :class:`~sqlkv.database.Database`) that it may give up.
     """
 
     def __init__(
-        self, store: AnyKvStore, stats: Stats | None = None, loop: asyncio.AbstractEventLoop | None = None
+        self,
+        store: AnyKvStore,
+        stats: Stats | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        timeout: float | None = None,
     ) -> None:
         self.capabilities = capabilities = store_capabilities(store)
         self.store = store
         self.limits = capabilities.limits
         self.is_async = capabilities.is_async
         self.stats = stats if stats is not None else Stats()
+        self.timeout = timeout
+        self._in_flight = _InFlight()
         self._loop = _Loop(loop)
         self._owns_loop = True
         self._write_batch = (
@@ -370,6 +436,16 @@ class StoreClient:
         view._owns_loop = False
         return view
 
+    def unwatched(self) -> StoreClient:
+        """This transport (same store, loop and counters), whose calls in flight
+        are not seen by :meth:`overdue`: for calls no database waits for (the
+        lease renewer's), which must not make a database give up. Closing the
+        view releases nothing."""
+        view = copy.copy(self)
+        view._in_flight = _InFlight()
+        view._owns_loop = False
+        return view
+
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The event loop an async store's calls run on, when the caller gave one."""
@@ -382,6 +458,27 @@ class StoreClient:
 
     # -- plumbing -------------------------------------------------------------
 
+    def overdue(self) -> tuple[str, float] | None:
+        """The store call in flight the longest, if it has taken over :attr:`timeout`:
+        its kind and how long it has taken so far; ``None`` otherwise. When no call
+        is overdue, :meth:`next_check` says when one can be at the earliest."""
+        oldest = self._in_flight.oldest()
+        if oldest is None or self.timeout is None:
+            return None
+        kind, started = oldest
+        taken = time.monotonic() - started
+        return (kind, taken) if taken >= self.timeout else None
+
+    def next_check(self) -> float | None:
+        """Seconds until a call in flight now would be overdue (the whole
+        :attr:`timeout` when none is in flight; ``None``: no timeout)."""
+        if self.timeout is None:
+            return None
+        oldest = self._in_flight.oldest()
+        if oldest is None:
+            return self.timeout
+        return max(0.0, oldest[1] + self.timeout - time.monotonic())
+
     def _resolve(self, result: Any) -> Any:
         if not inspect.isawaitable(result):
             return result
@@ -389,7 +486,7 @@ class StoreClient:
         if loop.is_closed():
             raise StoreError("the event loop this database was opened on is closed")
 
-        return await_on(loop, result)
+        return await_on(loop, result, self.timeout)
 
     def _call(self, kind: str, method: Any, *args: Any) -> Any:
         self.stats.calls[kind] += 1
@@ -402,7 +499,14 @@ class StoreClient:
     def _wrapped(self, kind: str, method: Any, *args: Any) -> Any:
         """``method(*args)``, awaited if need be; the store's exception as a :class:`StoreError`'s cause."""
         try:
-            return self._resolve(method(*args))
+            ident = self._in_flight.begin(kind)
+            try:
+                answer = method(*args)  # a synchronous store's whole call, or a coroutine made
+            finally:
+                self._in_flight.end(ident)
+            return self._resolve(answer)
+        except StoreTimeoutError as exc:
+            raise StoreTimeoutError(f"store {kind} failed: {exc}") from exc.__cause__
         except StoreError:
             raise
         except Exception as exc:

@@ -11,6 +11,7 @@ are run one at a time.
 
 from __future__ import annotations
 
+import logging
 import threading
 import weakref
 from collections.abc import Callable
@@ -19,9 +20,12 @@ from typing import Any
 from .backends import open_engine
 from .database import OpenDatabase, warn_unclosed
 from .engine import Engine, QueryResult, RunResult
+from .errors import StoreTimeoutError
 from .options import options_from
 from .store import AnyKvStore
 from .transaction import RowCallback, Transaction, call_for_each_row, direct_call_refused, run_call
+
+_log = logging.getLogger("sqlkv")
 
 
 def connect(
@@ -67,6 +71,10 @@ class Connection(OpenDatabase):
         #: The open transaction() holding the connection, and its thread.
         self._tx: Transaction | None = None
         self._tx_thread: int | None = None
+        #: Set when close() gave up on a stuck store call: whoever holds the lock closes the
+        #: engine as it lets go (both under ``_handoff``, so neither misses the other).
+        self._close_left_behind = False
+        self._handoff = threading.Lock()
         # Dropped without close(): release the lease, stop the renewer.
         self._finalizer = weakref.finalize(self, warn_unclosed, "sqlkv.Connection", name, engine.close)
 
@@ -77,7 +85,14 @@ class Connection(OpenDatabase):
         """Take the connection for one call or a transaction (the caller releases it)."""
         if self._tx_thread == threading.get_ident():
             raise direct_call_refused(self.name)
-        self._lock.acquire()
+        # A close() that gave up on a stuck call leaves the lock held by it: calls
+        # made (or waiting) since hear that the connection is closed.
+        if self._closed:
+            raise self._closed_error()
+        timeout = self._engine.client.timeout
+        while not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            if self._closed:
+                raise self._closed_error()
         if self._closed:
             self._lock.release()
             raise self._closed_error()
@@ -86,6 +101,21 @@ class Connection(OpenDatabase):
         self._enter()
         try:
             return run_call(self._engine, fn, *args)
+        finally:
+            self._leave()
+
+    def _leave(self) -> None:
+        """Let go of the connection; if :meth:`close` gave up on this thread's
+        store call meanwhile, close the engine now that the store answered."""
+        with self._handoff:
+            left_behind, self._close_left_behind = self._close_left_behind, False
+            if not left_behind:
+                self._lock.release()
+                return
+        try:
+            self._engine.close()
+        except Exception as exc:  # nobody to hand it to: the close returned long ago
+            _log.warning("closing database %r after its store answered failed: %s", self.name, exc)
         finally:
             self._lock.release()
 
@@ -103,7 +133,7 @@ class Connection(OpenDatabase):
         try:
             begin()
         except BaseException:
-            self._lock.release()
+            self._leave()
             raise
         self._tx, self._tx_thread = tx, threading.get_ident()
 
@@ -112,7 +142,7 @@ class Connection(OpenDatabase):
 
     def _let_go(self) -> None:
         self._tx = self._tx_thread = None
-        self._lock.release()
+        self._leave()
 
     # -- the calls ---------------------------------------------------------------
 
@@ -149,15 +179,55 @@ class Connection(OpenDatabase):
 
     def close(self) -> None:
         """Close the connection; later calls raise :class:`ClosedError`. Waits
-        for an open transaction of another thread to end."""
+        for an open transaction of another thread to end.
+
+        From another thread while a call waits on a synchronous store's call
+        that outlives ``store_timeout``, it gives up: the connection is closed
+        at once (the engine and the lease are released by the stuck thread
+        should the store answer; the lease expires otherwise), and
+        :class:`StoreTimeoutError` says so.
+        """
         if self._tx_thread == threading.get_ident():
             raise direct_call_refused(self.name)
-        with self._lock:
+        if not self._acquire_for_close():
+            return
+        try:
             if self._closed:
                 return
             self._closed = True
             self._finalizer.detach()
             self._engine.close()
+        finally:
+            self._lock.release()
+
+    def _acquire_for_close(self) -> bool:
+        """Take the connection's lock; or, should the call holding it wait on a
+        store call past ``store_timeout``, give up (see :meth:`close`): ``False``
+        if closed already, else :class:`StoreTimeoutError`."""
+        client = self._engine.client
+        while True:
+            wait = client.next_check()
+            if self._lock.acquire(timeout=-1 if wait is None else wait):
+                return True
+            overdue = client.overdue()
+            if overdue is None:
+                continue
+            with self._handoff:  # the holder cannot let go between the two steps here
+                if self._lock.acquire(blocking=False):
+                    return True  # the call ended meanwhile: close as usual
+                if self._closed:
+                    return False
+                self._closed = True
+                self._finalizer.detach()
+                self._close_left_behind = True  # the stuck call's thread closes the engine
+            kind, seconds = overdue
+            raise StoreTimeoutError(
+                f"database {self.name!r}: the store's {kind} call did not answer within "
+                f"store_timeout ({client.timeout:g} s; {seconds:.1f} s so far), so close() gave "
+                "up waiting for it and closed the connection. A synchronous store's call cannot "
+                "be stopped: the thread that made it waits on, and the database's lease is "
+                "released should the store answer, else it expires"
+            )
 
     def __enter__(self) -> Connection:
         return self

@@ -278,11 +278,12 @@ class AsyncTransaction:
         db._check_usable()
         await db._take_turn(self)
         try:
-            await db._worker.call(self._core.begin)
+            await db._on_worker(self._core.begin)
         except BaseException:
             self._over = True
-            # Queued after BEGIN: rolls back if BEGIN ran after all.
-            db._worker.submit(self._core.abandon)
+            if not db.closed:  # (closed: given up on a store that does not answer)
+                # Queued after BEGIN: rolls back if BEGIN ran after all.
+                db._worker.submit(self._core.abandon)
             db._let_go(self)
             raise
         return self
@@ -290,7 +291,7 @@ class AsyncTransaction:
     async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
         if self._over:
             raise self._core.over()
-        return await self._db._worker.call(self._core.call, fn, *args)
+        return await self._db._on_worker(self._core.call, fn, *args)
 
     async def query(self, sql: str, params: Any = None) -> QueryResult:
         """Run one statement inside the transaction; its rows and columns."""
@@ -310,12 +311,15 @@ class AsyncTransaction:
         if self._over:
             raise self._core.over()
         self._over = True
+        if self._db.closed:  # given up on a store that does not answer: nothing runs any more
+            self._db._let_go(self)
+            raise self._db._closed_error()
         # Queued before the database is let go, so every call waiting for it
         # runs after the COMMIT or ROLLBACK; shielded, so it runs even if this
         # task is cancelled meanwhile.
         done = self._db._worker.submit(self._core.finish, commit)
         self._db._let_go(self)
-        await asyncio.shield(done)
+        await self._db._watching(asyncio.shield(done))
 
     async def commit(self) -> None:
         """Commit now; the transaction is over."""
