@@ -367,3 +367,30 @@ def test_sqlalchemy_urls_take_store_timeout():
 
     assert connect_args(make_url("sqlkv:///a.db?store=memory://&store_timeout=2"))["store_timeout"] == 2.0
     assert connect_args(make_url("sqlkv:///a.db?store=memory://&store_timeout=none"))["store_timeout"] is None
+
+
+def test_the_maintenance_tools_bound_their_store_calls_too(hanging):
+    """``lease_info``, ``check_database`` and the export's open take ``store_timeout``
+    and give up on an ``async`` store that stops answering, as the APIs do."""
+    store = hanging("async")
+    with sqlkv.connect(store, "a.db") as db:
+        db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+    store.hang = True
+    done = threading.Event()
+    outcomes: list[BaseException] = []
+
+    def tools() -> None:
+        for call in (
+            lambda: sqlkv.lease_info(store, "a.db", store_timeout=TIMEOUT),
+            lambda: sqlkv.check_database(store, "a.db", store_timeout=TIMEOUT),
+        ):
+            try:
+                call()
+            except BaseException as exc:
+                outcomes.append(exc)
+        done.set()
+
+    thread = threading.Thread(target=tools, daemon=True)
+    thread.start()
+    assert done.wait(BOUND), "a maintenance tool waited past its store_timeout"
+    assert [type(exc) for exc in outcomes] == [sqlkv.StoreTimeoutError] * 2

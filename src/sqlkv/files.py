@@ -51,7 +51,7 @@ def _writer_parts(
     check_file_name(name)
     check_lease_options(options.lease_seconds, lock_timeout)
     layout = options.make_layout(name)
-    transport = StoreClient(store)
+    transport = StoreClient(store, timeout=options.store_timeout)
     lease = None
     if not readonly and options.lease_seconds is not None:
         lease = LeaseRequest(

@@ -75,9 +75,10 @@ def lease_info(store: AnyKvStore, name: str, **options: Any) -> LeaseInfo | None
 
     One ``get_batch``; needs no ``scan``. ``options``: ``kv_prefix``, ``layout``.
     """
-    layout = make_options(options).make_layout(check_file_name(name))
+    opts = make_options(options)
+    layout = opts.make_layout(check_file_name(name))
     keys = lease_keys(layout, name)
-    client = StoreClient(store)
+    client = StoreClient(store, timeout=opts.store_timeout)
     try:
         gen, expiry = client.get_batch(keys)
     finally:
@@ -99,7 +100,7 @@ def list_databases(store: AnyKvStore, **options: Any) -> list[DatabaseInfo]:
         raise Error("listing databases needs layout seed (layout rivet-v2 holds one database per key space)")
     prefix = bytes([opts.kv_prefix])
     layout = layouts.SeedLayout(opts.kv_prefix)
-    client = StoreClient(store)
+    client = StoreClient(store, timeout=opts.store_timeout)
     try:
         meta_keys = client.scan(prefix + b"\x00")
         names = [k[2:].decode("utf-8", "replace") for k in meta_keys]
@@ -480,7 +481,7 @@ def check_database(
     opts = make_options(options)
     check_file_name(name)
     report = CheckReport(name)
-    with _client(store) as client:
+    with _client(store, opts) as client:
         audit = _audit(client, opts, name, report)
     if not audit.found.all():
         raise NotFoundError(f"database {name!r} does not exist in the store")
@@ -498,7 +499,7 @@ def check_database(
             if now.meta_size is not None and _FILE_META in kinds:
                 _write_file_meta(main, now.meta_size)
         report = CheckReport(name, repaired=[p.describe() for p in planned])
-        with _client(store) as client:
+        with _client(store, opts) as client:
             audit = _audit(client, opts, name, report)
     if name in audit.found.meta and audit.opens:
         _integrity(store, name, opts, report)
@@ -506,8 +507,8 @@ def check_database(
 
 
 @contextmanager
-def _client(store: AnyKvStore) -> Iterator[StoreClient]:
-    client = StoreClient(store)
+def _client(store: AnyKvStore, options: Options) -> Iterator[StoreClient]:
+    client = StoreClient(store, timeout=options.store_timeout)
     try:
         yield client
     finally:

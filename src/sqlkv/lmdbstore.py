@@ -72,9 +72,10 @@ class _SharedEnv:
 
 def _make_directory(path: str, real: str, readonly: bool, create: bool) -> None:
     """Make the store's directory if it is missing, as far as asked (see :class:`LmdbStore`)."""
-    if os.path.isdir(real):
-        return
     if os.path.exists(real):
+        # Asked in this order, a directory another process makes meanwhile is no error.
+        if os.path.isdir(real):
+            return
         raise ConfigError(f"LMDB store path {path} exists and is not a directory")
     if readonly:
         raise StoreError(f"there is no LMDB store at {path} (opened read-only, so none is made)")
