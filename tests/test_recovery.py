@@ -9,7 +9,10 @@ import pytest
 from helpers import CountingStore, FiveCallStore, staging_keys
 
 import sqlkv
+from sqlkv.commit import CommitRecord, Committer, Staging, record_key
 from sqlkv.layout import SeedLayout, encode_file_meta
+from sqlkv.redis_store import REDIS_LIMITS
+from sqlkv.store import StoreClient
 from sqlkv.testing import FaultyStore, StoreCrashed
 
 LAYOUT = SeedLayout(9)
@@ -294,3 +297,40 @@ def test_a_journal_claiming_an_original_size_beyond_the_layout_is_not_played_bac
     assert store.get(LAYOUT.meta_key("app.db")) == encode_file_meta(len(db_image))
     with sqlkv.connect(store, "app.db", backend=backend) as db:
         assert db.query("SELECT count(*) FROM sqlite_master").rows[0][0] >= 1
+
+
+class LargestRead(CountingStore):
+    """A MemoryStore declaring ``limits``, remembering the most keys one ``get_batch`` asked for."""
+
+    def __init__(self, limits: sqlkv.StoreLimits) -> None:
+        super().__init__(sqlkv.MemoryStore(), limits=limits, write_batch=True)
+        self.largest = 0
+
+    def _call(self, kind, *args):
+        if kind == "get_batch":
+            self.largest = max(self.largest, len(args[0]))
+        return super()._call(kind, *args)
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["before-commit-point", "after-commit-point"])
+def test_recovery_on_redis_limits_reads_what_it_needs_not_the_batch_limit(committed):
+    """Redis takes 512 MiB a batch: 8,388,608 keys by the transport's reckoning.
+    Recovering an interrupted staged commit must ask for what it needs (a few
+    pieces, a few chunks), not that many absent keys in one MGET."""
+    store = LargestRead(REDIS_LIMITS)
+    with sqlkv.connect(store, "app.db", lease_seconds=None) as db:
+        db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        size = db.query("PRAGMA page_count").rows[0][0] * 4096
+        page1 = store.inner.get(LAYOUT.chunk_key("app.db", 0))
+    committer = Committer(StoreClient(store), LAYOUT, 4096)
+    staging = Staging()
+    committer.stage("app.db", staging, {0: page1})  # the same bytes: recovery changes nothing
+    if committed:
+        record = CommitRecord(staging.commit_id, size, size // 4096, size // 4096, staging.pieces)
+        key = record_key(LAYOUT, "app.db")
+        store.inner.put(key, record.encode(key))
+    store.largest = 0
+    with sqlkv.connect(store, "app.db", lease_seconds=None) as db:
+        assert db.query("SELECT x FROM t").rows == [(1,)]
+    assert not staging_keys(store.inner._data)
+    assert 0 < store.largest <= 64, f"one get_batch asked for {store.largest} keys"

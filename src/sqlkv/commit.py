@@ -99,9 +99,11 @@ _RECORD_MAGIC = b"SKV2"
 _RECORD_MAGIC_BASED = b"SKV3"
 _BASE = struct.Struct(">QQ8s8s")
 _COMMIT_ID_BYTES = 8
-#: Manifest pieces read per ``get_batch`` on a store that declares no key limit.
+#: Manifest pieces read per ``get_batch`` at most (fewer where they are long: see
+#: ``Committer._piece_bytes``), whatever the store's batch limit.
 _PIECES_PER_READ = 256
-#: Pieces looked for per ``get_batch`` when counting them, on a store without a key limit.
+#: Pieces looked for per ``get_batch`` when counting them: an interrupted commit
+#: rarely has more, and the count must not read millions of absent keys.
 _PIECES_PER_COUNT = 64
 
 
@@ -409,6 +411,12 @@ class Committer:
             staging.pieces += 1
             staging.indices.update(indices)
 
+    def _piece_bytes(self) -> int:
+        """About how long a manifest piece is, to bound how many one read takes:
+        it lists the chunks of one staged batch (see :meth:`stage`)."""
+        listed = self.transport.keys_per_call(self.chunk_size)
+        return _COMMIT_ID_BYTES + _DIGEST_BYTES + _INDEX.size * listed
+
     def drop_staged(self, name: str, staging: Staging, indices: Iterable[int]) -> None:
         """Forget staged chunks (the file shrank below them during the transaction)."""
         indices = [i for i in indices if i in staging.indices]
@@ -432,7 +440,8 @@ class Committer:
         """
         pieces = record.pieces
         keys = (self.piece_key(name, p) for p in range(pieces))
-        for key, value in self.transport.read_lazily(keys, run=_PIECES_PER_READ):
+        reads = self.transport.read_lazily(keys, run=_PIECES_PER_READ, value_bytes=self._piece_bytes())
+        for key, value in reads:
             if value is None:
                 record_key = self.record_key(name)
                 if record_value is not None and self.transport.get(record_key) != record_value:
@@ -530,7 +539,7 @@ class Committer:
         keys = [self.piece_key(name, p) for p in range(pieces)]
         listed = [
             decode_piece(value, key, None) if value is not None else []
-            for key, value in zip(keys, self.transport.get_many(keys))
+            for key, value in zip(keys, self.transport.get_many(keys, self._piece_bytes()))
         ]
         for piece in reversed(range(pieces)):
             key = keys[piece]
@@ -617,7 +626,8 @@ class Committer:
         """How many manifest pieces ``name``'s staging area holds: they are numbered from 0."""
         keys = (self.piece_key(name, p) for p in itertools.count())
         count = 0
-        for _, value in self.transport.read_lazily(keys, run=_PIECES_PER_COUNT):
+        reads = self.transport.read_lazily(keys, run=_PIECES_PER_COUNT, value_bytes=self._piece_bytes())
+        for _, value in reads:
             if value is None:
                 break
             count += 1

@@ -262,7 +262,7 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
                 Problem(f"{len(past)} chunk(s) past the end of the file (first: chunk {past[0]})", True)
             )
         inside = [chunks[i] for i in sorted(chunks) if i < count]
-        for key, value in client.read_lazily(inside):
+        for key, value in client.read_lazily(inside, value_bytes=cs):
             if value is not None and len(value) > cs:
                 report.problems.append(
                     Problem(f"chunk at key {key.hex()} is {len(value)} bytes, longer than chunk_size {cs}", False)
