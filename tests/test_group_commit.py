@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 import pytest
-from helpers import FiveCallStore
+from helpers import FiveCallStore, MangledAnswers
 
 import sqlkv
 from sqlkv.latency import metered
@@ -156,6 +156,36 @@ async def test_a_failed_group_fails_every_caller_in_it_and_the_database_goes_on(
     again = await sqlkv.SqliteVfs(backend=backend).open("app.db", store)
     assert (await again.query("SELECT caller FROM t ORDER BY id")).rows == [(0,), (7,)]
     await again.close()
+
+
+async def test_a_group_whose_commit_fails_after_its_commit_point_is_committed_for_every_caller(backend):
+    """Issue 20, item 6: a group's staged commit stores its record, then a
+    manifest piece is answered garbled while the chunks are moved into place.
+    Every held call hears "committed" (OutcomeUnknownError, committed=True),
+    not a plain StoreError ("nothing of it is visible": a retry doubles it)."""
+    from sqlkv.layout import EXT_COMMIT_RECORD, SeedLayout
+
+    record_key = SeedLayout(9).ext_key("app.db", EXT_COMMIT_RECORD)
+    mangling = MangledAnswers(
+        sqlkv.MemoryStore(), sqlkv.StoreLimits(max_batch_keys=16), kinds=b"m", mode="garbled",
+        after_key=record_key,
+    )
+    store = GatedStore(mangling)
+    db = await _db(backend, store)
+    big = "INSERT INTO t(caller, seq) SELECT ?, printf('%.1000c', 'q') || x FROM (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL " \
+        "SELECT x + 1 FROM n WHERE x < 100) SELECT x FROM n)"
+    others = [db.run(big, [c]) for c in range(1, 4)]
+    others.append(db.query("SELECT count(*) FROM t"))
+    outcomes = await grouped(db, store, _insert(db, 0), others)
+    assert isinstance(outcomes[0], sqlkv.RunResult)
+    assert mangling.mangled >= 1
+    for held in outcomes[1:]:
+        assert isinstance(held, sqlkv.OutcomeUnknownError), held
+        assert held.committed is True
+    mangling.armed = False
+    mangling.after_key = None
+    assert (await db.query("SELECT count(*) FROM t")).rows == [(1 + 3 * 100,)]
+    await db.close()
 
 
 async def test_a_transaction_that_fails_on_its_own_fails_alone(backend):

@@ -49,8 +49,9 @@ is changed. So a garbled record can neither wipe a database nor make it
 allocate or loop without bound.
 
 **Outcomes.** A failure of the write that commits (the one batch, or the
-commit record) leaves the outcome unknown; a failure after it leaves the
-transaction committed but not yet moved into place. Both are
+commit record) leaves the outcome unknown; any failure after it (the
+store's, a lost lease, a damaged answer such as a garbled manifest piece)
+leaves the transaction committed but not yet moved into place. Both are
 :class:`OutcomeUnknownError` (with ``committed`` ``None`` or ``True``), never
 a plain :class:`StoreError` or :class:`FencedError`, which say that nothing
 of the transaction is visible.
@@ -70,6 +71,7 @@ from dataclasses import dataclass
 from .errors import (
     ConcurrentCommitError,
     CorruptError,
+    Error,
     FencedError,
     OutcomeUnknownError,
     StoreError,
@@ -384,11 +386,12 @@ class Committer:
         transaction committed, which the caller must hear."""
         try:
             yield
-        except (StoreError, FencedError, ConcurrentCommitError) as exc:
+        except Error as exc:  # a store failure, a lost lease, a damaged answer: all alike
             raise OutcomeUnknownError(
                 f"the transaction is committed (its {commit_point} is stored), but this "
                 f"writer could not finish it ({type(exc).__name__}: {exc}); the next open "
-                "finishes it. Do not retry the transaction",
+                "finishes it (or says what in the store keeps it from doing so). Do not "
+                "retry the transaction",
                 committed=True,
             ) from _cause(exc)
 

@@ -35,6 +35,6 @@ def unseal(key: bytes, value: bytes, what: str, size: int = DIGEST_BYTES) -> byt
     if len(value) < size or digest != _digest(key, body, size):
         raise CorruptError(
             f"{what} at key {key.hex()} fails its checksum (garbled, or not written by "
-            "this version of sqlkv); nothing was changed"
+            "this version of sqlkv)"
         )
     return body
