@@ -117,7 +117,7 @@ def _flipped(value: bytes) -> bytes:
         (_sealed(4096, 1, 2**33, 0), "8589934592 old chunks .*beyond"),
         (_sealed(2**60, 1, 7, 0), "beyond the layout"),
         (_sealed(4096, 5, 7, 0), "drops chunks from 5, past"),
-        (_sealed(4096, 1, 7, 3), "manifest piece at key 09026170702e6462006d00000000 is missing"),
+        (_sealed(4096, 1, 7, 3), "manifest piece at key 09026170702e6462006d00000002 is missing"),
     ],
     ids=[
         "old-format-wipe",

@@ -123,7 +123,7 @@ def test_a_failure_before_the_commit_point_is_a_plain_store_error(backend):
 
 
 @pytest.mark.parametrize("mode", ["short", "garbled"])
-@pytest.mark.parametrize("kinds", [b"m"], ids=["manifest-piece"])
+@pytest.mark.parametrize("kinds", [b"m", b"d"], ids=["manifest-piece", "staged-chunk"])
 def test_a_damaged_answer_after_the_commit_point_is_committed_not_nothing_changed(backend, kinds, mode):
     """Reproduction (issue 20, item 6): a staged commit's record is stored, then
     the store answers a manifest piece (or a spilled chunk) garbled while the

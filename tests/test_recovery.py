@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from helpers import CountingStore, FiveCallStore, staging_keys
+from helpers import CountingStore, FiveCallStore, MangledAnswers, copy_store, staging_keys
 
 import sqlkv
 from sqlkv.commit import CommitRecord, Committer, Staging, record_key
@@ -334,3 +334,73 @@ def test_recovery_on_redis_limits_reads_what_it_needs_not_the_batch_limit(commit
         assert db.query("SELECT x FROM t").rows == [(1,)]
     assert not staging_keys(store.inner._data)
     assert 0 < store.largest <= 64, f"one get_batch asked for {store.largest} keys"
+
+
+class StopsAfterKey(FiveCallStore):
+    """A MemoryStore seen through the five calls, 16 keys a batch, whose every
+    call fails once a write of ``key`` landed: a writer that died right there."""
+
+    def __init__(self, inner: sqlkv.MemoryStore, key: bytes) -> None:
+        super().__init__(inner)
+        self.limits = sqlkv.StoreLimits(max_batch_keys=16)
+        self.key = key
+        self.stopped = False
+
+    def _call(self, kind, *args):
+        if self.stopped:
+            raise StoreCrashed("the writer died after its commit record")
+        result = super()._call(kind, *args)
+        if kind in ("put", "put_batch") and any(k == self.key for k in ([args[0]] if kind == "put" else [k for k, _ in args[0]])):
+            self.stopped = True
+        return result
+
+
+def interrupted_after_its_commit_point(backend: str) -> sqlkv.MemoryStore:
+    """A database whose last transaction (150 rows, spilled while it ran) stored
+    its commit record and was interrupted before any chunk was moved into place."""
+    from sqlkv.commit import record_key as commit_record_key
+
+    inner = sqlkv.MemoryStore()
+    store = StopsAfterKey(inner, commit_record_key(LAYOUT, "app.db"))
+    db = sqlkv.connect(store, "app.db", backend=backend, lease_seconds=None, max_dirty_bytes=16 * 1024)
+    db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    with pytest.raises(sqlkv.OutcomeUnknownError):
+        db.exec(BIG_TX.format(rows=150))
+    try:
+        db.close()
+    except sqlkv.Error:
+        pass
+    return inner
+
+
+@pytest.mark.parametrize("mode", ["short", "garbled"])
+@pytest.mark.parametrize("readonly", [False, True], ids=["writer", "reader"])
+def test_a_staged_chunk_answered_damaged_at_recovery_is_refused_and_never_put_in_place(backend, readonly, mode):
+    """Issue 20, item 5: a staged chunk answered short was zero-padded and moved
+    into place, destroying the database. At every staged-chunk read of the
+    recovery in turn, the damaged answer is refused (CorruptError naming the
+    key); nothing of it reaches a chunk's place; the next open, answered
+    right, finishes the commit."""
+    stored = interrupted_after_its_commit_point(backend)
+    dry = MangledAnswers(copy_store(stored), kinds=b"d", mode=mode, at=0)
+    with sqlkv.connect(dry, "app.db", backend=backend, lease_seconds=None, readonly=readonly) as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(150,)]
+    assert dry.hits > 0
+    finished = copy_store(stored)
+    sqlkv.connect(finished, "app.db", backend=backend, lease_seconds=None).close()
+    final = {k: v for k, v in finished._data.items() if k[:2] == b"\x09\x01"}
+    for n in range(1, dry.hits + 1):
+        base = copy_store(stored)
+        before = dict(base._data)
+        store = MangledAnswers(base, kinds=b"d", mode=mode, at=n)
+        with pytest.raises(sqlkv.CorruptError, match=r"staged chunk \d+ of 'app.db' at key [0-9a-f]+ "):
+            with sqlkv.connect(store, "app.db", backend=backend, lease_seconds=None, readonly=readonly) as db:
+                db.query("SELECT count(*), sum(length(v)) FROM t")
+        assert store.mangled == 1
+        for key, value in base._data.items():  # every chunk as it was, or as the commit makes it
+            if key[:2] == b"\x09\x01":
+                assert value in (before.get(key), final.get(key)), f"read {n}: chunk {key.hex()} damaged"
+        with sqlkv.connect(base, "app.db", backend=backend, lease_seconds=None) as db:
+            assert db.query("SELECT count(*), sum(length(v)) FROM t").rows == [(150, 150 * 1000)]
+            assert db.query("PRAGMA integrity_check").rows == [("ok",)]
+        assert not staging_keys(base._data)

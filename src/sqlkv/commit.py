@@ -14,7 +14,8 @@ while it ran) the commit takes four steps, each safe to interrupt:
 
 1. *stage* the chunks under staging keys of their own, in batches; before
    each batch (in it, when batches are atomic) a *manifest piece* lists the
-   chunk indices the batch holds. Pieces are numbered 0, 1, 2, ...
+   chunk indices the batch holds, each with a digest of its staged bytes.
+   Pieces are numbered 0, 1, 2, ...
 2. *commit point*: one single-key put of the *commit record* (new size, the
    range of old chunks to drop, number of pieces). Once it is stored, the
    transaction is committed.
@@ -46,7 +47,12 @@ anything on a record's word, the record's checksum, every field against the
 file's real state (its FileMeta, the layout's 2^32 chunks) and every piece
 are checked; any failure is :class:`CorruptError` naming the key, and nothing
 is changed. So a garbled record can neither wipe a database nor make it
-allocate or loop without bound.
+allocate or loop without bound. Every staged chunk read back (by the
+transaction itself, by the apply step, by recovery, by a reader's view of an
+interrupted commit) is checked against the digest its piece recorded, so a
+chunk the store answers short or garbled is never moved into place: before
+the commit point the transaction fails; after it the error says committed,
+and the next open finishes the commit from the intact copy.
 
 **Outcomes.** A failure of the write that commits (the one batch, or the
 commit record) leaves the outcome unknown; any failure after it (the
@@ -64,9 +70,10 @@ import itertools
 import logging
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import (
     ConcurrentCommitError,
@@ -88,7 +95,7 @@ from .layout import (
     encode_file_meta,
 )
 from .sealed import DIGEST_BYTES as _DIGEST_BYTES
-from .sealed import seal, unseal
+from .sealed import digest, seal, unseal
 from .store import Entry, StoreClient
 from .versions import VersionLog
 
@@ -101,6 +108,10 @@ _RECORD_MAGIC = b"SKV2"
 _RECORD_MAGIC_BASED = b"SKV3"
 _BASE = struct.Struct(">QQ8s8s")
 _COMMIT_ID_BYTES = 8
+#: What a manifest piece begins with when it lists a digest per chunk (see encode_piece).
+_PIECE_MAGIC = b"SKP2"
+#: One chunk a manifest piece lists: its index, and the digest of its staged bytes.
+_LISTED = struct.Struct(">I8s")
 #: Manifest pieces read per ``get_batch`` at most (fewer where they are long: see
 #: ``Committer._piece_bytes``), whatever the store's batch limit.
 _PIECES_PER_READ = 256
@@ -193,21 +204,47 @@ class CommitRecord:
         return cls(commit_id, new_size, first_gone, old_chunks, pieces, base)
 
 
-def encode_piece(key: bytes, commit_id: bytes, indices: Iterable[int]) -> bytes:
-    """A manifest piece: the commit id, then the chunk indices its batch holds, sealed."""
-    return seal(key, commit_id + b"".join(_INDEX.pack(i) for i in indices))
+def encode_piece(
+    key: bytes, commit_id: bytes, indices: Iterable[int], digests: Iterable[bytes] | None = None
+) -> bytes:
+    """A manifest piece, sealed: which chunks its batch of staged chunks holds.
+
+    With ``digests`` (what sqlkv writes): ``SKP2``, the commit id, then per
+    chunk its index (u32be) and the 8-byte digest of its staged bytes (see
+    :func:`staged_digest`). Without (what an earlier sqlkv wrote, kept for
+    its interrupted commits and for tests): the commit id, then the indices.
+    """
+    if digests is None:
+        return seal(key, commit_id + b"".join(_INDEX.pack(i) for i in indices))
+    listed = b"".join(_LISTED.pack(i, d) for i, d in zip(indices, digests, strict=True))
+    return seal(key, _PIECE_MAGIC + commit_id + listed)
 
 
-def decode_piece(value: bytes, key: bytes, commit_id: bytes | None) -> list[int]:
-    """The chunk indices of a manifest piece, checked (and its commit id, when known)."""
+def decode_piece(value: bytes, key: bytes, commit_id: bytes | None) -> list[tuple[int, bytes | None]]:
+    """The chunks a manifest piece lists, checked (and its commit id, when known):
+    each index with the digest of its staged bytes (``None``: a piece of an
+    earlier sqlkv, which recorded none)."""
     body = unseal(key, value, "manifest piece")
-    if len(body) <= _COMMIT_ID_BYTES or (len(body) - _COMMIT_ID_BYTES) % 4:
-        raise CorruptError(f"manifest piece at key {key.hex()} lists no whole chunk index")
-    if commit_id is not None and body[:_COMMIT_ID_BYTES] != commit_id:
+    head = len(_PIECE_MAGIC) + _COMMIT_ID_BYTES
+    digests = body[: len(_PIECE_MAGIC)] == _PIECE_MAGIC and len(body) > head and not (len(body) - head) % _LISTED.size
+    if not digests:
+        head = _COMMIT_ID_BYTES
+        if len(body) <= head or (len(body) - head) % _INDEX.size:
+            raise CorruptError(f"manifest piece at key {key.hex()} lists no whole chunk index")
+    if commit_id is not None and body[head - _COMMIT_ID_BYTES : head] != commit_id:
         raise CorruptError(
             f"manifest piece at key {key.hex()} belongs to another commit than its commit record"
         )
-    return [i for (i,) in _INDEX.iter_unpack(memoryview(body)[_COMMIT_ID_BYTES:])]
+    listed = memoryview(body)[head:]
+    if digests:
+        return [(i, bytes(d)) for i, d in _LISTED.iter_unpack(listed)]
+    return [(i, None) for (i,) in _INDEX.iter_unpack(listed)]
+
+
+def staged_digest(key: bytes, value: bytes) -> bytes:
+    """The digest a manifest piece records of a chunk staged under ``key``: a
+    chunk answered short or garbled when read back is told apart by it."""
+    return digest(key, value)
 
 
 def record_key(layout: Layout, name: str) -> bytes:
@@ -225,12 +262,22 @@ def recovery_keys(layout: Layout, name: str) -> list[bytes]:
     return [record_key(layout, name), piece_key(layout, name, 0)]
 
 
+class StagedChunk(NamedTuple):
+    """Where a chunk of a commit is staged, and the digest its manifest piece
+    recorded of it (``None``: a piece of an earlier sqlkv, which recorded none)."""
+
+    key: bytes
+    digest: bytes | None
+
+
 class Staging:
     """The staging area of one file during one transaction: what was spilled so far."""
 
     def __init__(self) -> None:
         self.pieces = 0
         self.indices: set[int] = set()
+        #: The digest of each staged chunk's bytes, as its last piece lists it.
+        self.digests: dict[int, bytes] = {}
         self.commit_id = os.urandom(_COMMIT_ID_BYTES)
 
     def __bool__(self) -> bool:
@@ -375,7 +422,7 @@ class Committer:
         size, old_first = base() if base is not None else (0, None)
         first = chunks.get(0)
         if first is None and 0 in staging.indices:
-            first = self.read_staged(name, [0])[0]
+            first = self.read_staged(name, [0], staging.digests)[0]
         version = self.versions.version if self.versions is not None else 0
         before = first_chunk_digest(old_first)
         return BaseState(version, size, before, first_chunk_digest(first) if first is not None else before)
@@ -401,11 +448,13 @@ class Committer:
         entries = [(self.staged_key(name, i), v) for i, v in chunks.items()]
         piece_key_len = len(self.piece_key(name, 0))
         most = self.transport.limits.max_batch_keys or 1024
-        reserve_bytes = piece_key_len + _COMMIT_ID_BYTES + _DIGEST_BYTES + 4 * most
+        head = len(_PIECE_MAGIC) + _COMMIT_ID_BYTES + _DIGEST_BYTES
+        reserve_bytes = piece_key_len + head + _LISTED.size * most
         for batch in self.transport.entry_batches(entries, reserve_keys=1, reserve_bytes=reserve_bytes):
             indices = [_INDEX.unpack(k[-4:])[0] for k, _ in batch]
+            digests = [staged_digest(k, v) for k, v in batch]
             piece_key = self.piece_key(name, staging.pieces)
-            piece = (piece_key, encode_piece(piece_key, staging.commit_id, indices))
+            piece = (piece_key, encode_piece(piece_key, staging.commit_id, indices, digests))
             if self.atomic:
                 self.write([piece, *batch])
             else:
@@ -413,28 +462,64 @@ class Committer:
                 self.write(batch)
             staging.pieces += 1
             staging.indices.update(indices)
+            staging.digests.update(zip(indices, digests))
 
     def _piece_bytes(self) -> int:
         """About how long a manifest piece is, to bound how many one read takes:
         it lists the chunks of one staged batch (see :meth:`stage`)."""
         listed = self.transport.keys_per_call(self.chunk_size)
-        return _COMMIT_ID_BYTES + _DIGEST_BYTES + _INDEX.size * listed
+        return len(_PIECE_MAGIC) + _COMMIT_ID_BYTES + _DIGEST_BYTES + _LISTED.size * listed
 
     def drop_staged(self, name: str, staging: Staging, indices: Iterable[int]) -> None:
         """Forget staged chunks (the file shrank below them during the transaction)."""
         indices = [i for i in indices if i in staging.indices]
         self.write([], [self.staged_key(name, i) for i in indices])
         staging.indices.difference_update(indices)
+        for i in indices:
+            staging.digests.pop(i, None)
 
-    def read_staged(self, name: str, indices: Sequence[int]) -> dict[int, bytes | None]:
-        """The staged values of ``indices`` (``None`` where not staged)."""
+    def read_staged(
+        self, name: str, indices: Sequence[int], digests: Mapping[int, bytes | None]
+    ) -> dict[int, bytes]:
+        """The staged chunks ``indices`` of ``name``, each checked (see
+        :meth:`check_staged`) against its digest in ``digests``."""
         keys = [self.staged_key(name, i) for i in indices]
-        return dict(zip(indices, self.transport.get_many(keys, self.chunk_size)))
+        values = self.transport.get_many(keys, self.chunk_size)
+        return {
+            i: self.check_staged(name, i, key, value, digests.get(i))
+            for i, key, value in zip(indices, keys, values)
+        }
+
+    def check_staged(
+        self, name: str, index: int, key: bytes, value: bytes | None, expected: bytes | None
+    ) -> bytes:
+        """A staged chunk of ``name`` as read back from ``key``: present, no longer
+        than a chunk, and, where its manifest piece recorded a digest
+        (``expected``), the very bytes that were staged. It may be shorter than
+        a chunk (it is zero-padded when read or applied), so a short answer
+        is told apart only by the digest. Else :class:`CorruptError` naming the key."""
+        problem = None
+        if value is None:
+            problem = "is missing"
+        elif len(value) > self.chunk_size:
+            problem = f"is {len(value)} bytes, longer than the chunk size {self.chunk_size}"
+        elif expected is not None and staged_digest(key, value) != expected:
+            problem = (
+                f"was answered {len(value)} bytes long that fail the digest its manifest piece "
+                "recorded (answered short or garbled, or damaged in the store)"
+            )
+        if problem is not None:
+            raise CorruptError(f"staged chunk {index} of {name!r} at key {key.hex()} {problem}")
+        assert value is not None
+        return value
 
     def _manifest(
         self, name: str, record: CommitRecord, record_value: bytes | None = None
-    ) -> Iterator[list[int]]:
-        """The chunk indices of each manifest piece of ``record``, checked, in order.
+    ) -> Iterator[list[tuple[int, bytes | None]]]:
+        """The chunks each manifest piece of ``record`` lists (index, digest),
+        checked, last piece first: a chunk staged again later in the
+        transaction is listed again by a later piece, with the digest of the
+        bytes its staging key holds, so the first listing seen is the one that counts.
 
         A missing piece is damage, unless the record itself changed meanwhile
         (``record_value``: the record as this open read or wrote it): then
@@ -442,7 +527,7 @@ class Committer:
         or reads without one).
         """
         pieces = record.pieces
-        keys = (self.piece_key(name, p) for p in range(pieces))
+        keys = (self.piece_key(name, p) for p in reversed(range(pieces)))
         reads = self.transport.read_lazily(keys, run=_PIECES_PER_READ, value_bytes=self._piece_bytes())
         for key, value in reads:
             if value is None:
@@ -502,19 +587,15 @@ class Committer:
         layout, cs = self.layout, self.chunk_size
         new_chunks = chunk_count(record.new_size, cs)
         changed: set[int] = set()
-        for indices in self._manifest(name, record, record_value):
-            indices = [i for i in dict.fromkeys(indices) if i < new_chunks]
-            changed.update(indices)
-            missing = [i for i in indices if i not in in_memory]
-            staged = self.read_staged(name, missing) if missing else {}
+        for listed in self._manifest(name, record, record_value):
+            # Each chunk once, as the last piece listing it has it; none past the new end.
+            wanted = {i: d for i, d in reversed(listed) if i < new_chunks and i not in changed}
+            changed.update(wanted)
+            missing = [i for i in wanted if i not in in_memory]
+            staged = self.read_staged(name, missing, wanted) if missing else {}
             entries = []
-            for i in indices:
+            for i in wanted:
                 value = in_memory[i] if i in in_memory else staged[i]
-                if value is None:
-                    raise CorruptError(
-                        f"staged chunk {i} of {name!r} at key {self.staged_key(name, i).hex()}, "
-                        f"listed by the commit record at key {self.record_key(name).hex()}, is missing"
-                    )
                 want = min(cs, record.new_size - i * cs)
                 value = value[:want] if len(value) >= want else value + bytes(want - len(value))
                 entries.append((layout.chunk_key(name, i), value))
@@ -541,7 +622,7 @@ class Committer:
         Every piece is read and checked before the first delete."""
         keys = [self.piece_key(name, p) for p in range(pieces)]
         listed = [
-            decode_piece(value, key, None) if value is not None else []
+            [i for i, _ in decode_piece(value, key, None)] if value is not None else []
             for key, value in zip(keys, self.transport.get_many(keys, self._piece_bytes()))
         ]
         for piece in reversed(range(pieces)):
@@ -612,17 +693,18 @@ class Committer:
 
     def pending_record(
         self, name: str, record_value: bytes, meta_value: bytes | None
-    ) -> tuple[CommitRecord, dict[int, bytes]]:
+    ) -> tuple[CommitRecord, dict[int, StagedChunk]]:
         """For a read-only open: the interrupted commit's state, without writing.
 
         Returns the record (checked as :meth:`verify` does) and, per chunk
-        index, the staging key of its new value.
+        index, where its new value is staged and the digest to check it by.
         """
         record = self.verify(name, record_value, meta_value)
-        overlay = {}
-        for indices in self._manifest(name, record, record_value):
-            for i in indices:
-                overlay[i] = self.staged_key(name, i)
+        overlay: dict[int, StagedChunk] = {}
+        for listed in self._manifest(name, record, record_value):
+            for i, expected in reversed(listed):
+                if i not in overlay:  # the last piece listing a chunk has its digest
+                    overlay[i] = StagedChunk(self.staged_key(name, i), expected)
         return record, overlay
 
     def _count_pieces(self, name: str) -> int:

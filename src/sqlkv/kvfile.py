@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable
 
 from .chunkcache import ChunkCache, ReadAhead
-from .commit import BaseState, Committer, Staging
+from .commit import BaseState, Committer, StagedChunk, Staging
 from .errors import ConcurrentCommitError, ConflictError, CorruptError, UnusableError
 from .layout import Layout, chunk_count, chunk_spans, decode_file_meta, encode_file_meta
 from .store import StoreClient
@@ -92,8 +92,8 @@ class KvFile:
         self.cache = ChunkCache(cache_bytes)
         self.read_ahead = ReadAhead(read_ahead_chunks)
         self.failed: BaseException | None = None
-        # Read-only view of an interrupted commit: chunk index -> staging key.
-        self._overlay: dict[int, bytes] = {}
+        # Read-only view of an interrupted commit: chunk index -> where it is staged.
+        self._overlay: dict[int, StagedChunk] = {}
         # -- versions (a reader's database file; see versions.py) --
         #: Proves every read of a reader against its pinned version; ``None`` for a writer.
         self.pin: VersionPin | None = None
@@ -115,7 +115,7 @@ class KvFile:
         self.deferred = False
 
     def view_pending_commit(
-        self, new_size: int, first_gone: int, overlay: dict[int, bytes], base: BaseState | None = None
+        self, new_size: int, first_gone: int, overlay: dict[int, StagedChunk], base: BaseState | None = None
     ) -> None:
         """Read-only: show the state an interrupted (committed) commit leads to."""
         self.committed_size = self.size = new_size
@@ -289,15 +289,6 @@ class KvFile:
             f"{want} bytes there; nothing was written"
         )
 
-    def _staged(self, index: int, key: bytes, value: bytes | None) -> bytes:
-        """A chunk from the staging area (this transaction's spill, or an interrupted
-        commit's); it may be short (it is zero-padded when read or applied)."""
-        if value is None:
-            raise CorruptError(f"staged chunk {index} of {self.name!r} at key {key.hex()} is missing")
-        if len(value) > self.chunk_size:
-            raise self._too_long(index, key, value)
-        return value
-
     def prefetched(self, values: dict[int, bytes | None]) -> None:
         """Take chunks read ahead of time (at open) into the cache.
 
@@ -367,9 +358,14 @@ class KvFile:
         meanwhile (staged keys are deleted only after the chunks were moved
         into place): the chunk is then read where the layout keeps it.
         """
-        keys = [self._overlay[i] for i in indices]
-        values = self._get(keys, indices)
-        out = {i: self._staged(i, k, v) for i, k, v in zip(indices, keys, values) if v is not None}
+        staged = [self._overlay[i] for i in indices]
+        values = self._get([chunk.key for chunk in staged], indices)
+        check = self.committer.check_staged
+        out = {
+            i: check(self.name, i, chunk.key, v, chunk.digest)
+            for i, chunk, v in zip(indices, staged, values)
+            if v is not None
+        }
         moved = [i for i in indices if i not in out]
         if moved:
             keys = self._chunk_keys(moved)
@@ -404,12 +400,8 @@ class KvFile:
         return out
 
     def _read_staged(self, indices: list[int]) -> dict[int, bytes]:
-        """This transaction's spilled chunks ``indices``, checked."""
-        staged_key = self.committer.staged_key
-        return {
-            i: self._staged(i, staged_key(self.name, i), value)
-            for i, value in self.committer.read_staged(self.name, indices).items()
-        }
+        """This transaction's spilled chunks ``indices``, checked against what it staged."""
+        return self.committer.read_staged(self.name, indices, self.staging.digests)
 
     def _chunk(self, index: int, loaded: dict[int, bytes]) -> bytes | bytearray:
         chunk = self.dirty.get(index)
