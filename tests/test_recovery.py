@@ -6,7 +6,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-from helpers import CountingStore, FiveCallStore, MangledAnswers, copy_store, staging_keys
+from helpers import CountingStore, FiveCallStore, MangledAnswers, copy_store, mangled, staging_keys, staging_kind
 
 import sqlkv
 from sqlkv.commit import CommitRecord, Committer, Staging, record_key
@@ -404,3 +404,95 @@ def test_a_staged_chunk_answered_damaged_at_recovery_is_refused_and_never_put_in
             assert db.query("SELECT count(*), sum(length(v)) FROM t").rows == [(150, 150 * 1000)]
             assert db.query("PRAGMA integrity_check").rows == [("ok",)]
         assert not staging_keys(base._data)
+
+
+def _rows_database(backend: str, rows: int = 30) -> sqlkv.MemoryStore:
+    store = sqlkv.MemoryStore()
+    with sqlkv.connect(store, "app.db", backend=backend, lease_seconds=None) as db:
+        db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        db.exec(BIG_TX.format(rows=rows))
+    return store
+
+
+@pytest.mark.parametrize("mode", ["short", "garbled"])
+@pytest.mark.parametrize("which", [0, 1], ids=["piece-0", "piece-1"])
+def test_garbled_pieces_of_a_commit_interrupted_before_its_commit_point_are_discarded(backend, which, mode):
+    """Reproduction (issue 20, item 9): one garbled manifest piece left by a
+    commit interrupted before its commit point (no record refers to it: it is
+    garbage) made every writer's open fail on its checksum, and so the
+    database unwritable. Recovery discards it; check --repair removes the
+    staged chunks it listed, which it can no longer tell."""
+    store = _rows_database(backend)
+    committer = Committer(StoreClient(store), LAYOUT, 4096)
+    staging = Staging()
+    committer.stage("app.db", staging, {40: bytes(4096), 41: b"x" * 4096})
+    committer.stage("app.db", staging, {42: b"y" * 100})
+    key = committer.piece_key("app.db", which)
+    store.put(key, mangled(store.get(key), mode))
+    with sqlkv.connect(store, "app.db", backend=backend, lease_seconds=None) as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(30,)]
+        db.exec("INSERT INTO t(v) VALUES ('after')")
+    assert not [k for k in store._data if staging_kind(k) == b"m"]
+    leftovers = [k for k in store._data if staging_kind(k) == b"d"]
+    assert len(leftovers) == (2 if which == 0 else 1)  # the garbled piece's chunks
+    report = sqlkv.check_database(store, "app.db", repair=True)
+    assert report.sound, report.problems
+    assert not staging_keys(store._data)
+    with sqlkv.connect(store, "app.db", backend=backend) as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(31,)]
+
+
+@pytest.mark.parametrize("mode", ["short", "garbled"])
+def test_a_garbled_commit_record_is_refused_by_name_and_discarded_by_repair(backend, mode):
+    """Reproduction (issue 20, item 9): a garbled commit record cannot be told
+    from a committed one, so an open refuses it: a CorruptError naming its key
+    and ``check --repair``. Repair, which failed on the same checksum, now
+    discards it (read twice alike) with its staging area, and the database is
+    writable again, at the state before that transaction."""
+    from sqlkv.commit import record_key as commit_record_key
+
+    store = interrupted_after_its_commit_point(backend)
+    key = commit_record_key(LAYOUT, "app.db")
+    store.put(key, mangled(store.get(key), mode))
+    before = dict(store._data)
+    for readonly in (False, True):
+        with pytest.raises(sqlkv.CorruptError) as caught:
+            with sqlkv.connect(store, "app.db", backend=backend, lease_seconds=None, readonly=readonly) as db:
+                db.query("SELECT count(*) FROM t")
+        assert key.hex() in str(caught.value) and "check --repair" in str(caught.value)
+        assert store._data == before
+    report = sqlkv.check_database(store, "app.db", lease_seconds=None)
+    assert any("cannot be read" in p.message and p.repairable for p in report.problems), report.problems
+    report = sqlkv.check_database(store, "app.db", repair=True, lease_seconds=None)
+    assert report.sound, report.problems
+    assert report.repaired
+    assert not staging_keys(store._data)
+    with sqlkv.connect(store, "app.db", backend=backend, lease_seconds=None) as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(0,)]
+        db.exec("INSERT INTO t(v) VALUES ('writable')")
+        assert db.query("PRAGMA integrity_check").rows == [("ok",)]
+
+
+def test_repair_discards_no_record_that_was_only_answered_garbled(backend):
+    """A record answered garbled once, but stored intact, is not discarded:
+    repair reads it twice, and the commit it records is rolled forward."""
+    from sqlkv.commit import record_key as commit_record_key
+
+    stored = interrupted_after_its_commit_point(backend)
+    key = commit_record_key(LAYOUT, "app.db")
+    store = MangledAnswers(stored, kinds=b"c", mode="garbled", at=1)
+    with pytest.raises(sqlkv.CorruptError):
+        sqlkv.connect(store, "app.db", backend=backend, lease_seconds=None)
+    assert stored.get(key) is not None
+    store.at = 2  # the repair's open is answered garbled, its second read not
+    store.hits = 1
+    store.mangled = 0
+    from sqlkv.files import open_file
+    from sqlkv.options import Options
+
+    with pytest.raises(sqlkv.CorruptError, match="answered differently by two reads"):
+        with open_file(store, "app.db", Options(lease_seconds=None), readonly=False, repair=True):
+            pass
+    assert stored.get(key) is not None
+    with sqlkv.connect(stored, "app.db", backend=backend, lease_seconds=None) as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(150,)]

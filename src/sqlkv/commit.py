@@ -204,6 +204,15 @@ class CommitRecord:
         return cls(commit_id, new_size, first_gone, old_chunks, pieces, base)
 
 
+def readable_record(value: bytes, key: bytes) -> bool:
+    """Whether ``value`` stored at ``key`` reads as a commit record (for audits)."""
+    try:
+        CommitRecord.decode(value, key)
+    except CorruptError:
+        return False
+    return True
+
+
 def encode_piece(
     key: bytes, commit_id: bytes, indices: Iterable[int], digests: Iterable[bytes] | None = None
 ) -> bytes:
@@ -392,8 +401,8 @@ class Committer:
         record_value = record.encode(record_key)
         self._commit_point([(record_key, record_value)])
         with self._committed(f"commit record at key {record_key.hex()}"):
-            self._apply(name, record, chunks, record_value)
-            self._finish(name, record.pieces)
+            listed = self._apply(name, record, chunks, record_value)
+            self._finish(name, record.pieces, listed)
 
     def _commit_point(self, puts: Sequence[Entry], deletes: Sequence[bytes] = ()) -> None:
         """The write that commits: refused (FencedError: nothing of it is visible),
@@ -553,7 +562,7 @@ class Committer:
         :class:`CorruptError` naming the key, before anything is changed.
         """
         key = self.record_key(name)
-        record = CommitRecord.decode(record_value, key)
+        record = self._decode_record(name, record_value)
         cs = self.chunk_size
         meta_key = self.layout.meta_key(name)
         size = decode_file_meta(meta_value, cs, meta_key) if meta_value is not None else 0
@@ -582,12 +591,17 @@ class Committer:
 
     def _apply(
         self, name: str, record: CommitRecord, in_memory: dict[int, bytes], record_value: bytes
-    ) -> None:
-        """Step 3: copy staged chunks into place, drop old chunks past the new end, write FileMeta."""
+    ) -> list[list[int]]:
+        """Step 3: copy staged chunks into place, drop old chunks past the new end, write FileMeta.
+
+        Returns the chunk indices each manifest piece lists, by piece number
+        (what :meth:`_finish` deletes)."""
         layout, cs = self.layout, self.chunk_size
         new_chunks = chunk_count(record.new_size, cs)
         changed: set[int] = set()
+        by_piece: list[list[int]] = []
         for listed in self._manifest(name, record, record_value):
+            by_piece.append([i for i, _ in listed])
             # Each chunk once, as the last piece listing it has it; none past the new end.
             wanted = {i: d for i, d in reversed(listed) if i < new_chunks and i not in changed}
             changed.update(wanted)
@@ -610,24 +624,55 @@ class Committer:
         self.write([*last, (layout.meta_key(name), encode_file_meta(record.new_size))])
         if versions is not None:
             versions.version = version
+        by_piece.reverse()  # the manifest is read last piece first
+        return by_piece
 
-    def _finish(self, name: str, pieces: int) -> None:
-        """Step 4: the commit is complete once its record is gone; then clean staging."""
+    def _finish(self, name: str, pieces: int, by_piece: list[list[int]]) -> None:
+        """Step 4: the commit is complete once its record is gone; then its
+        staging area goes (see :meth:`_delete_staging`). ``by_piece``: the
+        chunk indices each piece lists, as the apply step read them: nothing
+        is read again, so no answer here can fail a complete commit."""
         self.write([], [self.record_key(name)])
-        self._discard(name, pieces)
+        self._delete_staging(
+            name, [(self.piece_key(name, p), listed) for p, listed in zip(range(pieces), by_piece, strict=True)]
+        )
 
-    def _discard(self, name: str, pieces: int) -> None:
-        """Delete staging pieces ``pieces-1`` down to 0, each after the chunks it lists.
+    def _discard(self, name: str, pieces: int | None = None) -> None:
+        """Delete the staging area of ``name``: pieces ``pieces-1`` down to 0
+        (``None``: as many as are stored, numbered from 0), each after the
+        chunks it lists. Every piece is read before the first delete.
 
-        Every piece is read and checked before the first delete."""
-        keys = [self.piece_key(name, p) for p in range(pieces)]
-        listed = [
-            [i for i, _ in decode_piece(value, key, None)] if value is not None else []
-            for key, value in zip(keys, self.transport.get_many(keys, self._piece_bytes()))
-        ]
-        for piece in reversed(range(pieces)):
-            key = keys[piece]
-            staged = [self.staged_key(name, i) for i in listed[piece]]
+        No commit record refers to what is deleted here (it was never written,
+        was deleted, or is being discarded): it is garbage by definition. So a
+        piece that fails its checks stops nothing: it is deleted, with a
+        warning, and the staged chunks it listed, which it can no longer tell,
+        are left to ``check --repair`` (which removes every staging key)."""
+        numbers: Iterable[int] = range(pieces) if pieces is not None else itertools.count()
+        run = _PIECES_PER_READ if pieces is not None else _PIECES_PER_COUNT
+        keys = (self.piece_key(name, p) for p in numbers)
+        listed: list[tuple[bytes, list[int]]] = []
+        for key, value in self.transport.read_lazily(keys, run=run, value_bytes=self._piece_bytes()):
+            if value is None and pieces is None:
+                break
+            indices: list[int] = []
+            if value is not None:
+                try:
+                    indices = [i for i, _ in decode_piece(value, key, None)]
+                except CorruptError as exc:
+                    _log.warning(
+                        "deleting manifest piece at key %s of %r, which belongs to no commit: %s; "
+                        "the staged chunks it listed stay until `sqlkv check --repair` removes them",
+                        key.hex(), name, exc,
+                    )
+            listed.append((key, indices))
+        self._delete_staging(name, listed)
+
+    def _delete_staging(self, name: str, listed: list[tuple[bytes, list[int]]]) -> None:
+        """Delete each piece (key, the chunk indices it lists), last first, each
+        after the staged chunks it lists: interrupted anywhere, what is left is
+        pieces 0 to some k, each listing what is left of its chunks."""
+        for key, indices in reversed(listed):
+            staged = [self.staged_key(name, i) for i in indices]
             if self.transport.fits_one_write((), [*staged, key]):
                 self.write([], [*staged, key])
             else:  # the piece only after every chunk it lists is gone
@@ -643,6 +688,7 @@ class Committer:
         piece0: bytes | None,
         meta_value: bytes | None,
         first_chunk: bytes | None = None,
+        discard_unreadable: bool = False,
     ) -> bool:
         """Finish (roll forward) or discard (roll back) an interrupted commit of ``name``.
 
@@ -650,22 +696,66 @@ class Committer:
         against (see :meth:`verify`); ``first_chunk`` its chunk 0 as stored.
         A record that names a base state the store no longer holds (another
         implementation wrote over it, see :class:`BaseState`) is discarded,
-        and the discard logged. Returns whether anything was done, so the
-        caller re-reads the file.
+        and the discard logged. Pieces without a record are discarded, even
+        garbled ones (see :meth:`_discard`).
+
+        A record that cannot be read (it fails its checksum, or is not a
+        record at all) cannot be told from the record of a committed
+        transaction: it is :class:`CorruptError` naming the key and the way
+        out, unless ``discard_unreadable`` (``check --repair``): then it is
+        discarded with its staging area, once a second read gives the same
+        bytes (a damaged answer is not a damaged record), and the discard logged.
+        Returns whether anything was done, so the caller re-reads the file.
         """
         if record_value is not None:
+            try:
+                self._decode_record(name, record_value)
+            except CorruptError:
+                if not discard_unreadable:
+                    raise
+                self._discard_unreadable(name, record_value)
+                return True
             if not self.record_applies(name, record_value, meta_value, first_chunk):
                 self.write([], [self.record_key(name)])
-                self._discard(name, self._count_pieces(name))
+                self._discard(name)
                 return True
             record = self.verify(name, record_value, meta_value)
-            self._apply(name, record, {}, record_value)
-            self._finish(name, record.pieces)
+            listed = self._apply(name, record, {}, record_value)
+            self._finish(name, record.pieces, listed)
             return True
         if piece0 is not None:
-            self._discard(name, self._count_pieces(name))
+            self._discard(name)
             return True
         return False
+
+    def _decode_record(self, name: str, record_value: bytes) -> CommitRecord:
+        """The commit record of ``name``, decoded; if it cannot be, a
+        :class:`CorruptError` that names its key and says how to discard it."""
+        key = self.record_key(name)
+        try:
+            return CommitRecord.decode(record_value, key)
+        except CorruptError as exc:
+            raise CorruptError(
+                f"{exc}. It cannot be told from the record of a committed transaction not yet "
+                f"moved into place, so it is neither finished nor discarded, and {name!r} cannot "
+                "be written until `sqlkv check --repair` (check_database(..., repair=True)) "
+                "discards it, and with it the transaction it records, if that was committed"
+            ) from exc
+
+    def _discard_unreadable(self, name: str, record_value: bytes) -> None:
+        """Discard a commit record that cannot be read, and its staging area (repair)."""
+        key = self.record_key(name)
+        if self.transport.get(key) != record_value:
+            raise CorruptError(
+                f"commit record at key {key.hex()} of {name!r} was answered differently by two "
+                "reads: the store's answers, not the record, may be damaged; nothing was discarded"
+            )
+        _log.warning(
+            "discarding the unreadable commit record at key %s of %r and its staging area; the "
+            "transaction it recorded, if it was committed, is lost", key.hex(), name,
+        )
+        self.write([], [key])
+        self._discard(name)
 
     def record_applies(
         self, name: str, record_value: bytes, meta_value: bytes | None, first_chunk: bytes | None
@@ -673,7 +763,7 @@ class Committer:
         """Whether the store still holds the state the staged commit of
         ``record_value`` was made on (always, for a record naming none)."""
         key = self.record_key(name)
-        record = CommitRecord.decode(record_value, key)
+        record = self._decode_record(name, record_value)
         base = record.base
         if base is None:
             return True
@@ -706,14 +796,3 @@ class Committer:
                 if i not in overlay:  # the last piece listing a chunk has its digest
                     overlay[i] = StagedChunk(self.staged_key(name, i), expected)
         return record, overlay
-
-    def _count_pieces(self, name: str) -> int:
-        """How many manifest pieces ``name``'s staging area holds: they are numbered from 0."""
-        keys = (self.piece_key(name, p) for p in itertools.count())
-        count = 0
-        reads = self.transport.read_lazily(keys, run=_PIECES_PER_COUNT, value_bytes=self._piece_bytes())
-        for _, value in reads:
-            if value is None:
-                break
-            count += 1
-        return count

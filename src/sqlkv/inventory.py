@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import layout as layouts
+from .commit import readable_record
 from .errors import CorruptError, Error, FencedError, NotFoundError, StoreError
 from .files import make_options, open_file
 from .kvfile import KvFile
@@ -235,6 +236,12 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
             if record_key in found.staging
             else "an interrupted commit before its commit point (rolled back on repair)"
         )
+        record = client.get(record_key) if record_key in found.staging else None
+        if record is not None and not readable_record(record, record_key):
+            what = (
+                "an interrupted commit whose commit record cannot be read (discarded on repair, "
+                "and the transaction it records with it)"
+            )
         if lease is not None and lease.held:
             what = "a commit in flight, or interrupted"
         report.problems.append(Problem(f"{len(found.staging)} staging key(s): {what}", True))
@@ -318,7 +325,7 @@ def check_database(
         raise NotFoundError(f"database {name!r} does not exist in the store")
     if repair and any(p.repairable for p in report.problems):
         repaired = [p.message for p in report.problems if p.repairable]
-        with open_file(store, name, opts, readonly=False, lock_timeout=lock_timeout) as main:
+        with open_file(store, name, opts, readonly=False, lock_timeout=lock_timeout, repair=True) as main:
             after = CheckReport(name)
             left = _audit(main.transport, opts, name, after)
             count = -(-main.size // opts.chunk_size) if main.exists else 0
