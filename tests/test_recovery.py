@@ -496,3 +496,27 @@ def test_repair_discards_no_record_that_was_only_answered_garbled(backend):
     assert stored.get(key) is not None
     with sqlkv.connect(stored, "app.db", backend=backend, lease_seconds=None) as db:
         assert db.query("SELECT count(*) FROM t").rows == [(150,)]
+
+
+def test_a_commit_staged_by_an_earlier_sqlkv_without_digests_still_rolls_forward(backend):
+    """Pieces of an earlier sqlkv list indices only (no digests): an interrupted
+    commit it left past its commit point is still finished, unchecked as before."""
+    from sqlkv.commit import encode_piece
+
+    store = _rows_database(backend)
+    size = int.from_bytes(store.get(LAYOUT.meta_key("app.db"))[2:], "little")
+    chunks = size // 4096
+    committer = Committer(StoreClient(store), LAYOUT, 4096)
+    commit_id = b"\x07" * 8
+    page = store.get(LAYOUT.chunk_key("app.db", 1))
+    piece_key = committer.piece_key("app.db", 0)
+    store.put_batch([
+        (committer.staged_key("app.db", 1), page),
+        (piece_key, encode_piece(piece_key, commit_id, [1])),
+    ])
+    key = record_key(LAYOUT, "app.db")
+    store.put(key, CommitRecord(commit_id, size, chunks, chunks, 1).encode(key))
+    with sqlkv.connect(store, "app.db", backend=backend, lease_seconds=None) as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(30,)]
+        assert db.query("PRAGMA integrity_check").rows == [("ok",)]
+    assert not staging_keys(store._data)
