@@ -491,7 +491,7 @@ def test_repair_discards_no_record_that_was_only_answered_garbled(backend):
     from sqlkv.options import Options
 
     with pytest.raises(sqlkv.CorruptError, match="answered differently by two reads"):
-        with open_file(store, "app.db", Options(lease_seconds=None), readonly=False, repair=True):
+        with open_file(store, "app.db", Options(lease_seconds=None), readonly=False, salvage=True):
             pass
     assert stored.get(key) is not None
     with sqlkv.connect(stored, "app.db", backend=backend, lease_seconds=None) as db:

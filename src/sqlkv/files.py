@@ -44,14 +44,14 @@ def open_file(
     *,
     readonly: bool,
     lock_timeout: float = 0.0,
-    repair: bool = False,
+    salvage: bool = False,
 ) -> Iterator[KvFile]:
     """The database ``name`` in ``store`` as a :class:`KvFile`, open for this block.
 
     A writer (``readonly=False``) holds the database's lease for the whole
     block (when the store can fence), so no other writer commits meanwhile;
-    it is released at the end. ``repair``: an unreadable commit record is
-    discarded at open instead of refused (``check --repair``; see storage.py).
+    it is released at the end. ``salvage`` (``check --repair`` alone): an
+    unreadable commit record is discarded at open instead of refused (see storage.py).
     """
     check_file_name(name)
     check_lease_options(options.lease_seconds, lock_timeout)
@@ -63,7 +63,7 @@ def open_file(
     try:
         storage = Storage(
             transport, layout, name, options.chunk_size, options.cache_bytes,
-            readonly=readonly, max_dirty_bytes=options.max_dirty_bytes, repair=repair,
+            readonly=readonly, max_dirty_bytes=options.max_dirty_bytes, salvage=salvage,
         )
         yield storage.open(lease)
         storage.close()

@@ -325,7 +325,7 @@ def check_database(
         raise NotFoundError(f"database {name!r} does not exist in the store")
     if repair and any(p.repairable for p in report.problems):
         repaired = [p.message for p in report.problems if p.repairable]
-        with open_file(store, name, opts, readonly=False, lock_timeout=lock_timeout, repair=True) as main:
+        with open_file(store, name, opts, readonly=False, lock_timeout=lock_timeout, salvage=True) as main:
             after = CheckReport(name)
             left = _audit(main.transport, opts, name, after)
             count = -(-main.size // opts.chunk_size) if main.exists else 0

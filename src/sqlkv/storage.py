@@ -43,7 +43,7 @@ class Storage:
         readonly: bool = False,
         max_dirty_bytes: int = 64 * 1024 * 1024,
         max_staleness: float = 0.0,
-        repair: bool = False,
+        salvage: bool = False,
     ) -> None:
         self.transport = transport
         self.layout = layout
@@ -53,9 +53,9 @@ class Storage:
         self.readonly = readonly
         self.max_dirty_bytes = max_dirty_bytes
         self.max_staleness = max_staleness
-        #: ``check --repair``: a writer's open discards an unreadable commit record
-        #: (see Committer.recover) instead of refusing it.
-        self.repair = repair
+        #: Opened by ``check --repair`` to mend the database: an unreadable commit
+        #: record is discarded (see Committer.recover) instead of refused.
+        self.salvage = salvage
         limits = transport.limits
         if limits.max_value_bytes is not None and chunk_size > limits.max_value_bytes:
             raise StoreLimitError(
@@ -131,7 +131,7 @@ class Storage:
                 first = chunks[0] if chunks else None
                 if record is not None and first is None:
                     first = self.transport.get(layout.chunk_key(name, 0))
-                if committer.recover(name, record, piece0, metas[0], first, self.repair):
+                if committer.recover(name, record, piece0, metas[0], first, self.salvage):
                     main = self._reopen_main(prefetch)
         if main is None:
             main = self.file(name)
