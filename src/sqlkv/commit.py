@@ -278,6 +278,11 @@ class StagedChunk(NamedTuple):
     key: bytes
     digest: bytes | None
 
+    def holds(self, value: bytes) -> bool:
+        """Whether ``value``, read from :attr:`key`, is what was staged there
+        (unknown, and so taken, for a piece that recorded no digest)."""
+        return self.digest is None or staged_digest(self.key, value) == self.digest
+
 
 class Staging:
     """The staging area of one file during one transaction: what was spilled so far."""
@@ -512,7 +517,7 @@ class Committer:
             problem = "is missing"
         elif len(value) > self.chunk_size:
             problem = f"is {len(value)} bytes, longer than the chunk size {self.chunk_size}"
-        elif expected is not None and staged_digest(key, value) != expected:
+        elif not StagedChunk(key, expected).holds(value):
             problem = (
                 f"was answered {len(value)} bytes long that fail the digest its manifest piece "
                 "recorded (answered short or garbled, or damaged in the store)"
