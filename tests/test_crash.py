@@ -228,3 +228,35 @@ def test_a_damaged_staging_answer_at_every_read(backend, config, kinds, mode, se
 @pytest.mark.parametrize("seed", SLOW_MANGLE_SEEDS)
 def test_a_damaged_staging_answer_at_every_read_long(backend, config, kinds, mode, seed):
     mangle_everywhere(backend, config, kinds, mode, seed)
+
+
+@pytest.mark.parametrize("mode", ["short", "garbled"])
+def test_a_damaged_staging_answer_then_the_same_database_goes_on(backend, mode):
+    """After a staged chunk answered damaged (before or after the commit point),
+    the same Database serves exactly the state its error names, and keeps working."""
+    make_store, limits, options = CONFIGS["spill"]
+    workload = make_workload(7, transactions=10)
+    states = model_states(workload)
+    dry = MangledAnswers(make_store(), limits, kinds=b"d", mode=mode, at=0)
+    run_workload(dry, backend, options, workload)
+    assert dry.hits > 0
+    for n in range(1, dry.hits + 1):
+        base = make_store()
+        store = MangledAnswers(base, limits, kinds=b"d", mode=mode, at=n)
+        with sqlkv.connect(store, "app.db", backend=backend, lease_seconds=NO_LEASE, **options) as db:
+            done, error = 0, None
+            for sql in workload:
+                try:
+                    db.exec(sql)
+                except sqlkv.Error as exc:
+                    error = exc
+                    break
+                done += 1
+            assert error is not None, f"the damaged answer at read {n} went unnoticed"
+            committed = isinstance(error, sqlkv.OutcomeUnknownError) and error.committed is True
+            assert committed or isinstance(error, sqlkv.CorruptError), repr(error)
+            assert content(lambda sql, db=db: db.query(sql).rows) == states[done + 1 if committed else done]
+            db.exec("CREATE TABLE IF NOT EXISTS after_failure(x); INSERT INTO after_failure VALUES (1)")
+        with sqlkv.connect(base, "app.db", backend=backend, lease_seconds=NO_LEASE) as again:
+            assert again.query("SELECT count(*) FROM after_failure").rows == [(1,)]
+            assert again.query("PRAGMA integrity_check").rows == [("ok",)]
