@@ -115,8 +115,8 @@ _LISTED = struct.Struct(">I8s")
 #: Manifest pieces read per ``get_batch`` at most (fewer where they are long: see
 #: ``Committer._piece_bytes``), whatever the store's batch limit.
 _PIECES_PER_READ = 256
-#: Pieces looked for per ``get_batch`` when counting them: an interrupted commit
-#: rarely has more, and the count must not read millions of absent keys.
+#: Pieces read per ``get_batch`` while how many there are is not known (discarding
+#: a commit that has no record): rarely more, and never millions of absent keys.
 _PIECES_PER_COUNT = 64
 
 
@@ -512,20 +512,18 @@ class Committer:
         (``expected``), the very bytes that were staged. It may be shorter than
         a chunk (it is zero-padded when read or applied), so a short answer
         is told apart only by the digest. Else :class:`CorruptError` naming the key."""
-        problem = None
+        if value is not None and len(value) <= self.chunk_size and StagedChunk(key, expected).holds(value):
+            return value
         if value is None:
             problem = "is missing"
         elif len(value) > self.chunk_size:
             problem = f"is {len(value)} bytes, longer than the chunk size {self.chunk_size}"
-        elif not StagedChunk(key, expected).holds(value):
+        else:
             problem = (
                 f"was answered {len(value)} bytes long that fail the digest its manifest piece "
                 "recorded (answered short or garbled, or damaged in the store)"
             )
-        if problem is not None:
-            raise CorruptError(f"staged chunk {index} of {name!r} at key {key.hex()} {problem}")
-        assert value is not None
-        return value
+        raise CorruptError(f"staged chunk {index} of {name!r} at key {key.hex()} {problem}")
 
     def _manifest(
         self, name: str, record: CommitRecord, record_value: bytes | None = None

@@ -39,7 +39,8 @@ answer, wraps every exception as :class:`StoreError` with the store's own as
 the cause, and counts every round trip in :class:`Stats`. It also does the
 batching within the store's limits, so that no layer above splits a batch by
 hand: :meth:`StoreClient.get_many` reads any number of keys in as few
-``get_batch`` calls as the limits allow, :meth:`StoreClient.write` writes any
+``get_batch`` calls as the limits and a bound on memory
+(:data:`READ_BYTES_BOUND`) allow, :meth:`StoreClient.write` writes any
 number of entries and deletes any number of keys in as few calls as they
 allow, and :meth:`StoreClient.fits_one_call` says whether a write is one
 atomic call. It knows nothing of leases: a conditional write's expectations
