@@ -382,6 +382,35 @@ class GroupTally:
     points = 0
 
 
+def _twins_watcher(store: Any, backend: str, stop: threading.Event, torn: list[Any], reads: list[int]) -> None:
+    """A reader of ``store`` (at most 2,000 reads, until ``stop``): every
+    transaction's twins 'a' and 'b' are seen both or neither; else noted in
+    ``torn``. Each read that answered is counted in ``reads``."""
+    sql = "SELECT caller, seq FROM t GROUP BY caller, seq HAVING count(*) != 2 LIMIT 1"
+    try:
+        with sqlkv.connect(store, "app.db", backend=backend, readonly=True) as reader:
+            for _ in range(2000):
+                if stop.is_set():
+                    return
+                try:
+                    rows = reader.query(sql).rows
+                except sqlkv.ConflictError:
+                    continue  # a writer moved on: read again
+                reads.append(1)
+                if rows:
+                    torn.append(rows)
+                    return
+    except sqlkv.Error as exc:  # nothing else may stop a reader of what is stored
+        torn.append(exc)
+
+
+def _with_table(store: Any) -> Any:
+    """``store``, holding the grouped workload's table already (so a reader can open it)."""
+    with sqlkv.connect(store, "app.db", lease_seconds=None) as db:
+        db.exec("CREATE TABLE t(caller INT, seq INT, twin TEXT, pad TEXT)")
+    return store
+
+
 #: Grouped configurations whose commits read staging keys back, and which kind.
 DAMAGED = [("spill", b"m"), ("spill", b"d")]
 
@@ -393,16 +422,29 @@ async def test_acknowledged_writes_survive_a_damaged_staging_answer_at_every_rea
 ):
     """Issue 20, item 5, grouped: each read of a staged chunk or manifest piece
     in turn is answered short or garbled. Nothing acknowledged is lost, no
-    transaction is torn, and nothing damaged reaches the database."""
+    transaction is torn, and nothing damaged reaches the database; a reader in
+    another thread never sees one twin of a transaction without the other."""
     make_store, limits, options = CONFIGS[config]
-    dry = MangledAnswers(FaultyStore(make_store(), limits=limits, latency_ms=0.3), kinds=kinds, mode=mode, at=0)
+    dry = MangledAnswers(
+        FaultyStore(_with_table(make_store()), limits=limits, latency_ms=0.3), kinds=kinds, mode=mode, at=0
+    )
     acknowledged, _, commits = await _grouped_workload(dry, backend, options)
     assert len(acknowledged) == CALLERS * PER_CALLER and commits < CALLERS * PER_CALLER
     assert dry.hits > 0
+    reads: list[int] = []
     for n in range(1, dry.hits + 1):
-        base = make_store()
+        base = _with_table(make_store())
         store = MangledAnswers(FaultyStore(base, limits=limits, latency_ms=0.3), kinds=kinds, mode=mode, at=n)
-        acknowledged, tried, _ = await _grouped_workload(store, backend, options)
+        torn: list[Any] = []
+        stop = threading.Event()
+        watcher = threading.Thread(target=_twins_watcher, args=(base, backend, stop, torn, reads))
+        watcher.start()
+        try:
+            acknowledged, tried, _ = await _grouped_workload(store, backend, options)
+        finally:
+            stop.set()
+            watcher.join(WAIT_S)
+        assert not watcher.is_alive() and not torn, f"read {n}: a reader saw {torn[:1]}"
         with sqlkv.connect(base, "app.db", backend=backend, lease_seconds=None) as after:
             assert after.query("PRAGMA integrity_check").rows == [("ok",)]
             rows = after.query("SELECT caller, seq, twin FROM t").rows
@@ -411,6 +453,7 @@ async def test_acknowledged_writes_survive_a_damaged_staging_answer_at_every_rea
             assert len(acknowledged) < CALLERS * PER_CALLER, f"read {n}: the damaged answer went unnoticed"
         assert acknowledged <= present <= tried, f"{mode} answer at read {n}: acknowledged rows lost"
         assert sorted(rows) == sorted((c, s, twin) for c, s in present for twin in "ab")
+    assert len(reads) >= dry.hits, "the reader hardly read"
 
 
 @pytest.mark.parametrize("async_store", [False, True], ids=["sync-store", "async-store"])
