@@ -194,3 +194,73 @@ class AsyncWritesIgnored:
 
     async def delete_batch(self, keys: list[bytes]) -> None:
         pass
+
+
+def staging_kind(key: bytes) -> bytes | None:
+    """The kind byte of one of sqlkv's own keys beside app.db (prefix 9, layout
+    seed): ``b"c"`` commit record, ``b"m"`` manifest piece, ``b"d"`` staged
+    chunk, ...; ``None`` for any other key."""
+    head = b"\x09\x02app.db\x00"
+    return key[len(head) : len(head) + 1] if key.startswith(head) else None
+
+
+def mangled(value: bytes, mode: str) -> bytes:
+    """``value`` answered ``"short"`` (its first half) or ``"garbled"`` (one byte flipped)."""
+    if mode == "short":
+        return value[: len(value) // 2]
+    flipped = bytearray(value)
+    flipped[len(value) // 2] ^= 0x5A
+    return bytes(flipped)
+
+
+class MangledAnswers(StoreWrapper):
+    """A store (``inner``, declaring ``limits``) whose reads answer the values of
+    sqlkv's staging keys of the ``kinds`` given short or garbled (``mode``), as a
+    store or network that damages data may; what is stored stays intact.
+
+    ``at``: only the read (``get`` or ``get_batch``) of that number, counted
+    from 1 over reads that return such a value (``None``: every one), once
+    ``armed``. ``after_key``: arm at the first write of that key (else armed
+    from the start). ``hits`` counts the reads that returned such a value.
+    """
+
+    def __init__(
+        self,
+        inner,
+        limits: sqlkv.StoreLimits | None = None,
+        *,
+        kinds: bytes = b"d",
+        mode: str = "short",
+        at: int | None = None,
+        after_key: bytes | None = None,
+        write_batch: bool = True,
+    ) -> None:
+        super().__init__(inner, limits=limits, write_batch=write_batch, scan=True)
+        self.kinds = kinds
+        self.mode = mode
+        self.at = at
+        self.after_key = after_key
+        self.armed = after_key is None
+        self.hits = 0
+        self.mangled = 0
+
+    def _call(self, kind, *args):
+        parts = call_parts(kind, args)
+        if not self.armed and any(k == self.after_key for k, _ in parts.puts):
+            result = super()._call(kind, *args)
+            self.armed = True
+            return result
+        result = super()._call(kind, *args)
+        if not self.armed or kind not in ("get", "get_batch"):
+            return result
+        values = [result] if kind == "get" else list(result)
+        chosen = [i for i, k in enumerate(parts.reads) if values[i] and (staging_kind(k) or b"?") in self.kinds]
+        if not chosen:
+            return result
+        self.hits += 1
+        if self.at is not None and self.hits != self.at:
+            return result
+        for i in chosen:
+            values[i] = mangled(values[i], self.mode)
+        self.mangled += 1
+        return values[0] if kind == "get" else values

@@ -118,7 +118,7 @@ def _flipped(value: bytes) -> bytes:
         (_sealed(4096, 1, 2**33, 0), "8589934592 old chunks .*beyond"),
         (_sealed(2**60, 1, 7, 0), "beyond the layout"),
         (_sealed(4096, 5, 7, 0), "drops chunks from 5, past"),
-        (_sealed(4096, 1, 7, 3), "manifest piece at key 09026170702e6462006d00000000 is missing"),
+        (_sealed(4096, 1, 7, 3), "manifest piece at key 09026170702e6462006d00000002 is missing"),
     ],
     ids=[
         "old-format-wipe",
@@ -148,16 +148,19 @@ def test_an_unverified_commit_record_deletes_nothing(backend, record, problem, r
     assert store._data == before
 
 
-def test_a_garbled_manifest_piece_deletes_nothing(backend):
+def test_a_garbled_manifest_piece_deletes_nothing_but_itself(backend):
     """Pieces without a record are rolled back, deleting the staged chunks they
-    list: a piece that fails its checksum is refused first."""
+    list. A piece that fails its checksum lists nothing to trust: it alone is
+    deleted (issue 20, item 9: it used to be refused, which left the database
+    unwritable, since no record refers to it and nothing ever would)."""
     store = _database_of_rows(backend)
     piece_key = LAYOUT.ext_key("app.db", EXT_STAGED_MANIFEST, b"\x00\x00\x00\x00")
     store.put(piece_key, b"\x00" * 8 + struct.pack(">I", 1) + b"\x00" * 8)
     before = dict(store._data)
-    with pytest.raises(sqlkv.CorruptError, match=f"manifest piece at key {piece_key.hex()} fails its checksum"):
-        sqlkv.connect(store, "app.db", backend=backend)
-    assert store._data == before
+    with sqlkv.connect(store, "app.db", backend=backend) as db:
+        assert db.query("SELECT count(*) FROM t").rows == [(20,)]
+    assert piece_key not in store._data
+    assert all(store._data.get(k) == v for k, v in before.items() if k != piece_key)
 
 
 class DamagingStore(sqlkv.MemoryStore):

@@ -8,13 +8,19 @@ Reopening the surviving store must give ``PRAGMA integrity_check`` = ok and
 exactly the content after the last acknowledged transaction, or after the
 interrupted one: never anything else. The recovery must leave no staging key.
 
-CI runs a bounded slice (``CRASH_SEEDS``); ``pytest -m slow`` runs many more.
+The same workloads also run on stores that answer one read of a staging key
+short or garbled (a staged chunk, or a manifest piece), at every such read in
+turn (issue 20, item 5): the damage is caught and the transaction fails (a
+plain error before its commit point, ``OutcomeUnknownError(committed=True)``
+after it), and the store then holds exactly the state that error says.
+
+CI runs a bounded slice (``CRASH_SEEDS``, ``MANGLE_SEEDS``); ``pytest -m slow`` runs many more.
 """
 
 from __future__ import annotations
 
 import pytest
-from helpers import FiveCallStore, staging_keys
+from helpers import FiveCallStore, MangledAnswers, staging_keys
 from workload import content, make_workload, model_states
 
 import sqlkv
@@ -166,6 +172,91 @@ def test_transient_failure_then_the_same_database_goes_on(backend, config, lose_
             assert served in (states[done], states[done + 1])
             db.exec("CREATE TABLE IF NOT EXISTS after_failure(x); INSERT INTO after_failure VALUES (1)")
             assert db.query("SELECT count(*) FROM after_failure").rows == [(1,)]
+        with sqlkv.connect(base, "app.db", backend=backend, lease_seconds=NO_LEASE) as again:
+            assert again.query("SELECT count(*) FROM after_failure").rows == [(1,)]
+            assert again.query("PRAGMA integrity_check").rows == [("ok",)]
+
+
+#: Seeds of the damaged-answer sweep in CI, and under ``-m slow``.
+MANGLE_SEEDS = list(range(1, 4))
+SLOW_MANGLE_SEEDS = list(range(4, 30))
+#: The configurations whose commits read staging keys back: pieces when staged, chunks when spilled.
+MANGLE_CONFIGS = [("spill", b"d"), ("spill", b"m"), ("small-batches", b"m"), ("non-atomic", b"m")]
+
+
+def mangle_everywhere(backend: str, config: str, kinds: bytes, mode: str, seed: int) -> int:
+    """Run the workload once per read that returns a staging key of ``kinds``,
+    that read answered ``mode`` (short or garbled); see the module docstring."""
+    make_store, limits, options = CONFIGS[config]
+    workload = make_workload(seed, TRANSACTIONS)
+    states = model_states(workload)
+    dry = MangledAnswers(make_store(), limits, kinds=kinds, mode=mode, at=0)
+    done, error = run_workload(dry, backend, options, workload)
+    assert error is None and done == len(workload) and dry.mangled == 0
+    total = dry.hits
+    assert total > 0, f"{config}: the workload never read a staging key of kind {kinds!r}"
+    for n in range(1, total + 1):
+        base = make_store()
+        store = MangledAnswers(base, limits, kinds=kinds, mode=mode, at=n)
+        done, error = run_workload(store, backend, options, workload)
+        assert store.mangled == 1
+        assert error is not None, f"{config}: the damaged answer at read {n} of {total} went unnoticed"
+        assert not isinstance(error, sqlkv.UnusableError), repr(error)
+        committed = isinstance(error, sqlkv.OutcomeUnknownError) and error.committed is True
+        if not committed:
+            assert isinstance(error, sqlkv.CorruptError), repr(error)
+        got = surviving_content(base, backend)
+        assert got == states[done + 1 if committed else done], (
+            f"{backend}/{config}/seed {seed}: {mode} answer at read {n} of {total} after {done} "
+            f"acknowledged transactions, {type(error).__name__}, left another state"
+        )
+        inner = base.inner if isinstance(base, FiveCallStore) else base
+        assert not staging_keys(inner._data), f"read {n}: recovery left staging keys"
+    return total
+
+
+@pytest.mark.parametrize("mode", ["short", "garbled"])
+@pytest.mark.parametrize(("config", "kinds"), MANGLE_CONFIGS, ids=[f"{c}-{k.decode()}" for c, k in MANGLE_CONFIGS])
+@pytest.mark.parametrize("seed", MANGLE_SEEDS)
+def test_a_damaged_staging_answer_at_every_read(backend, config, kinds, mode, seed):
+    mangle_everywhere(backend, config, kinds, mode, seed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["short", "garbled"])
+@pytest.mark.parametrize(("config", "kinds"), MANGLE_CONFIGS, ids=[f"{c}-{k.decode()}" for c, k in MANGLE_CONFIGS])
+@pytest.mark.parametrize("seed", SLOW_MANGLE_SEEDS)
+def test_a_damaged_staging_answer_at_every_read_long(backend, config, kinds, mode, seed):
+    mangle_everywhere(backend, config, kinds, mode, seed)
+
+
+@pytest.mark.parametrize("mode", ["short", "garbled"])
+def test_a_damaged_staging_answer_then_the_same_database_goes_on(backend, mode):
+    """After a staged chunk answered damaged (before or after the commit point),
+    the same Database serves exactly the state its error names, and keeps working."""
+    make_store, limits, options = CONFIGS["spill"]
+    workload = make_workload(7, transactions=10)
+    states = model_states(workload)
+    dry = MangledAnswers(make_store(), limits, kinds=b"d", mode=mode, at=0)
+    run_workload(dry, backend, options, workload)
+    assert dry.hits > 0
+    for n in range(1, dry.hits + 1):
+        base = make_store()
+        store = MangledAnswers(base, limits, kinds=b"d", mode=mode, at=n)
+        with sqlkv.connect(store, "app.db", backend=backend, lease_seconds=NO_LEASE, **options) as db:
+            done, error = 0, None
+            for sql in workload:
+                try:
+                    db.exec(sql)
+                except sqlkv.Error as exc:
+                    error = exc
+                    break
+                done += 1
+            assert error is not None, f"the damaged answer at read {n} went unnoticed"
+            committed = isinstance(error, sqlkv.OutcomeUnknownError) and error.committed is True
+            assert committed or isinstance(error, sqlkv.CorruptError), repr(error)
+            assert content(lambda sql, db=db: db.query(sql).rows) == states[done + 1 if committed else done]
+            db.exec("CREATE TABLE IF NOT EXISTS after_failure(x); INSERT INTO after_failure VALUES (1)")
         with sqlkv.connect(base, "app.db", backend=backend, lease_seconds=NO_LEASE) as again:
             assert again.query("SELECT count(*) FROM after_failure").rows == [(1,)]
             assert again.query("PRAGMA integrity_check").rows == [("ok",)]

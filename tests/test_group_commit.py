@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 import pytest
-from helpers import FiveCallStore
+from helpers import FiveCallStore, MangledAnswers
 
 import sqlkv
 from sqlkv.latency import metered
@@ -156,6 +156,36 @@ async def test_a_failed_group_fails_every_caller_in_it_and_the_database_goes_on(
     again = await sqlkv.SqliteVfs(backend=backend).open("app.db", store)
     assert (await again.query("SELECT caller FROM t ORDER BY id")).rows == [(0,), (7,)]
     await again.close()
+
+
+async def test_a_group_whose_commit_fails_after_its_commit_point_is_committed_for_every_caller(backend):
+    """Issue 20, item 6: a group's staged commit stores its record, then a
+    manifest piece is answered garbled while the chunks are moved into place.
+    Every held call hears "committed" (OutcomeUnknownError, committed=True),
+    not a plain StoreError ("nothing of it is visible": a retry doubles it)."""
+    from sqlkv.layout import EXT_COMMIT_RECORD, SeedLayout
+
+    record_key = SeedLayout(9).ext_key("app.db", EXT_COMMIT_RECORD)
+    mangling = MangledAnswers(
+        sqlkv.MemoryStore(), sqlkv.StoreLimits(max_batch_keys=16), kinds=b"m", mode="garbled",
+        after_key=record_key,
+    )
+    store = GatedStore(mangling)
+    db = await _db(backend, store)
+    big = "INSERT INTO t(caller, seq) SELECT ?, printf('%.1000c', 'q') || x FROM (WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL " \
+        "SELECT x + 1 FROM n WHERE x < 100) SELECT x FROM n)"
+    others = [db.run(big, [c]) for c in range(1, 4)]
+    others.append(db.query("SELECT count(*) FROM t"))
+    outcomes = await grouped(db, store, _insert(db, 0), others)
+    assert isinstance(outcomes[0], sqlkv.RunResult)
+    assert mangling.mangled >= 1
+    for held in outcomes[1:]:
+        assert isinstance(held, sqlkv.OutcomeUnknownError), held
+        assert held.committed is True
+    mangling.armed = False
+    mangling.after_key = None
+    assert (await db.query("SELECT count(*) FROM t")).rows == [(1 + 3 * 100,)]
+    await db.close()
 
 
 async def test_a_transaction_that_fails_on_its_own_fails_alone(backend):
@@ -351,6 +381,80 @@ async def test_acknowledged_writes_survive_a_fault_at_every_call_of_a_grouped_wo
 
 class GroupTally:
     points = 0
+
+
+def _twins_watcher(store: Any, backend: str, stop: threading.Event, torn: list[Any], reads: list[int]) -> None:
+    """A reader of ``store`` (at most 2,000 reads, until ``stop``): every
+    transaction's twins 'a' and 'b' are seen both or neither; else noted in
+    ``torn``. Each read that answered is counted in ``reads``."""
+    sql = "SELECT caller, seq FROM t GROUP BY caller, seq HAVING count(*) != 2 LIMIT 1"
+    try:
+        with sqlkv.connect(store, "app.db", backend=backend, readonly=True) as reader:
+            for _ in range(2000):
+                if stop.is_set():
+                    return
+                try:
+                    rows = reader.query(sql).rows
+                except sqlkv.ConflictError:
+                    continue  # a writer moved on: read again
+                reads.append(1)
+                if rows:
+                    torn.append(rows)
+                    return
+    except sqlkv.Error as exc:  # nothing else may stop a reader of what is stored
+        torn.append(exc)
+
+
+def _with_table(store: Any) -> Any:
+    """``store``, holding the grouped workload's table already (so a reader can open it)."""
+    with sqlkv.connect(store, "app.db", lease_seconds=None) as db:
+        db.exec("CREATE TABLE t(caller INT, seq INT, twin TEXT, pad TEXT)")
+    return store
+
+
+#: Grouped configurations whose commits read staging keys back, and which kind.
+DAMAGED = [("spill", b"m"), ("spill", b"d")]
+
+
+@pytest.mark.parametrize("mode", ["short", "garbled"])
+@pytest.mark.parametrize(("config", "kinds"), DAMAGED, ids=[f"{c}-{k.decode()}" for c, k in DAMAGED])
+async def test_acknowledged_writes_survive_a_damaged_staging_answer_at_every_read_of_a_grouped_workload(
+    backend, config, kinds, mode
+):
+    """Issue 20, item 5, grouped: each read of a staged chunk or manifest piece
+    in turn is answered short or garbled. Nothing acknowledged is lost, no
+    transaction is torn, and nothing damaged reaches the database; a reader in
+    another thread never sees one twin of a transaction without the other."""
+    make_store, limits, options = CONFIGS[config]
+    dry = MangledAnswers(
+        FaultyStore(_with_table(make_store()), limits=limits, latency_ms=0.3), kinds=kinds, mode=mode, at=0
+    )
+    acknowledged, _, commits = await _grouped_workload(dry, backend, options)
+    assert len(acknowledged) == CALLERS * PER_CALLER and commits < CALLERS * PER_CALLER
+    assert dry.hits > 0
+    reads: list[int] = []
+    for n in range(1, dry.hits + 1):
+        base = _with_table(make_store())
+        store = MangledAnswers(FaultyStore(base, limits=limits, latency_ms=0.3), kinds=kinds, mode=mode, at=n)
+        torn: list[Any] = []
+        stop = threading.Event()
+        watcher = threading.Thread(target=_twins_watcher, args=(base, backend, stop, torn, reads))
+        watcher.start()
+        try:
+            acknowledged, tried, _ = await _grouped_workload(store, backend, options)
+        finally:
+            stop.set()
+            watcher.join(WAIT_S)
+        assert not watcher.is_alive() and not torn, f"read {n}: a reader saw {torn[:1]}"
+        with sqlkv.connect(base, "app.db", backend=backend, lease_seconds=None) as after:
+            assert after.query("PRAGMA integrity_check").rows == [("ok",)]
+            rows = after.query("SELECT caller, seq, twin FROM t").rows
+        present = {(c, s) for c, s, _ in rows}
+        if store.mangled:
+            assert len(acknowledged) < CALLERS * PER_CALLER, f"read {n}: the damaged answer went unnoticed"
+        assert acknowledged <= present <= tried, f"{mode} answer at read {n}: acknowledged rows lost"
+        assert sorted(rows) == sorted((c, s, twin) for c, s in present for twin in "ab")
+    assert len(reads) >= dry.hits, "the reader hardly read"
 
 
 @pytest.mark.parametrize("async_store", [False, True], ids=["sync-store", "async-store"])

@@ -11,7 +11,7 @@ visible.
 from __future__ import annotations
 
 import pytest
-from helpers import FiveCallStore, staging_keys
+from helpers import FiveCallStore, MangledAnswers, staging_keys
 
 import sqlkv
 from sqlkv.layout import EXT_COMMIT_RECORD, EXT_LEASE, SeedLayout
@@ -120,3 +120,33 @@ def test_a_failure_before_the_commit_point_is_a_plain_store_error(backend):
             db.exec(BIG_INSERT)
         assert not isinstance(caught.value, sqlkv.OutcomeUnknownError)
         assert db.query("SELECT count(*) FROM t").rows == [(0,)]
+
+
+@pytest.mark.parametrize("mode", ["short", "garbled"])
+@pytest.mark.parametrize("kinds", [b"m", b"d"], ids=["manifest-piece", "staged-chunk"])
+def test_a_damaged_answer_after_the_commit_point_is_committed_not_nothing_changed(backend, kinds, mode):
+    """Reproduction (issue 20, item 6): a staged commit's record is stored, then
+    the store answers a manifest piece (or a spilled chunk) garbled while the
+    chunks are moved into place. That was a CorruptError saying "nothing was
+    changed", though the transaction is committed: a retry inserted twice."""
+    inner = sqlkv.MemoryStore()
+    store = MangledAnswers(
+        inner, sqlkv.StoreLimits(max_batch_keys=16), kinds=kinds, mode=mode, after_key=RECORD_KEY
+    )
+    options = {"max_dirty_bytes": 16 * 1024} if kinds == b"d" else {}
+    with sqlkv.connect(store, "app.db", backend=backend, **options) as db:
+        db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        with pytest.raises(sqlkv.OutcomeUnknownError) as caught:
+            db.exec(BIG_INSERT)
+        assert store.mangled >= 1
+        assert caught.value.committed is True
+        assert isinstance(caught.value.__cause__, sqlkv.CorruptError)
+        assert "is committed" in str(caught.value) and "nothing was changed" not in str(caught.value)
+        store.armed = False
+        store.after_key = None  # the store answers right again
+        # The next call reopens and finishes the commit: the rows are there once.
+        assert db.query("SELECT count(*), count(DISTINCT v) FROM t").rows == [(100, 100)]
+    with sqlkv.connect(inner, "app.db", backend=backend) as db:
+        assert db.query("PRAGMA integrity_check").rows == [("ok",)]
+        assert db.query("SELECT count(*) FROM t").rows == [(100,)]
+    assert not staging_keys(inner._data)

@@ -9,7 +9,8 @@ import pytest
 from helpers import AsyncWritesIgnored, CountingStore
 
 import sqlkv
-from sqlkv.store import DEFAULT_RUN_KEYS, StoreClient
+from sqlkv.redis_store import REDIS_LIMITS
+from sqlkv.store import DEFAULT_RUN_KEYS, KEY_BYTES_ALLOWANCE, READ_BYTES_BOUND, StoreClient
 from sqlkv.testing import FaultyStore
 
 LIMITS = sqlkv.StoreLimits(atomic_batches=True, max_batch_keys=10, max_batch_bytes=1000)
@@ -70,6 +71,42 @@ def test_read_lazily_takes_runs_on_a_store_without_limits() -> None:
     found = list(StoreClient(counting).read_lazily(iter(keys(DEFAULT_RUN_KEYS + 1)), run=DEFAULT_RUN_KEYS))
     assert len(found) == DEFAULT_RUN_KEYS + 1
     assert counting.calls == {"get_batch": 2}
+
+
+class Sizes(CountingStore):
+    """Counts calls and remembers how many keys each ``get_batch`` asked for."""
+
+    def __init__(self, limits: sqlkv.StoreLimits) -> None:
+        super().__init__(limits=limits)
+        self.sizes: list[int] = []
+
+    def _call(self, kind, *args):
+        if kind == "get_batch":
+            self.sizes.append(len(args[0]))
+        return super()._call(kind, *args)
+
+
+def test_read_lazily_asks_for_its_run_not_for_what_the_store_allows() -> None:
+    """Under Redis's 512 MiB batch limit the store allows 8,388,608 keys a call;
+    a caller that expects to need 64 must ask for 64 (issue 20, item 3)."""
+    store = Sizes(REDIS_LIMITS)
+    endless = (b"k%05d" % i for i in itertools.count())
+    found = list(itertools.islice(StoreClient(store).read_lazily(endless, run=64), 100))
+    assert len(found) == 100
+    assert store.sizes == [64, 64]
+
+
+def test_reads_are_bounded_in_memory_whatever_the_store_allows() -> None:
+    """One get_batch carries at most READ_BYTES_BOUND of keys and expected values."""
+    for limits in (sqlkv.StoreLimits(), REDIS_LIMITS):
+        store = Sizes(limits)
+        client = StoreClient(store)
+        most = READ_BYTES_BOUND // (4096 + KEY_BYTES_ALLOWANCE)
+        assert client.get_many(keys(most + 1), value_bytes=4096) == [None] * (most + 1)
+        assert store.sizes == [most, 1]
+        store.sizes.clear()
+        assert len(list(client.read_lazily(iter(keys(most + 1)), run=10**9, value_bytes=4096))) == most + 1
+        assert store.sizes == [most, 1]
 
 
 def test_a_write_that_fits_is_one_atomic_call() -> None:

@@ -14,7 +14,8 @@ while it ran) the commit takes four steps, each safe to interrupt:
 
 1. *stage* the chunks under staging keys of their own, in batches; before
    each batch (in it, when batches are atomic) a *manifest piece* lists the
-   chunk indices the batch holds. Pieces are numbered 0, 1, 2, ...
+   chunk indices the batch holds, each with a digest of its staged bytes.
+   Pieces are numbered 0, 1, 2, ...
 2. *commit point*: one single-key put of the *commit record* (new size, the
    range of old chunks to drop, number of pieces). Once it is stored, the
    transaction is committed.
@@ -46,11 +47,17 @@ anything on a record's word, the record's checksum, every field against the
 file's real state (its FileMeta, the layout's 2^32 chunks) and every piece
 are checked; any failure is :class:`CorruptError` naming the key, and nothing
 is changed. So a garbled record can neither wipe a database nor make it
-allocate or loop without bound.
+allocate or loop without bound. Every staged chunk read back (by the
+transaction itself, by the apply step, by recovery, by a reader's view of an
+interrupted commit) is checked against the digest its piece recorded, so a
+chunk the store answers short or garbled is never moved into place: before
+the commit point the transaction fails; after it the error says committed,
+and the next open finishes the commit from the intact copy.
 
 **Outcomes.** A failure of the write that commits (the one batch, or the
-commit record) leaves the outcome unknown; a failure after it leaves the
-transaction committed but not yet moved into place. Both are
+commit record) leaves the outcome unknown; any failure after it (the
+store's, a lost lease, a damaged answer such as a garbled manifest piece)
+leaves the transaction committed but not yet moved into place. Both are
 :class:`OutcomeUnknownError` (with ``committed`` ``None`` or ``True``), never
 a plain :class:`StoreError` or :class:`FencedError`, which say that nothing
 of the transaction is visible.
@@ -63,13 +70,15 @@ import itertools
 import logging
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import (
     ConcurrentCommitError,
     CorruptError,
+    Error,
     FencedError,
     OutcomeUnknownError,
     StoreError,
@@ -86,7 +95,7 @@ from .layout import (
     encode_file_meta,
 )
 from .sealed import DIGEST_BYTES as _DIGEST_BYTES
-from .sealed import seal, unseal
+from .sealed import digest, seal, unseal
 from .store import Entry, StoreClient
 from .versions import VersionLog
 
@@ -99,9 +108,15 @@ _RECORD_MAGIC = b"SKV2"
 _RECORD_MAGIC_BASED = b"SKV3"
 _BASE = struct.Struct(">QQ8s8s")
 _COMMIT_ID_BYTES = 8
-#: Manifest pieces read per ``get_batch`` on a store that declares no key limit.
+#: What a manifest piece begins with when it lists a digest per chunk (see encode_piece).
+_PIECE_MAGIC = b"SKP2"
+#: One chunk a manifest piece lists: its index, and the digest of its staged bytes.
+_LISTED = struct.Struct(">I8s")
+#: Manifest pieces read per ``get_batch`` at most (fewer where they are long: see
+#: ``Committer._piece_bytes``), whatever the store's batch limit.
 _PIECES_PER_READ = 256
-#: Pieces looked for per ``get_batch`` when counting them, on a store without a key limit.
+#: Pieces read per ``get_batch`` while how many there are is not known (discarding
+#: a commit that has no record): rarely more, and never millions of absent keys.
 _PIECES_PER_COUNT = 64
 
 
@@ -189,21 +204,56 @@ class CommitRecord:
         return cls(commit_id, new_size, first_gone, old_chunks, pieces, base)
 
 
-def encode_piece(key: bytes, commit_id: bytes, indices: Iterable[int]) -> bytes:
-    """A manifest piece: the commit id, then the chunk indices its batch holds, sealed."""
-    return seal(key, commit_id + b"".join(_INDEX.pack(i) for i in indices))
+def readable_record(value: bytes, key: bytes) -> bool:
+    """Whether ``value`` stored at ``key`` reads as a commit record (for audits)."""
+    try:
+        CommitRecord.decode(value, key)
+    except CorruptError:
+        return False
+    return True
 
 
-def decode_piece(value: bytes, key: bytes, commit_id: bytes | None) -> list[int]:
-    """The chunk indices of a manifest piece, checked (and its commit id, when known)."""
+def encode_piece(
+    key: bytes, commit_id: bytes, indices: Iterable[int], digests: Iterable[bytes] | None = None
+) -> bytes:
+    """A manifest piece, sealed: which chunks its batch of staged chunks holds.
+
+    With ``digests`` (what sqlkv writes): ``SKP2``, the commit id, then per
+    chunk its index (u32be) and the 8-byte digest of its staged bytes (see
+    :func:`staged_digest`). Without (what an earlier sqlkv wrote, kept for
+    its interrupted commits and for tests): the commit id, then the indices.
+    """
+    if digests is None:
+        return seal(key, commit_id + b"".join(_INDEX.pack(i) for i in indices))
+    listed = b"".join(_LISTED.pack(i, d) for i, d in zip(indices, digests, strict=True))
+    return seal(key, _PIECE_MAGIC + commit_id + listed)
+
+
+def decode_piece(value: bytes, key: bytes, commit_id: bytes | None) -> list[tuple[int, bytes | None]]:
+    """The chunks a manifest piece lists, checked (and its commit id, when known):
+    each index with the digest of its staged bytes (``None``: a piece of an
+    earlier sqlkv, which recorded none)."""
     body = unseal(key, value, "manifest piece")
-    if len(body) <= _COMMIT_ID_BYTES or (len(body) - _COMMIT_ID_BYTES) % 4:
-        raise CorruptError(f"manifest piece at key {key.hex()} lists no whole chunk index")
-    if commit_id is not None and body[:_COMMIT_ID_BYTES] != commit_id:
+    head = len(_PIECE_MAGIC) + _COMMIT_ID_BYTES
+    digests = body[: len(_PIECE_MAGIC)] == _PIECE_MAGIC and len(body) > head and not (len(body) - head) % _LISTED.size
+    if not digests:
+        head = _COMMIT_ID_BYTES
+        if len(body) <= head or (len(body) - head) % _INDEX.size:
+            raise CorruptError(f"manifest piece at key {key.hex()} lists no whole chunk index")
+    if commit_id is not None and body[head - _COMMIT_ID_BYTES : head] != commit_id:
         raise CorruptError(
             f"manifest piece at key {key.hex()} belongs to another commit than its commit record"
         )
-    return [i for (i,) in _INDEX.iter_unpack(memoryview(body)[_COMMIT_ID_BYTES:])]
+    listed = memoryview(body)[head:]
+    if digests:
+        return [(i, bytes(d)) for i, d in _LISTED.iter_unpack(listed)]
+    return [(i, None) for (i,) in _INDEX.iter_unpack(listed)]
+
+
+def staged_digest(key: bytes, value: bytes) -> bytes:
+    """The digest a manifest piece records of a chunk staged under ``key``: a
+    chunk answered short or garbled when read back is told apart by it."""
+    return digest(key, value)
 
 
 def record_key(layout: Layout, name: str) -> bytes:
@@ -221,12 +271,27 @@ def recovery_keys(layout: Layout, name: str) -> list[bytes]:
     return [record_key(layout, name), piece_key(layout, name, 0)]
 
 
+class StagedChunk(NamedTuple):
+    """Where a chunk of a commit is staged, and the digest its manifest piece
+    recorded of it (``None``: a piece of an earlier sqlkv, which recorded none)."""
+
+    key: bytes
+    digest: bytes | None
+
+    def holds(self, value: bytes) -> bool:
+        """Whether ``value``, read from :attr:`key`, is what was staged there
+        (unknown, and so taken, for a piece that recorded no digest)."""
+        return self.digest is None or staged_digest(self.key, value) == self.digest
+
+
 class Staging:
     """The staging area of one file during one transaction: what was spilled so far."""
 
     def __init__(self) -> None:
         self.pieces = 0
         self.indices: set[int] = set()
+        #: The digest of each staged chunk's bytes, as its last piece lists it.
+        self.digests: dict[int, bytes] = {}
         self.commit_id = os.urandom(_COMMIT_ID_BYTES)
 
     def __bool__(self) -> bool:
@@ -341,8 +406,8 @@ class Committer:
         record_value = record.encode(record_key)
         self._commit_point([(record_key, record_value)])
         with self._committed(f"commit record at key {record_key.hex()}"):
-            self._apply(name, record, chunks, record_value)
-            self._finish(name, record.pieces)
+            listed = self._apply(name, record, chunks, record_value)
+            self._finish(name, record.pieces, listed)
 
     def _commit_point(self, puts: Sequence[Entry], deletes: Sequence[bytes] = ()) -> None:
         """The write that commits: refused (FencedError, or a StoreLimitError the
@@ -372,7 +437,7 @@ class Committer:
         size, old_first = base() if base is not None else (0, None)
         first = chunks.get(0)
         if first is None and 0 in staging.indices:
-            first = self.read_staged(name, [0])[0]
+            first = self.read_staged(name, [0], staging.digests)[0]
         version = self.versions.version if self.versions is not None else 0
         before = first_chunk_digest(old_first)
         return BaseState(version, size, before, first_chunk_digest(first) if first is not None else before)
@@ -383,11 +448,12 @@ class Committer:
         transaction committed, which the caller must hear."""
         try:
             yield
-        except (StoreError, FencedError, ConcurrentCommitError) as exc:
+        except Error as exc:  # a store failure, a lost lease, a damaged answer: all alike
             raise OutcomeUnknownError(
                 f"the transaction is committed (its {commit_point} is stored), but this "
                 f"writer could not finish it ({type(exc).__name__}: {exc}); the next open "
-                "finishes it. Do not retry the transaction",
+                "finishes it (or says what in the store keeps it from doing so). Do not "
+                "retry the transaction",
                 committed=True,
             ) from _cause(exc)
 
@@ -397,11 +463,13 @@ class Committer:
         entries = [(self.staged_key(name, i), v) for i, v in chunks.items()]
         piece_key_len = len(self.piece_key(name, 0))
         most = self.transport.limits.max_batch_keys or 1024
-        reserve_bytes = piece_key_len + _COMMIT_ID_BYTES + _DIGEST_BYTES + 4 * most
+        head = len(_PIECE_MAGIC) + _COMMIT_ID_BYTES + _DIGEST_BYTES
+        reserve_bytes = piece_key_len + head + _LISTED.size * most
         for batch in self.transport.entry_batches(entries, reserve_keys=1, reserve_bytes=reserve_bytes):
             indices = [_INDEX.unpack(k[-4:])[0] for k, _ in batch]
+            digests = [staged_digest(k, v) for k, v in batch]
             piece_key = self.piece_key(name, staging.pieces)
-            piece = (piece_key, encode_piece(piece_key, staging.commit_id, indices))
+            piece = (piece_key, encode_piece(piece_key, staging.commit_id, indices, digests))
             if self.atomic:
                 self.write([piece, *batch])
             else:
@@ -409,22 +477,62 @@ class Committer:
                 self.write(batch)
             staging.pieces += 1
             staging.indices.update(indices)
+            staging.digests.update(zip(indices, digests))
+
+    def _piece_bytes(self) -> int:
+        """About how long a manifest piece is, to bound how many one read takes:
+        it lists the chunks of one staged batch (see :meth:`stage`)."""
+        listed = self.transport.keys_per_call(self.chunk_size)
+        return len(_PIECE_MAGIC) + _COMMIT_ID_BYTES + _DIGEST_BYTES + _LISTED.size * listed
 
     def drop_staged(self, name: str, staging: Staging, indices: Iterable[int]) -> None:
         """Forget staged chunks (the file shrank below them during the transaction)."""
         indices = [i for i in indices if i in staging.indices]
         self.write([], [self.staged_key(name, i) for i in indices])
         staging.indices.difference_update(indices)
+        for i in indices:
+            staging.digests.pop(i, None)
 
-    def read_staged(self, name: str, indices: Sequence[int]) -> dict[int, bytes | None]:
-        """The staged values of ``indices`` (``None`` where not staged)."""
+    def read_staged(
+        self, name: str, indices: Sequence[int], digests: Mapping[int, bytes | None]
+    ) -> dict[int, bytes]:
+        """The staged chunks ``indices`` of ``name``, each checked (see
+        :meth:`check_staged`) against its digest in ``digests``."""
         keys = [self.staged_key(name, i) for i in indices]
-        return dict(zip(indices, self.transport.get_many(keys, self.chunk_size)))
+        values = self.transport.get_many(keys, self.chunk_size)
+        return {
+            i: self.check_staged(name, i, key, value, digests.get(i))
+            for i, key, value in zip(indices, keys, values)
+        }
+
+    def check_staged(
+        self, name: str, index: int, key: bytes, value: bytes | None, expected: bytes | None
+    ) -> bytes:
+        """A staged chunk of ``name`` as read back from ``key``: present, no longer
+        than a chunk, and, where its manifest piece recorded a digest
+        (``expected``), the very bytes that were staged. It may be shorter than
+        a chunk (it is zero-padded when read or applied), so a short answer
+        is told apart only by the digest. Else :class:`CorruptError` naming the key."""
+        if value is not None and len(value) <= self.chunk_size and StagedChunk(key, expected).holds(value):
+            return value
+        if value is None:
+            problem = "is missing"
+        elif len(value) > self.chunk_size:
+            problem = f"is {len(value)} bytes, longer than the chunk size {self.chunk_size}"
+        else:
+            problem = (
+                f"was answered {len(value)} bytes long that fail the digest its manifest piece "
+                "recorded (answered short or garbled, or damaged in the store)"
+            )
+        raise CorruptError(f"staged chunk {index} of {name!r} at key {key.hex()} {problem}")
 
     def _manifest(
         self, name: str, record: CommitRecord, record_value: bytes | None = None
-    ) -> Iterator[list[int]]:
-        """The chunk indices of each manifest piece of ``record``, checked, in order.
+    ) -> Iterator[list[tuple[int, bytes | None]]]:
+        """The chunks each manifest piece of ``record`` lists (index, digest),
+        checked, last piece first: a chunk staged again later in the
+        transaction is listed again by a later piece, with the digest of the
+        bytes its staging key holds, so the first listing seen is the one that counts.
 
         A missing piece is damage, unless the record itself changed meanwhile
         (``record_value``: the record as this open read or wrote it): then
@@ -432,8 +540,9 @@ class Committer:
         or reads without one).
         """
         pieces = record.pieces
-        keys = (self.piece_key(name, p) for p in range(pieces))
-        for key, value in self.transport.read_lazily(keys, run=_PIECES_PER_READ):
+        keys = (self.piece_key(name, p) for p in reversed(range(pieces)))
+        reads = self.transport.read_lazily(keys, run=_PIECES_PER_READ, value_bytes=self._piece_bytes())
+        for key, value in reads:
             if value is None:
                 record_key = self.record_key(name)
                 if record_value is not None and self.transport.get(record_key) != record_value:
@@ -457,7 +566,7 @@ class Committer:
         :class:`CorruptError` naming the key, before anything is changed.
         """
         key = self.record_key(name)
-        record = CommitRecord.decode(record_value, key)
+        record = self._decode_record(name, record_value)
         cs = self.chunk_size
         meta_key = self.layout.meta_key(name)
         size = decode_file_meta(meta_value, cs, meta_key) if meta_value is not None else 0
@@ -486,24 +595,25 @@ class Committer:
 
     def _apply(
         self, name: str, record: CommitRecord, in_memory: dict[int, bytes], record_value: bytes
-    ) -> None:
-        """Step 3: copy staged chunks into place, drop old chunks past the new end, write FileMeta."""
+    ) -> list[list[int]]:
+        """Step 3: copy staged chunks into place, drop old chunks past the new end, write FileMeta.
+
+        Returns the chunk indices each manifest piece lists, by piece number
+        (what :meth:`_finish` deletes)."""
         layout, cs = self.layout, self.chunk_size
         new_chunks = chunk_count(record.new_size, cs)
         changed: set[int] = set()
-        for indices in self._manifest(name, record, record_value):
-            indices = [i for i in dict.fromkeys(indices) if i < new_chunks]
-            changed.update(indices)
-            missing = [i for i in indices if i not in in_memory]
-            staged = self.read_staged(name, missing) if missing else {}
+        by_piece: list[list[int]] = []
+        for listed in self._manifest(name, record, record_value):
+            by_piece.append([i for i, _ in listed])
+            # Each chunk once, as the last piece listing it has it; none past the new end.
+            wanted = {i: d for i, d in reversed(listed) if i < new_chunks and i not in changed}
+            changed.update(wanted)
+            missing = [i for i in wanted if i not in in_memory]
+            staged = self.read_staged(name, missing, wanted) if missing else {}
             entries = []
-            for i in indices:
+            for i in wanted:
                 value = in_memory[i] if i in in_memory else staged[i]
-                if value is None:
-                    raise CorruptError(
-                        f"staged chunk {i} of {name!r} at key {self.staged_key(name, i).hex()}, "
-                        f"listed by the commit record at key {self.record_key(name).hex()}, is missing"
-                    )
                 want = min(cs, record.new_size - i * cs)
                 value = value[:want] if len(value) >= want else value + bytes(want - len(value))
                 entries.append((layout.chunk_key(name, i), value))
@@ -518,24 +628,55 @@ class Committer:
         self.write([*last, (layout.meta_key(name), encode_file_meta(record.new_size))])
         if versions is not None:
             versions.version = version
+        by_piece.reverse()  # the manifest is read last piece first
+        return by_piece
 
-    def _finish(self, name: str, pieces: int) -> None:
-        """Step 4: the commit is complete once its record is gone; then clean staging."""
+    def _finish(self, name: str, pieces: int, by_piece: list[list[int]]) -> None:
+        """Step 4: the commit is complete once its record is gone; then its
+        staging area goes (see :meth:`_delete_staging`). ``by_piece``: the
+        chunk indices each piece lists, as the apply step read them: nothing
+        is read again, so no answer here can fail a complete commit."""
         self.write([], [self.record_key(name)])
-        self._discard(name, pieces)
+        self._delete_staging(
+            name, [(self.piece_key(name, p), listed) for p, listed in zip(range(pieces), by_piece, strict=True)]
+        )
 
-    def _discard(self, name: str, pieces: int) -> None:
-        """Delete staging pieces ``pieces-1`` down to 0, each after the chunks it lists.
+    def _discard(self, name: str, pieces: int | None = None) -> None:
+        """Delete the staging area of ``name``: pieces ``pieces-1`` down to 0
+        (``None``: as many as are stored, numbered from 0), each after the
+        chunks it lists. Every piece is read before the first delete.
 
-        Every piece is read and checked before the first delete."""
-        keys = [self.piece_key(name, p) for p in range(pieces)]
-        listed = [
-            decode_piece(value, key, None) if value is not None else []
-            for key, value in zip(keys, self.transport.get_many(keys))
-        ]
-        for piece in reversed(range(pieces)):
-            key = keys[piece]
-            staged = [self.staged_key(name, i) for i in listed[piece]]
+        No commit record refers to what is deleted here (it was never written,
+        was deleted, or is being discarded): it is garbage by definition. So a
+        piece that fails its checks stops nothing: it is deleted, with a
+        warning, and the staged chunks it listed, which it can no longer tell,
+        are left to ``check --repair`` (which removes every staging key)."""
+        numbers: Iterable[int] = range(pieces) if pieces is not None else itertools.count()
+        run = _PIECES_PER_READ if pieces is not None else _PIECES_PER_COUNT
+        keys = (self.piece_key(name, p) for p in numbers)
+        listed: list[tuple[bytes, list[int]]] = []
+        for key, value in self.transport.read_lazily(keys, run=run, value_bytes=self._piece_bytes()):
+            if value is None and pieces is None:
+                break
+            indices: list[int] = []
+            if value is not None:
+                try:
+                    indices = [i for i, _ in decode_piece(value, key, None)]
+                except CorruptError as exc:
+                    _log.warning(
+                        "deleting manifest piece at key %s of %r, which belongs to no commit: %s; "
+                        "the staged chunks it listed stay until `sqlkv check --repair` removes them",
+                        key.hex(), name, exc,
+                    )
+            listed.append((key, indices))
+        self._delete_staging(name, listed)
+
+    def _delete_staging(self, name: str, listed: list[tuple[bytes, list[int]]]) -> None:
+        """Delete each piece (key, the chunk indices it lists), last first, each
+        after the staged chunks it lists: interrupted anywhere, what is left is
+        pieces 0 to some k, each listing what is left of its chunks."""
+        for key, indices in reversed(listed):
+            staged = [self.staged_key(name, i) for i in indices]
             if self.transport.fits_one_write((), [*staged, key]):
                 self.write([], [*staged, key])
             else:  # the piece only after every chunk it lists is gone
@@ -551,6 +692,7 @@ class Committer:
         piece0: bytes | None,
         meta_value: bytes | None,
         first_chunk: bytes | None = None,
+        discard_unreadable: bool = False,
     ) -> bool:
         """Finish (roll forward) or discard (roll back) an interrupted commit of ``name``.
 
@@ -558,22 +700,66 @@ class Committer:
         against (see :meth:`verify`); ``first_chunk`` its chunk 0 as stored.
         A record that names a base state the store no longer holds (another
         implementation wrote over it, see :class:`BaseState`) is discarded,
-        and the discard logged. Returns whether anything was done, so the
-        caller re-reads the file.
+        and the discard logged. Pieces without a record are discarded, even
+        garbled ones (see :meth:`_discard`).
+
+        A record that cannot be read (it fails its checksum, or is not a
+        record at all) cannot be told from the record of a committed
+        transaction: it is :class:`CorruptError` naming the key and the way
+        out, unless ``discard_unreadable`` (``check --repair``): then it is
+        discarded with its staging area, once a second read gives the same
+        bytes (a damaged answer is not a damaged record), and the discard logged.
+        Returns whether anything was done, so the caller re-reads the file.
         """
         if record_value is not None:
+            try:
+                self._decode_record(name, record_value)
+            except CorruptError:
+                if not discard_unreadable:
+                    raise
+                self._discard_unreadable(name, record_value)
+                return True
             if not self.record_applies(name, record_value, meta_value, first_chunk):
                 self.write([], [self.record_key(name)])
-                self._discard(name, self._count_pieces(name))
+                self._discard(name)
                 return True
             record = self.verify(name, record_value, meta_value)
-            self._apply(name, record, {}, record_value)
-            self._finish(name, record.pieces)
+            listed = self._apply(name, record, {}, record_value)
+            self._finish(name, record.pieces, listed)
             return True
         if piece0 is not None:
-            self._discard(name, self._count_pieces(name))
+            self._discard(name)
             return True
         return False
+
+    def _decode_record(self, name: str, record_value: bytes) -> CommitRecord:
+        """The commit record of ``name``, decoded; if it cannot be, a
+        :class:`CorruptError` that names its key and says how to discard it."""
+        key = self.record_key(name)
+        try:
+            return CommitRecord.decode(record_value, key)
+        except CorruptError as exc:
+            raise CorruptError(
+                f"{exc}. It cannot be told from the record of a committed transaction not yet "
+                f"moved into place, so it is neither finished nor discarded, and {name!r} cannot "
+                "be written until `sqlkv check --repair` (check_database(..., repair=True)) "
+                "discards it, and with it the transaction it records, if that was committed"
+            ) from exc
+
+    def _discard_unreadable(self, name: str, record_value: bytes) -> None:
+        """Discard a commit record that cannot be read, and its staging area (repair)."""
+        key = self.record_key(name)
+        if self.transport.get(key) != record_value:
+            raise CorruptError(
+                f"commit record at key {key.hex()} of {name!r} was answered differently by two "
+                "reads: the store's answers, not the record, may be damaged; nothing was discarded"
+            )
+        _log.warning(
+            "discarding the unreadable commit record at key %s of %r and its staging area; the "
+            "transaction it recorded, if it was committed, is lost", key.hex(), name,
+        )
+        self.write([], [key])
+        self._discard(name)
 
     def record_applies(
         self, name: str, record_value: bytes, meta_value: bytes | None, first_chunk: bytes | None
@@ -581,7 +767,7 @@ class Committer:
         """Whether the store still holds the state the staged commit of
         ``record_value`` was made on (always, for a record naming none)."""
         key = self.record_key(name)
-        record = CommitRecord.decode(record_value, key)
+        record = self._decode_record(name, record_value)
         base = record.base
         if base is None:
             return True
@@ -601,25 +787,16 @@ class Committer:
 
     def pending_record(
         self, name: str, record_value: bytes, meta_value: bytes | None
-    ) -> tuple[CommitRecord, dict[int, bytes]]:
+    ) -> tuple[CommitRecord, dict[int, StagedChunk]]:
         """For a read-only open: the interrupted commit's state, without writing.
 
         Returns the record (checked as :meth:`verify` does) and, per chunk
-        index, the staging key of its new value.
+        index, where its new value is staged and the digest to check it by.
         """
         record = self.verify(name, record_value, meta_value)
-        overlay = {}
-        for indices in self._manifest(name, record, record_value):
-            for i in indices:
-                overlay[i] = self.staged_key(name, i)
+        overlay: dict[int, StagedChunk] = {}
+        for listed in self._manifest(name, record, record_value):
+            for i, expected in reversed(listed):
+                if i not in overlay:  # the last piece listing a chunk has its digest
+                    overlay[i] = StagedChunk(self.staged_key(name, i), expected)
         return record, overlay
-
-    def _count_pieces(self, name: str) -> int:
-        """How many manifest pieces ``name``'s staging area holds: they are numbered from 0."""
-        keys = (self.piece_key(name, p) for p in itertools.count())
-        count = 0
-        for _, value in self.transport.read_lazily(keys, run=_PIECES_PER_COUNT):
-            if value is None:
-                break
-            count += 1
-        return count

@@ -78,7 +78,8 @@ def open_file(
     A writer (``readonly=False``) holds the database's lease for the whole
     block (when the store can fence), so no other writer commits meanwhile;
     it is released at the end. ``salvage``: see :class:`Storage` (for the
-    repair alone); it also takes over a lease whose value cannot be read,
+    repair alone: an unreadable commit record is discarded at open instead of
+    refused); it also takes over a lease whose value cannot be read,
     which every other open refuses (see lease.py).
     """
     with _writer_parts(store, name, options, readonly, lock_timeout, salvage) as (transport, layout, lease):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import layout as layouts
+from .commit import readable_record
 from .errors import CorruptError, Error, FencedError, NotFoundError, StoreError
 from .files import make_options, open_file, writer_lease
 from .kvfile import KvFile
@@ -332,6 +333,12 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
             if record_key in found.staging
             else "an interrupted commit before its commit point (rolled back on repair)"
         )
+        record = client.get(record_key) if record_key in found.staging else None
+        if record is not None and not readable_record(record, record_key):
+            what = (
+                "an interrupted commit whose commit record cannot be read (discarded on repair, "
+                "and the transaction it records with it)"
+            )
         if lease is not None and lease.held:
             what = "a commit in flight, or interrupted"
         report.problems.append(
@@ -424,7 +431,7 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
                 f"{what}; not removed: no SQLite header in chunk 0 confirms where the file ends", False
             ))
     inside = [chunks[i] for i in sorted(chunks) if i < count]
-    for key, value in client.read_lazily(inside):
+    for key, value in client.read_lazily(inside, value_bytes=cs):
         if value is not None and len(value) > cs:
             report.problems.append(
                 Problem(f"chunk at key {key.hex()} is {len(value)} bytes, longer than chunk_size {cs}", False)

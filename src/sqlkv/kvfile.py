@@ -38,7 +38,7 @@ from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
 from .chunkcache import ChunkCache, ReadAhead
-from .commit import BaseState, Committer, Staging
+from .commit import BaseState, Committer, StagedChunk, Staging
 from .errors import ConcurrentCommitError, ConflictError, CorruptError, UnusableError
 from .layout import Layout, chunk_count, chunk_spans, decode_file_meta, encode_file_meta
 from .store import StoreClient
@@ -113,8 +113,8 @@ class KvFile:
         self.cache = ChunkCache(cache_bytes)
         self.read_ahead = ReadAhead(read_ahead_chunks)
         self.failed: BaseException | None = None
-        # Read-only view of an interrupted commit: chunk index -> staging key.
-        self._overlay: dict[int, bytes] = {}
+        # Read-only view of an interrupted commit: chunk index -> where it is staged.
+        self._overlay: dict[int, StagedChunk] = {}
         # -- versions (a reader's database file; see versions.py) --
         #: Proves every read of a reader against its pinned version; ``None`` for a writer.
         self.pin: VersionPin | None = None
@@ -139,7 +139,7 @@ class KvFile:
         self._low_since_deferred = self.committed_size
 
     def view_pending_commit(
-        self, new_size: int, first_gone: int, overlay: dict[int, bytes], base: BaseState | None = None
+        self, new_size: int, first_gone: int, overlay: dict[int, StagedChunk], base: BaseState | None = None
     ) -> None:
         """Read-only: show the state an interrupted (committed) commit leads to.
 
@@ -322,15 +322,6 @@ class KvFile:
             f"{want} bytes there; nothing was written"
         )
 
-    def _staged(self, index: int, key: bytes, value: bytes | None) -> bytes:
-        """A chunk from the staging area (this transaction's spill, or an interrupted
-        commit's); it may be short (it is zero-padded when read or applied)."""
-        if value is None:
-            raise CorruptError(f"staged chunk {index} of {self.name!r} at key {key.hex()} is missing")
-        if len(value) > self.chunk_size:
-            raise self._too_long(index, key, value)
-        return value
-
     def prefetched(self, values: dict[int, bytes | None]) -> None:
         """Take chunks read ahead of time (at open) into the cache.
 
@@ -415,17 +406,38 @@ class KvFile:
 
         A staged key that is gone means the writer finished that commit
         meanwhile (staged keys are deleted only after the chunks were moved
-        into place): the chunk is then read where the layout keeps it.
+        into place): the chunk is then read where the layout keeps it. So it
+        is when the key holds other bytes than its manifest piece recorded
+        and the commit record this view was made from is gone: a later
+        transaction of the writer spilled to the same key. With the record
+        still there, such bytes are damage (:class:`CorruptError`).
         """
-        keys = [self._overlay[i] for i in indices]
-        values = self._get(keys, indices)
-        out = {i: self._staged(i, k, v) for i, k, v in zip(indices, keys, values) if v is not None}
+        staged = [self._overlay[i] for i in indices]
+        values = self._get([chunk.key for chunk in staged], indices)
+        finished: bool | None = None  # asked once, and only when a value fails its digest
+        out: dict[int, bytes] = {}
+        for i, chunk, value in zip(indices, staged, values):
+            if value is None:
+                continue
+            if not chunk.holds(value):
+                if finished is None:
+                    finished = self._pending_commit_finished()
+                if finished:
+                    continue
+            out[i] = self.committer.check_staged(self.name, i, chunk.key, value, chunk.digest)
         moved = [i for i in indices if i not in out]
         if moved:
             keys = self._chunk_keys(moved)
             values = self._get(keys, moved)
             out.update((i, self._committed(i, k, v)) for i, k, v in zip(moved, keys, values))
         return out
+
+    def _pending_commit_finished(self) -> bool:
+        """Whether the commit record this read-only view was made from is gone
+        or replaced (one read): its writer finished that commit meanwhile."""
+        if self.pin is None:
+            return False
+        return self.transport.get(self.committer.record_key(self.name)) != self.pin.record
 
     def _load(self, indices: Iterable[int]) -> dict[int, bytes]:
         """The current bytes of every chunk in ``indices`` that is not buffered; one fetch per kind."""
@@ -454,12 +466,8 @@ class KvFile:
         return out
 
     def _read_staged(self, indices: list[int]) -> dict[int, bytes]:
-        """This transaction's spilled chunks ``indices``, checked."""
-        staged_key = self.committer.staged_key
-        return {
-            i: self._staged(i, staged_key(self.name, i), value)
-            for i, value in self.committer.read_staged(self.name, indices).items()
-        }
+        """This transaction's spilled chunks ``indices``, checked against what it staged."""
+        return self.committer.read_staged(self.name, indices, self.staging.digests)
 
     def _chunk(self, index: int, loaded: dict[int, bytes]) -> bytes | bytearray:
         chunk = self.dirty.get(index)

@@ -16,7 +16,8 @@ from .errors import CorruptError
 DIGEST_BYTES = 8
 
 
-def _digest(key: bytes, body: bytes, size: int) -> bytes:
+def digest(key: bytes, body: bytes, size: int = DIGEST_BYTES) -> bytes:
+    """The ``size``-byte BLAKE2b digest of ``body`` bound to ``key``: what :func:`seal` appends."""
     h = hashlib.blake2b(digest_size=size)
     h.update(len(key).to_bytes(4, "big"))
     h.update(key)
@@ -26,15 +27,15 @@ def _digest(key: bytes, body: bytes, size: int) -> bytes:
 
 def seal(key: bytes, body: bytes, size: int = DIGEST_BYTES) -> bytes:
     """``body`` followed by its ``size``-byte checksum, bound to the key it is stored under."""
-    return body + _digest(key, body, size)
+    return body + digest(key, body, size)
 
 
 def unseal(key: bytes, value: bytes, what: str, size: int = DIGEST_BYTES) -> bytes:
     """The body of a value :func:`seal` made for ``key``; :class:`CorruptError` if it is not one."""
-    body, digest = value[:-size], value[-size:]
-    if len(value) < size or digest != _digest(key, body, size):
+    body, check = value[:-size], value[-size:]
+    if len(value) < size or check != digest(key, body, size):
         raise CorruptError(
             f"{what} at key {key.hex()} fails its checksum (garbled, or not written by "
-            "this version of sqlkv); nothing was changed"
+            "this version of sqlkv)"
         )
     return body

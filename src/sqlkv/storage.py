@@ -91,7 +91,8 @@ class Storage:
         self.max_dirty_bytes = max_dirty_bytes
         self.max_staleness = max_staleness
         #: Opened by ``check --repair`` to mend the database: a FileMeta whose size its
-        #: chunks do not bear out is taken as it is instead of refused (see :meth:`open`).
+        #: chunks do not bear out is taken as it is instead of refused (see :meth:`open`),
+        #: and an unreadable commit record is discarded (see Committer.recover).
         self.salvage = salvage
         limits = transport.limits
         # Before any store call: one check of the name for both backends and the tools.
@@ -175,7 +176,7 @@ class Storage:
                 first = chunks[0] if chunks else None
                 if record is not None and first is None:
                     first = self.transport.get(layout.chunk_key(name, 0))
-                if committer.recover(name, record, piece0, metas[0], first):
+                if committer.recover(name, record, piece0, metas[0], first, self.salvage):
                     main = self._reopen_main(prefetch)
         if main is None:
             main = self.file(name)

@@ -39,7 +39,8 @@ answer, wraps every exception as :class:`StoreError` with the store's own as
 the cause, and counts every round trip in :class:`Stats`. It also does the
 batching within the store's limits, so that no layer above splits a batch by
 hand: :meth:`StoreClient.get_many` reads any number of keys in as few
-``get_batch`` calls as the limits allow, :meth:`StoreClient.write` writes any
+``get_batch`` calls as the limits and a bound on memory
+(:data:`READ_BYTES_BOUND`) allow, :meth:`StoreClient.write` writes any
 number of entries and deletes any number of keys in as few calls as they
 allow, and :meth:`StoreClient.fits_one_call` says whether a write is one
 atomic call. It knows nothing of leases: a conditional write's expectations
@@ -274,6 +275,11 @@ class _LoopThread:
 
 #: Bytes allowed for one key when planning how many values fit one ``get_batch``.
 KEY_BYTES_ALLOWANCE = 64
+#: The most bytes one ``get_batch`` is planned to carry (keys, and values of the
+#: size the caller expects), whatever the store allows: what one read may cost in
+#: memory here and in the store. Redis takes 512 MiB a batch; one read of that
+#: stalls it and this process alike.
+READ_BYTES_BOUND = 32 * 1024 * 1024
 #: Keys taken per call from a lazy iterable of keys (:meth:`StoreClient.read_lazily`,
 #: deletes given as an iterator) on a store that declares no key limit, so that
 #: a huge range of keys is never listed at once.
@@ -520,8 +526,8 @@ class StoreClient:
     # -- batching within the store's limits -------------------------------------
 
     def keys_per_read(self, value_bytes: int = 0) -> int | None:
-        """How many keys one ``get_batch`` may ask for when each value is up to
-        ``value_bytes`` long (``None``: any number)."""
+        """How many keys one ``get_batch`` may ask for, by the store's limits,
+        when each value is up to ``value_bytes`` long (``None``: any number)."""
         limits = self.limits
         most = limits.max_batch_keys
         if limits.max_batch_bytes is not None:
@@ -529,22 +535,31 @@ class StoreClient:
             most = by_bytes if most is None else min(most, by_bytes)
         return most
 
+    def keys_per_call(self, value_bytes: int = 0) -> int:
+        """How many keys one ``get_batch`` of :meth:`get_many` or :meth:`read_lazily`
+        asks for: within the store's limits (:meth:`keys_per_read`) and within
+        :data:`READ_BYTES_BOUND` for values up to ``value_bytes`` long."""
+        bound = max(1, READ_BYTES_BOUND // (value_bytes + KEY_BYTES_ALLOWANCE))
+        most = self.keys_per_read(value_bytes)
+        return bound if most is None else min(most, bound)
+
     def get_many(self, keys: Sequence[bytes], value_bytes: int = 0) -> list[bytes | None]:
         """The values of ``keys`` (``None``: absent), in as few ``get_batch`` calls as
-        the store's limits allow for values up to ``value_bytes`` long."""
-        step = self.keys_per_read(value_bytes) or max(1, len(keys))
+        :meth:`keys_per_call` allows for values up to ``value_bytes`` long."""
+        step = self.keys_per_call(value_bytes)
         values: list[bytes | None] = []
         for start in range(0, len(keys), step):
             values += self.get_batch(keys[start : start + step])
         return values
 
     def read_lazily(
-        self, keys: Iterable[bytes], run: int = DEFAULT_RUN_KEYS
+        self, keys: Iterable[bytes], run: int = DEFAULT_RUN_KEYS, value_bytes: int = 0
     ) -> Iterator[tuple[bytes, bytes | None]]:
-        """``(key, value)`` for each of ``keys``, which may be endless: fetched in
-        runs of the store's most keys per call (``run`` keys on a store without a
-        limit) as the caller goes on, so a caller that stops early reads no more."""
-        step = self.keys_per_read() or run
+        """``(key, value)`` for each of ``keys``, which may be endless: fetched as
+        the caller goes on, at most ``run`` keys a call (what the caller expects
+        to need) and never more than :meth:`keys_per_call` allows for values up
+        to ``value_bytes`` long, so a caller that stops early reads no more."""
+        step = max(1, min(run, self.keys_per_call(value_bytes)))
         keys = iter(keys)
         while batch := list(itertools.islice(keys, step)):
             yield from zip(batch, self.get_batch(batch))
