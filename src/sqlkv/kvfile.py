@@ -167,7 +167,7 @@ class KvFile:
                 cached.discard(i)
             if self.last_dropped is not None:
                 self.last_dropped = self.last_dropped | frozenset(overlay)
-            pin.read_through(self.pending_base)
+            pin.read_through(self.pending_base, pending.commit_id)
         self._take_prefetched(again, pin.prefetched)
         return True
 

@@ -289,6 +289,13 @@ class Leaser:
             "commits will be refused (FencedError)", lease.name,
         )
 
+    def forget(self, lease: Lease) -> None:
+        """Stop renewing ``lease`` and forget it, without touching the store (it no
+        longer holds the lease: see :meth:`LeaseRequest.forget`)."""
+        renewer.unregister(lease)
+        with self._lock:
+            self._lost.discard(lease.gen_key)
+
     def release(self, lease: Lease) -> None:
         """Stop renewing ``lease`` and free it.
 
@@ -365,6 +372,14 @@ class LeaseRequest:
         whether what was read beside them is still current (see :meth:`Leaser.take`)."""
         self.lease, current = self.leaser.take(self.layout, self.name, self.seconds, values, self.wait)
         return current
+
+    def forget(self) -> None:
+        """Let go of the lease without releasing it: the store went back to a state
+        in which it is not this writer's (see commit.py), so the next open takes
+        it again, as any writer would."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            self.leaser.forget(lease)
 
     def release(self) -> None:
         """Free the lease, if one is held."""
