@@ -49,8 +49,17 @@ class RewindingStore(StoreWrapper):
     """Counts the calls made through it; takes a copy of the wrapped store before
     call ``copy_at`` and puts it back before call ``restore_at``."""
 
-    def __init__(self, inner: Any, copy_at: int, restore_at: int, limits: sqlkv.StoreLimits | None = None) -> None:
+    def __init__(
+        self,
+        inner: Any,
+        copy_at: int,
+        restore_at: int,
+        limits: sqlkv.StoreLimits | None = None,
+        backend: str = "pages",
+    ) -> None:
         super().__init__(inner, limits=limits, write_batch=True, scan=True)
+        #: The backend the workloads open their databases on.
+        self.backend = backend
         self.copy_at = copy_at
         self.restore_at = restore_at
         self.calls = 0
@@ -117,7 +126,7 @@ def plain_workload(
     """One transaction per call; one after a RewoundError is tried once more (the
     database reopened). ``after``: run after each transaction."""
     outcomes = Outcomes()
-    with sqlkv.connect(store, "app.db", lease_seconds=LEASE) as db:
+    with sqlkv.connect(store, "app.db", lease_seconds=LEASE, backend=store.backend) as db:
         for i in range(commits):
             after()
             for _ in range(2):
@@ -143,14 +152,14 @@ def reader_workload(store: RewindingStore, commits: int, size: int) -> Outcomes:
     def fresh_rows() -> list[tuple]:
         if store.inner.get(META_KEY) is None:
             return []  # the store went back to before the database was made
-        with sqlkv.connect(store.inner, "app.db", readonly=True) as fresh:
+        with sqlkv.connect(store.inner, "app.db", readonly=True, backend=store.backend) as fresh:
             return _rows(fresh)
 
     def read() -> None:
         if not readers:
             if store.inner.get(META_KEY) is None:
                 return  # nothing to open yet
-            readers.append(sqlkv.connect(store.inner, "app.db", readonly=True))
+            readers.append(sqlkv.connect(store.inner, "app.db", readonly=True, backend=store.backend))
         assert _rows(readers[0]) == fresh_rows()
 
     try:
@@ -165,7 +174,7 @@ def grouped_workload(store: RewindingStore, commits: int, size: int) -> Outcomes
     outcomes = Outcomes()
 
     async def run() -> None:
-        async with await sqlkv.SqliteVfs(lease_seconds=LEASE, hibernate_after=None).open("app.db", store) as db:
+        async with await sqlkv.SqliteVfs(lease_seconds=LEASE, hibernate_after=None, backend=store.backend).open("app.db", store) as db:
             for first in range(0, commits, 3):
                 ids = list(range(first, min(commits, first + 3)))
                 for _ in range(2):
@@ -182,13 +191,13 @@ def grouped_workload(store: RewindingStore, commits: int, size: int) -> Outcomes
     return outcomes
 
 
-def test_a_reader_holding_a_cache_drops_it_when_the_store_goes_back_and_writes_another_branch():
+def test_a_reader_holding_a_cache_drops_it_when_the_store_goes_back_and_writes_another_branch(backend):
     """The reader's pinned version is written again, with other rows: it must not
     serve its cached pages of the lost branch (both rows live in one page)."""
     store = sqlkv.MemoryStore()
-    with sqlkv.connect(store, "app.db", lease_seconds=LEASE) as writer:
+    with sqlkv.connect(store, "app.db", lease_seconds=LEASE, backend=backend) as writer:
         writer.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'a'), (2, 'b')")
-        with sqlkv.connect(store, "app.db", readonly=True) as reader:
+        with sqlkv.connect(store, "app.db", readonly=True, backend=backend) as reader:
             copy = snapshot(store)
             lost = writer.run("UPDATE t SET v = 'lost' WHERE id = 1").version
             assert reader.query("SELECT v FROM t ORDER BY id").rows == [("lost",), ("b",)]
@@ -267,8 +276,10 @@ def _has_table(db: Any) -> bool:
     return bool(db.query("SELECT 1 FROM sqlite_master WHERE name = 't'").rows)
 
 
-def _count_calls(workload: Callable[[RewindingStore, int, int], Outcomes], commits: int, size: int, limits: Any) -> int:
-    store = RewindingStore(sqlkv.MemoryStore(), 0, 0, limits)
+def _count_calls(
+    workload: Callable[[RewindingStore, int, int], Outcomes], commits: int, size: int, limits: Any, backend: str
+) -> int:
+    store = RewindingStore(sqlkv.MemoryStore(), 0, 0, limits, backend)
     workload(store, commits, size)
     return store.calls
 
@@ -294,34 +305,48 @@ WORKLOADS = {
 }
 
 
-def _sweep(name: str, make_inner: Callable[[], Any], every_pair: bool, step: int = 1) -> int:
+def _sweep(
+    name: str,
+    make_inner: Callable[[], Any],
+    every_pair: bool,
+    backend: str = "pages",
+    step: int = 1,
+    more: int = 1,
+) -> int:
+    """Run workload ``name`` (``more`` times as many commits) with a copy put back at
+    each pair of points (every ``step``-th of them); how many runs."""
     workload, commits, size, limits = WORKLOADS[name]
-    total = _count_calls(workload, commits, size, limits)
+    commits *= more
+    total = _count_calls(workload, commits, size, limits, backend)
     runs = 0
     for n, (copy_at, restore_at) in enumerate(_points(total, every_pair)):
         if n % step:
             continue
-        store = RewindingStore(make_inner(), copy_at, restore_at, limits)
+        store = RewindingStore(make_inner(), copy_at, restore_at, limits, backend)
         outcomes = workload(store, commits, size)
         check_after(store, outcomes, commits, size)
         runs += 1
     return runs
 
 
+def _lmdb_stores(directory: Any) -> Callable[[], sqlkv.LmdbStore]:
+    """Makes a new LmdbStore under ``directory`` at each call."""
+    paths = iter(range(1_000_000))
+    return lambda: sqlkv.LmdbStore(str(directory / f"s{next(paths)}"))
+
+
 @pytest.mark.parametrize("name", sorted(WORKLOADS))
-def test_an_older_copy_put_back_at_any_point_never_corrupts_memory(name):
-    assert _sweep(name, sqlkv.MemoryStore, every_pair=False) > 10
+def test_an_older_copy_put_back_at_any_point_never_corrupts_memory(name, backend):
+    assert _sweep(name, sqlkv.MemoryStore, every_pair=False, backend=backend) > 10
 
 
 @pytest.mark.parametrize("name", sorted(WORKLOADS))
 def test_an_older_copy_put_back_at_some_points_never_corrupts_lmdb(name, tmp_path):
-    paths = iter(range(10_000))
-    assert _sweep(name, lambda: sqlkv.LmdbStore(str(tmp_path / f"s{next(paths)}")), every_pair=False, step=5) > 2
+    assert _sweep(name, _lmdb_stores(tmp_path), every_pair=False, step=5) > 2
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(WORKLOADS))
-def test_an_older_copy_put_back_at_every_pair_of_points_never_corrupts(name, tmp_path):
-    assert _sweep(name, sqlkv.MemoryStore, every_pair=True) > 50
-    paths = iter(range(100_000))
-    _sweep(name, lambda: sqlkv.LmdbStore(str(tmp_path / f"s{next(paths)}")), every_pair=False)
+def test_an_older_copy_put_back_at_every_pair_of_points_never_corrupts(name, backend, tmp_path):
+    assert _sweep(name, sqlkv.MemoryStore, every_pair=True, backend=backend, more=3) > 50
+    assert _sweep(name, _lmdb_stores(tmp_path), every_pair=False, backend=backend, more=2) > 10

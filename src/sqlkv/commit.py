@@ -93,6 +93,7 @@ from .layout import (
     decode_file_meta,
     encode_file_meta,
 )
+from .lease import LeaseRequest
 from .sealed import DIGEST_BYTES as _DIGEST_BYTES
 from .sealed import seal, unseal
 from .store import Entry, StoreClient
@@ -253,7 +254,7 @@ class Committer:
         chunk_size: int,
         fence: dict[bytes, bytes | None] | None = None,
         versions: VersionLog | None = None,
-        on_lease_lost: Callable[[], None] | None = None,
+        lease: LeaseRequest | None = None,
     ) -> None:
         self.transport = transport
         #: The version record and log of the database file (see versions.py), if versioned.
@@ -262,9 +263,9 @@ class Committer:
         self.chunk_size = chunk_size
         #: What every write expects of the store: the writer's lease (``None``: no lease).
         self.fence = fence
-        #: Called when a write was refused because the store went back to a state in
-        #: which the lease is not this writer's: the next open must take it again.
-        self.on_lease_lost = on_lease_lost
+        #: The writer's lease (whose fence is ``fence``): forgotten when the store went
+        #: back to a state without it, so that the next open takes it again.
+        self.lease = lease if fence is not None else None
         self.atomic = transport.limits.atomic_batches
         self.max_value = transport.limits.max_value_bytes
 
@@ -329,8 +330,15 @@ class Committer:
         except CorruptError:
             head = None
         number = head.number if head is not None else 0
-        if lease_taken and (head_value == versions.head.value or number > versions.version):
-            return lost  # another writer took the lease over (and may have committed since)
+        request = self.lease
+        if not lease_held and (
+            (request is not None and request.fenced)  # fenced once: fenced until closed
+            or number > versions.version  # another writer committed since
+            or (lease_taken and head_value == versions.head.value)  # another writer holds it
+        ):
+            if request is not None:
+                request.fenced = True
+            return lost
         self._rewound(lease_held)
         return RewoundError(
             f"commit refused: the store's state is not the one this writer built on (it "
@@ -409,10 +417,7 @@ class Committer:
         )
         record_key = self.record_key(name)
         record_value = record.encode(record_key)
-        staged: dict[bytes, bytes | None] | None = (
-            dict([staging.last_piece]) if staging.last_piece is not None else None
-        )
-        self._commit_point([(record_key, record_value)], expect=staged)
+        self._commit_point([(record_key, record_value)], expect=self._staged_so_far(name, staging))
         base_version = record.base.version if record.base is not None else None
         with self._committed(
             f"commit record at key {record_key.hex()}", (record_key, record_value), base_version
@@ -444,8 +449,8 @@ class Committer:
 
     def _rewound(self, lease_held: bool) -> None:
         """The store went back in time: if to before this writer's lease, the next open takes it again."""
-        if not lease_held and self.on_lease_lost is not None:
-            self.on_lease_lost()
+        if not lease_held and self.lease is not None and not self.lease.fenced:
+            self.lease.forget()
 
     def _rewound_past(self, record: Entry, base_version: int | None) -> bool:
         """After a staged commit's commit point: whether the store went back to before it
@@ -521,19 +526,30 @@ class Committer:
             indices = [_INDEX.unpack(k[-4:])[0] for k, _ in batch]
             piece_key = self.piece_key(name, staging.pieces)
             piece = (piece_key, encode_piece(piece_key, staging.commit_id, indices))
+            expect = self._staged_so_far(name, staging)
             if self.atomic:
-                self.write([piece, *batch])
+                self.write([piece, *batch], (), expect)
             else:
-                self.write([piece])  # the piece first: whatever lands of the batch is known
-                self.write(batch)
+                self.write([piece], (), expect)  # the piece first: whatever lands of the batch is known
+                self.write(batch, (), expect)
             staging.last_piece = piece
             staging.pieces += 1
             staging.indices.update(indices)
 
+    def _staged_so_far(self, name: str, staging: Staging) -> dict[bytes, bytes | None]:
+        """What a write of a staged commit before its commit point expects beyond
+        the fence: no commit record (none is in flight), and the last manifest
+        piece written (a store gone back to between two staging writes, with the
+        same head, must not take the rest of the commit)."""
+        expect: dict[bytes, bytes | None] = {self.record_key(name): None}
+        if staging.last_piece is not None:
+            expect.update([staging.last_piece])
+        return expect
+
     def drop_staged(self, name: str, staging: Staging, indices: Iterable[int]) -> None:
         """Forget staged chunks (the file shrank below them during the transaction)."""
         indices = [i for i in indices if i in staging.indices]
-        self.write([], [self.staged_key(name, i) for i in indices])
+        self.write([], [self.staged_key(name, i) for i in indices], self._staged_so_far(name, staging))
         staging.indices.difference_update(indices)
 
     def read_staged(self, name: str, indices: Sequence[int]) -> dict[int, bytes | None]:

@@ -350,6 +350,9 @@ class LeaseRequest:
         self.wait = wait
         #: The lease, once taken.
         self.lease: Lease | None = None
+        #: Whether a commit found the lease another writer's (FencedError): this
+        #: writer stays fenced until it is closed.
+        self.fenced = False
 
     @property
     def wanted(self) -> bool:

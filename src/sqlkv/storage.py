@@ -105,8 +105,7 @@ class Storage:
         versions = None if self.readonly else VersionLog(layout, name, version_value)
         # Taken now, or before this reopen, the lease fences every commit.
         fence = lease.fence if lease is not None else None
-        on_lease_lost = lease.forget if lease is not None and fence is not None else None
-        self.committer = Committer(self.transport, layout, self.chunk_size, fence, versions, on_lease_lost)
+        self.committer = Committer(self.transport, layout, self.chunk_size, fence, versions, lease)
         committer = self.committer
         self._known_meta.update(zip(names, metas))
         main = None
