@@ -12,9 +12,9 @@ that holds no lease validates what it reads against them.
   whose record is absent is at version 0. The number and the id together are
   the *head*: after the store went back in time (a failover, a restored
   backup) a version number may be written again, but never with the same id.
-  A record of 5 to 12 bytes has no id (the format of sqlkv 0.x before heads
-  had ids, still read: its head id is taken as absent); new writers always
-  write the id (13 to 20 bytes). A record whose checksum
+  A record of 5 to 12 bytes has no id (the format written before heads had
+  ids, still read: its head id is taken as absent); new writers always write
+  the id (13 to 20 bytes). A record whose checksum
   fails against the FileMeta stored beside it was garbled, or the file was
   changed since by a writer that knows no versions: either way the reader
   cannot tell what changed and drops its cache (see below).
@@ -34,16 +34,18 @@ that holds no lease validates what it reads against them.
 Per commit that is at most 58 bytes of keys and values plus 4 per changed
 chunk beyond the first (for a database named ``app.db`` in layout ``seed``, 52
 while the version is below 2^16; 2 more per character of a longer name): the
-head ids cost 17 bytes of it.
+head ids cost 17 bytes of it. A one-batch commit writes both in
+its one batch; a staged commit writes them with the apply step's last write
+(the new FileMeta), so the version moves exactly when the new state is whole.
+A staged commit's head id is its commit record's commit id, so an apply done
+again (recovery) writes the same head.
 
 **Writers are fenced on the head** (commit.py): every write of a writer
 expects the version record to hold exactly the value the writer last wrote or
 read at open, in the same atomic ``write_batch``; so a store that went back in
 time, or was written by another branch, refuses the commit whole
 (:class:`~sqlkv.errors.RewoundError`) instead of taking chunks built on pages
-it no longer has. A one-batch commit writes both in
-its one batch; a staged commit writes them with the apply step's last write
-(the new FileMeta), so the version moves exactly when the new state is whole.
+it no longer has.
 
 **Readers** (:class:`VersionPin`). A reader's cache holds one version's chunks.
 At the start of each read transaction (at most every ``max_staleness``
