@@ -8,7 +8,9 @@ keys per batch), grouped commits (the async API), and a reader holding a
 cache. After each: the writer got :class:`sqlkv.RewoundError` (or succeeded on
 a state that truly is the store's), the database opens, ``PRAGMA
 integrity_check`` is ok, and every commit made before the copy was taken is
-there. A slice runs by default; ``-m slow`` runs every pair of points.
+there; and a writer that dies right after its first call on the copy leaves a
+database that opens whole. A slice runs by default; ``-m slow`` runs every
+pair of points.
 """
 
 from __future__ import annotations
@@ -45,9 +47,15 @@ def put_back(store: Any, copy: dict[bytes, bytes]) -> None:
     assert store.write_batch(list(copy.items()), gone)
 
 
+class Crashed(Exception):
+    """The store stopped answering (``crash_after``)."""
+
+
 class RewindingStore(StoreWrapper):
     """Counts the calls made through it; takes a copy of the wrapped store before
-    call ``copy_at`` and puts it back before call ``restore_at``."""
+    call ``copy_at`` and puts it back before call ``restore_at``; with
+    ``crash_after``, every call after that one fails without reaching the store
+    (the writer's process died there)."""
 
     def __init__(
         self,
@@ -56,8 +64,10 @@ class RewindingStore(StoreWrapper):
         restore_at: int,
         limits: sqlkv.StoreLimits | None = None,
         backend: str = "pages",
+        crash_after: int | None = None,
     ) -> None:
         super().__init__(inner, limits=limits, write_batch=True, scan=True)
+        self.crash_after = crash_after
         #: The backend the workloads open their databases on.
         self.backend = backend
         self.copy_at = copy_at
@@ -65,8 +75,14 @@ class RewindingStore(StoreWrapper):
         self.calls = 0
         self.copy: dict[bytes, bytes] | None = None
 
+    @property
+    def crashed(self) -> bool:
+        return self.crash_after is not None and self.calls > self.crash_after
+
     def _call(self, kind: str, *args: Any) -> Any:
         self.calls += 1
+        if self.crashed:
+            raise Crashed(f"call {self.calls}: the writer's process died")
         if self.calls == self.copy_at:
             self.copy = snapshot(self.inner)
         if self.calls == self.restore_at and self.copy is not None:
@@ -105,7 +121,9 @@ def _heard(store: RewindingStore, outcomes: Outcomes, i: int, start: int, answer
     if isinstance(answer, sqlkv.RewoundError):
         outcomes.rewound += 1
         return True
-    if isinstance(answer, sqlkv.OutcomeUnknownError):
+    if isinstance(answer, sqlkv.FencedError) and store.crashed:
+        pass  # refused, and the look at which fence failed died with the writer
+    elif isinstance(answer, sqlkv.OutcomeUnknownError) or (isinstance(answer, sqlkv.StoreError) and store.crashed):
         outcomes.maybe.add(i)
     elif isinstance(answer, BaseException):
         raise answer
@@ -126,9 +144,17 @@ def plain_workload(
     """One transaction per call; one after a RewoundError is tried once more (the
     database reopened). ``after``: run after each transaction."""
     outcomes = Outcomes()
-    with sqlkv.connect(store, "app.db", lease_seconds=LEASE, backend=store.backend) as db:
+    try:
+        db = sqlkv.connect(store, "app.db", lease_seconds=LEASE, backend=store.backend)
+    except sqlkv.StoreError:
+        if not store.crashed:
+            raise
+        return outcomes  # died while opening
+    with db:
         for i in range(commits):
             after()
+            if store.crashed:
+                break
             for _ in range(2):
                 start = store.calls
                 try:
@@ -213,6 +239,26 @@ def test_a_reader_holding_a_cache_drops_it_when_the_store_goes_back_and_writes_a
         assert writer.query("SELECT v FROM t ORDER BY id").rows == [("a",), ("kept",)]
 
 
+def test_a_reader_drops_its_cache_when_the_store_went_back_and_wrote_past_its_version(backend):
+    """The reader's version is exceeded by commits of another branch: the log entry
+    after its version names another parent head, so it drops its whole cache
+    rather than only the chunks that log lists (t1's page would be stale)."""
+    store = sqlkv.MemoryStore()
+    with sqlkv.connect(store, "app.db", lease_seconds=LEASE, backend=backend) as writer:
+        writer.exec("CREATE TABLE t1(v TEXT); CREATE TABLE t2(v TEXT); INSERT INTO t1 VALUES ('a'); INSERT INTO t2 VALUES ('b')")
+        with sqlkv.connect(store, "app.db", readonly=True, backend=backend) as reader:
+            copy = snapshot(store)
+            writer.run("UPDATE t1 SET v = 'lost'")
+            assert reader.query("SELECT (SELECT v FROM t1), (SELECT v FROM t2)").rows == [("lost", "b")]
+            pinned = reader.version
+            put_back(store, copy)
+            with pytest.raises(sqlkv.RewoundError):
+                writer.run("UPDATE t1 SET v = 'kept'")
+            writer.run("UPDATE t1 SET v = 'kept'")
+            assert writer.run("UPDATE t2 SET v = 'c'").version == pinned + 1
+            assert reader.query("SELECT (SELECT v FROM t1), (SELECT v FROM t2)").rows == [("kept", "c")]
+
+
 def test_a_writer_whose_store_went_back_to_before_its_lease_takes_it_again():
     """A backup from before the writer opened: the lease is gone from the store;
     the writer hears RewoundError, and its reopen takes the lease again."""
@@ -268,7 +314,7 @@ def check_after(store: RewindingStore, outcomes: Outcomes, commits: int, size: i
                 f"{store.copy_at}, put back before call {store.restore_at}"
             )
     lost = [i for i in outcomes.acked if i not in rows]
-    if lost and outcomes.last_start >= store.restore_at - 1:
+    if lost and outcomes.last_start >= store.restore_at - 1 and not store.crashed:
         assert outcomes.rewound, f"rows {lost} were lost and the next writes never heard RewoundError"
 
 
@@ -312,9 +358,11 @@ def _sweep(
     backend: str = "pages",
     step: int = 1,
     more: int = 1,
+    crash: bool = False,
 ) -> int:
     """Run workload ``name`` (``more`` times as many commits) with a copy put back at
-    each pair of points (every ``step``-th of them); how many runs."""
+    each pair of points (every ``step``-th of them); how many runs. ``crash``:
+    the writer dies right after the first call made on the copy put back."""
     workload, commits, size, limits = WORKLOADS[name]
     commits *= more
     total = _count_calls(workload, commits, size, limits, backend)
@@ -322,7 +370,7 @@ def _sweep(
     for n, (copy_at, restore_at) in enumerate(_points(total, every_pair)):
         if n % step:
             continue
-        store = RewindingStore(make_inner(), copy_at, restore_at, limits, backend)
+        store = RewindingStore(make_inner(), copy_at, restore_at, limits, backend, restore_at if crash else None)
         outcomes = workload(store, commits, size)
         check_after(store, outcomes, commits, size)
         runs += 1
@@ -340,6 +388,14 @@ def test_an_older_copy_put_back_at_any_point_never_corrupts_memory(name, backend
     assert _sweep(name, sqlkv.MemoryStore, every_pair=False, backend=backend) > 10
 
 
+@pytest.mark.parametrize("name", ["plain", "staged"])
+def test_a_writer_dying_right_after_its_store_went_back_leaves_a_database_that_opens(name, backend):
+    """The first write made on the copy put back is the writer's last: whatever
+    it left (a staged commit's first piece, say) must not keep the database from
+    opening whole."""
+    assert _sweep(name, sqlkv.MemoryStore, every_pair=False, backend=backend, crash=True) > 10
+
+
 @pytest.mark.parametrize("name", sorted(WORKLOADS))
 def test_an_older_copy_put_back_at_some_points_never_corrupts_lmdb(name, tmp_path):
     assert _sweep(name, _lmdb_stores(tmp_path), every_pair=False, step=5) > 2
@@ -350,3 +406,5 @@ def test_an_older_copy_put_back_at_some_points_never_corrupts_lmdb(name, tmp_pat
 def test_an_older_copy_put_back_at_every_pair_of_points_never_corrupts(name, backend, tmp_path):
     assert _sweep(name, sqlkv.MemoryStore, every_pair=True, backend=backend, more=3) > 50
     assert _sweep(name, _lmdb_stores(tmp_path), every_pair=False, backend=backend, more=2) > 10
+    if name in ("plain", "staged"):
+        assert _sweep(name, sqlkv.MemoryStore, every_pair=True, backend=backend, more=3, crash=True) > 50
