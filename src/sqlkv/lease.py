@@ -46,6 +46,10 @@ Fencing: every commit expects the generation key to hold ours
 (:attr:`Lease.fence`, handed to the commit code explicitly). A writer that lost its lease (paused past the expiry,
 cut off from the store) while another took it over is refused at its next
 commit with :class:`FencedError`, and nothing of that commit is written.
+Every commit also expects the database's head (commit.py): a store that went
+back in time to a state without this writer's lease refuses it with
+:class:`RewoundError`, and the writer forgets the lease
+(:meth:`LeaseRequest.forget`) so that its next open takes it again.
 
 Clocks: the expiry is written in the holder's wall clock and read in a
 contender's. Skew between hosts makes a lease end early or late, so keep it
