@@ -40,9 +40,15 @@ record, see versions.py) to be the one this writer last wrote or read, so a
 writer never commits on top of a state the store no longer has (the store
 went back in time: a failover to a replica that was behind, a restored
 backup): the write is refused whole and the commit raises
-:class:`RewoundError`. A staged commit's commit point also expects its last
-manifest piece (the staging area it built is all there), and every write of
-its apply expects its commit record (the commit is still the store's). The store's limits are the transport's business
+:class:`RewoundError`. Within a staged commit the head does not move until
+its apply's last write, so its writes also expect what the write before them
+left: staging writes and the commit point, no commit record in flight and
+the last manifest piece written; every write of the apply, its commit record
+and the chunks the write before it put; the clean-up, the record gone. A
+restored copy (or a promoted replica) is the store at one moment of its past,
+so each of these proves the writes it builds on are still there.
+
+The store's limits are the transport's business
 (:class:`~sqlkv.store.StoreClient`): this module says what to write, in what
 order, and which writes must each be one atomic call.
 
