@@ -4,8 +4,8 @@ A failover to a replica that was behind, or a backup put back, hands a writer
 a store older than what it last committed. Here an older copy of the whole
 store (MemoryStore, LmdbStore) is put back before every store call of a
 workload in turn: plain one-batch commits, staged commits (a store taking few
-keys per batch), grouped commits (the async API), and a reader holding a
-cache. After each: the writer got :class:`sqlkv.RewoundError` (or succeeded on
+keys per batch), grouped commits (the async API), a VACUUM whose rewrite
+spills to the staging area, and a reader holding a cache. After each: the writer got :class:`sqlkv.RewoundError` (or succeeded on
 a state that truly is the store's), the database opens, ``PRAGMA
 integrity_check`` is ok, and every commit made before the copy was taken is
 there; and a writer that dies right after its first call on the copy leaves a
@@ -139,13 +139,20 @@ def _rows(db: Any) -> list[tuple]:
 
 
 def plain_workload(
-    store: RewindingStore, commits: int, size: int, after: Callable[[], None] = lambda: None
+    store: RewindingStore,
+    commits: int,
+    size: int,
+    after: Callable[[], None] = lambda: None,
+    transaction: Callable[[int], str] | None = None,
+    **options: Any,
 ) -> Outcomes:
-    """One transaction per call; one after a RewoundError is tried once more (the
-    database reopened). ``after``: run after each transaction."""
+    """One transaction per call (``transaction(i)``, default :func:`insert`); one
+    after a RewoundError is tried once more (the database reopened). ``after``:
+    run after each transaction; ``options``: the database's."""
     outcomes = Outcomes()
+    sql = transaction if transaction is not None else (lambda i: insert(i, size))
     try:
-        db = sqlkv.connect(store, "app.db", lease_seconds=LEASE, backend=store.backend)
+        db = sqlkv.connect(store, "app.db", lease_seconds=LEASE, backend=store.backend, **options)
     except sqlkv.StoreError:
         if not store.crashed:
             raise
@@ -158,7 +165,7 @@ def plain_workload(
             for _ in range(2):
                 start = store.calls
                 try:
-                    answer: object = db.exec(insert(i, size))
+                    answer: object = db.exec(sql(i))
                 except sqlkv.Error as exc:
                     answer = exc
                 if not _heard(store, outcomes, i, start, answer):
@@ -167,6 +174,21 @@ def plain_workload(
                 pytest.fail(f"transaction {i} got RewoundError twice in a row")
         after()
     return outcomes
+
+
+#: Rows that VACUUM drops: the file shrinks by about 24 KiB.
+JUNK = ";CREATE TABLE IF NOT EXISTS u(v BLOB); INSERT INTO u VALUES (zeroblob(8000))"
+
+
+def vacuum_workload(store: RewindingStore, commits: int, size: int) -> Outcomes:
+    """Rows made beside junk, then the junk dropped and VACUUM with a small memory bound: its
+    rewrite spills to the staging area and the file shrinks under it (staged
+    chunks past the new end are dropped) before its staged commit."""
+
+    def transaction(i: int) -> str:
+        return insert(i, size) + (";DROP TABLE IF EXISTS u; VACUUM" if i == commits - 1 else JUNK)
+
+    return plain_workload(store, commits, size, transaction=transaction, max_dirty_bytes=2 * 4096)
 
 
 def reader_workload(store: RewindingStore, commits: int, size: int) -> Outcomes:
@@ -348,6 +370,7 @@ WORKLOADS = {
     "reader": (reader_workload, 4, 100, None),
     "staged": (plain_workload, 3, BIG_ROW, SMALL_BATCH),
     "grouped": (grouped_workload, 6, 100, None),
+    "vacuum": (vacuum_workload, 4, 100, None),
 }
 
 
@@ -388,7 +411,7 @@ def test_an_older_copy_put_back_at_any_point_never_corrupts_memory(name, backend
     assert _sweep(name, sqlkv.MemoryStore, every_pair=False, backend=backend) > 10
 
 
-@pytest.mark.parametrize("name", ["plain", "staged"])
+@pytest.mark.parametrize("name", ["plain", "staged", "vacuum"])
 def test_a_writer_dying_right_after_its_store_went_back_leaves_a_database_that_opens(name, backend):
     """The first write made on the copy put back is the writer's last: whatever
     it left (a staged commit's first piece, say) must not keep the database from
@@ -406,5 +429,5 @@ def test_an_older_copy_put_back_at_some_points_never_corrupts_lmdb(name, tmp_pat
 def test_an_older_copy_put_back_at_every_pair_of_points_never_corrupts(name, backend, tmp_path):
     assert _sweep(name, sqlkv.MemoryStore, every_pair=True, backend=backend, more=3) > 50
     assert _sweep(name, _lmdb_stores(tmp_path), every_pair=False, backend=backend, more=2) > 10
-    if name in ("plain", "staged"):
+    if name in ("plain", "staged", "vacuum"):
         assert _sweep(name, sqlkv.MemoryStore, every_pair=True, backend=backend, more=3, crash=True) > 50

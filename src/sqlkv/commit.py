@@ -313,6 +313,18 @@ class Committer:
         if not self.transport.write(puts, deletes, expected):
             raise self._refused(expected or {})
 
+    def check_state(self, more: dict[bytes, bytes | None] | None = None) -> None:
+        """Raise what a write would be refused with now (:class:`FencedError`,
+        :class:`RewoundError`), if anything: for a writer's read that found the
+        store not as it left it (a chunk or a staged chunk gone). One round
+        trip, on such an error path only."""
+        expected = self.expectations(more)
+        if not expected:
+            return
+        keys = list(expected)
+        if any(value != expected[key] for key, value in zip(keys, self.transport.get_batch(keys))):
+            raise self._refused(expected)
+
     def _refused(self, expected: dict[bytes, bytes | None]) -> FencedError:
         """Why a write was refused: the lease another writer took (:class:`FencedError`),
         or a store whose state is not the one this writer built on
@@ -423,7 +435,7 @@ class Committer:
         )
         record_key = self.record_key(name)
         record_value = record.encode(record_key)
-        self._commit_point([(record_key, record_value)], expect=self._staged_so_far(name, staging))
+        self._commit_point([(record_key, record_value)], expect=self.staging_expectations(name, staging))
         base_version = record.base.version if record.base is not None else None
         with self._committed(
             f"commit record at key {record_key.hex()}", (record_key, record_value), base_version
@@ -532,7 +544,7 @@ class Committer:
             indices = [_INDEX.unpack(k[-4:])[0] for k, _ in batch]
             piece_key = self.piece_key(name, staging.pieces)
             piece = (piece_key, encode_piece(piece_key, staging.commit_id, indices))
-            expect = self._staged_so_far(name, staging)
+            expect = self.staging_expectations(name, staging)
             if self.atomic:
                 self.write([piece, *batch], (), expect)
             else:
@@ -542,7 +554,7 @@ class Committer:
             staging.pieces += 1
             staging.indices.update(indices)
 
-    def _staged_so_far(self, name: str, staging: Staging) -> dict[bytes, bytes | None]:
+    def staging_expectations(self, name: str, staging: Staging) -> dict[bytes, bytes | None]:
         """What a write of a staged commit before its commit point expects beyond
         the fence: no commit record (none is in flight), and the last manifest
         piece written (a store gone back to between two staging writes, with the
@@ -555,7 +567,7 @@ class Committer:
     def drop_staged(self, name: str, staging: Staging, indices: Iterable[int]) -> None:
         """Forget staged chunks (the file shrank below them during the transaction)."""
         indices = [i for i in indices if i in staging.indices]
-        self.write([], [self.staged_key(name, i) for i in indices], self._staged_so_far(name, staging))
+        self.write([], [self.staged_key(name, i) for i in indices], self.staging_expectations(name, staging))
         staging.indices.difference_update(indices)
 
     def read_staged(self, name: str, indices: Sequence[int]) -> dict[int, bytes | None]:
@@ -586,14 +598,21 @@ class Committer:
                     )
                 indices = decode_piece(value, key, record.commit_id)
             except CorruptError:
-                if record_value is not None and self.transport.get(record_key) != record_value:
-                    raise ConcurrentCommitError(
-                        f"a writer finished the commit of {name!r} (record at key "
-                        f"{record_key.hex()}) while this open read it, or the store went "
-                        "back to before it; reopen"
-                    ) from None
+                self._check_record(name, record_value)
                 raise
             yield indices
+
+    def _check_record(self, name: str, record_value: bytes | None) -> None:
+        """Raise :class:`ConcurrentCommitError` if the commit record of ``name`` is no
+        longer ``record_value`` (as this open read or wrote it): what a staged
+        commit lists being gone is then no damage."""
+        record_key = self.record_key(name)
+        if record_value is not None and self.transport.get(record_key) != record_value:
+            raise ConcurrentCommitError(
+                f"a writer finished the commit of {name!r} (record at key "
+                f"{record_key.hex()}) while this open read it, or the store went "
+                "back to before it; reopen"
+            )
 
     def verify(self, name: str, record_value: bytes, meta_value: bytes | None) -> CommitRecord:
         """The commit record of ``name``, checked against the file's real state.
@@ -653,6 +672,7 @@ class Committer:
             for i in indices:
                 value = in_memory[i] if i in in_memory else staged[i]
                 if value is None:
+                    self._check_record(name, record_value)
                     raise CorruptError(
                         f"staged chunk {i} of {name!r} at key {self.staged_key(name, i).hex()}, "
                         f"listed by the commit record at key {self.record_key(name).hex()}, is missing"

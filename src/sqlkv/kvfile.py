@@ -35,7 +35,7 @@ from collections.abc import Callable, Collection, Iterable
 
 from .chunkcache import ChunkCache, ReadAhead
 from .commit import BaseState, Committer, Staging
-from .errors import ConcurrentCommitError, ConflictError, CorruptError, UnusableError
+from .errors import ConcurrentCommitError, ConflictError, CorruptError, FencedError, UnusableError
 from .layout import Layout, chunk_count, chunk_spans, decode_file_meta, encode_file_meta
 from .store import StoreClient
 from .versions import VersionPin
@@ -274,7 +274,11 @@ class KvFile:
 
     def _damaged(self, index: int, key: bytes, value: bytes | None, want: int) -> Exception:
         """The error for a missing or short committed chunk: a writer's change
-        under a reader, or damage. Costs one round trip, on this error path only."""
+        under a reader, a store gone back in time under a writer (raised:
+        :meth:`_check_writer_state`), or damage. Costs a round trip or two, on
+        this error path only."""
+        if self.pin is None:
+            self._check_writer_state()
         now = self.transport.get(self.meta_key)
         if now != self._meta_value:
             return ConcurrentCommitError(
@@ -406,10 +410,20 @@ class KvFile:
     def _read_staged(self, indices: list[int]) -> dict[int, bytes]:
         """This transaction's spilled chunks ``indices``, checked."""
         staged_key = self.committer.staged_key
-        return {
-            i: self._staged(i, staged_key(self.name, i), value)
-            for i, value in self.committer.read_staged(self.name, indices).items()
-        }
+        values = self.committer.read_staged(self.name, indices)
+        if None in values.values():  # gone: the store may have gone back in time
+            self._check_writer_state(self.committer.staging_expectations(self.name, self.staging))
+        return {i: self._staged(i, staged_key(self.name, i), value) for i, value in values.items()}
+
+    def _check_writer_state(self, more: dict[bytes, bytes | None] | None = None) -> None:
+        """A writer that found a chunk gone: :class:`RewoundError` (or :class:`FencedError`)
+        if the store is not the state it built on; the file is then unusable
+        (the database reopens it)."""
+        try:
+            self.committer.check_state(more)
+        except FencedError as exc:
+            self.failed = exc
+            raise
 
     def _chunk(self, index: int, loaded: dict[int, bytes]) -> bytes | bytearray:
         chunk = self.dirty.get(index)
@@ -565,7 +579,11 @@ class KvFile:
                 self.dirty[tail] = chunk[: size - tail * cs]
             gone = [i for i in self.staging.indices if i * cs >= size or i == tail]
             if gone:
-                self.committer.drop_staged(self.name, self.staging, gone)
+                try:
+                    self.committer.drop_staged(self.name, self.staging, gone)
+                except BaseException as exc:  # the staging area is now unknown: reopen
+                    self.failed = exc
+                    raise
             self._low_water = min(self._low_water, size)
         self.size = size
 
