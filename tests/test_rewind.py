@@ -107,11 +107,13 @@ def _row(i: int, size: int) -> bytes:
     return (i.to_bytes(4, "big") * (size // 4 + 1))[:size]
 
 
-def insert(i: int, size: int) -> str:
-    """One transaction: row ``i`` (the table made first, should the store have gone back before it)."""
+def insert(i: int, size: int, more: str = "") -> str:
+    """One transaction: row ``i`` (the table made first, should the store have gone
+    back before it), and ``more`` statements. Tried again after a RewoundError,
+    it gives the same state."""
     return (
-        "CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB);"
-        f"INSERT INTO t VALUES ({i}, x'{_row(i, size).hex()}')"
+        "BEGIN; CREATE TABLE IF NOT EXISTS t(id INTEGER PRIMARY KEY, v BLOB);"
+        f"INSERT OR REPLACE INTO t VALUES ({i}, x'{_row(i, size).hex()}'){more}; COMMIT"
     )
 
 
@@ -186,7 +188,9 @@ def vacuum_workload(store: RewindingStore, commits: int, size: int) -> Outcomes:
     chunks past the new end are dropped) before its staged commit."""
 
     def transaction(i: int) -> str:
-        return insert(i, size) + (";DROP TABLE IF EXISTS u; VACUUM" if i == commits - 1 else JUNK)
+        if i == commits - 1:
+            return insert(i, size, ";DROP TABLE IF EXISTS u") + "; VACUUM"
+        return insert(i, size, JUNK)
 
     return plain_workload(store, commits, size, transaction=transaction, max_dirty_bytes=2 * 4096)
 
