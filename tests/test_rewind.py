@@ -431,7 +431,7 @@ def test_an_older_copy_put_back_at_some_points_never_corrupts_lmdb(name, tmp_pat
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(WORKLOADS))
 def test_an_older_copy_put_back_at_every_pair_of_points_never_corrupts(name, backend, tmp_path):
-    assert _sweep(name, sqlkv.MemoryStore, every_pair=True, backend=backend, more=3) > 50
-    assert _sweep(name, _lmdb_stores(tmp_path), every_pair=False, backend=backend, more=2) > 10
+    assert _sweep(name, sqlkv.MemoryStore, every_pair=True, backend=backend, more=2) > 50
+    assert _sweep(name, _lmdb_stores(tmp_path), every_pair=False, backend=backend) > 10
     if name in ("plain", "staged", "vacuum"):
-        assert _sweep(name, sqlkv.MemoryStore, every_pair=True, backend=backend, more=3, crash=True) > 50
+        assert _sweep(name, sqlkv.MemoryStore, every_pair=True, backend=backend, more=2, crash=True) > 50
