@@ -206,7 +206,8 @@ def test_a_version_log_entry_round_trips_and_says_every_chunk_past_its_limit():
     key = log_key(SeedLayout(9), "app.db", 7)
     entry = encode_log(key, 7, {3, 1, 2})
     assert decode_log(entry, key, 7) == frozenset({1, 2, 3})
-    assert len(entry) == 3 * 4 + 4
+    # The indices, the parent head's id (8 bytes), the format byte, the checksum.
+    assert len(entry) == 3 * 4 + 8 + 1 + 4
     assert decode_log(encode_log(key, 7, range(MAX_LOGGED_CHUNKS + 1)), key, 7) is None
     # The slot of version 7 read for version 263 (256 later), or garbled: not known.
     assert decode_log(entry, key, 263) is None
@@ -225,3 +226,29 @@ def test_a_version_log_entry_round_trips_and_says_every_chunk_past_its_limit():
 )
 def test_chunk_spans_say_which_chunks_a_range_touches(offset, length, spans):
     assert list(chunk_spans(offset, length, 4096)) == spans
+
+
+def test_version_records_and_log_entries_of_the_format_without_head_ids_are_still_read():
+    """A record without a head id (5 to 12 bytes) and a log entry without a parent,
+    written by the release before heads had ids, are read; new ones carry both."""
+    from sqlkv.sealed import seal
+    from sqlkv.versions import Head, encode_version, read_head, read_log
+
+    layout = SeedLayout(9)
+    vkey = version_key(layout, "app.db")
+    meta = encode_file_meta(8192)
+    old_record = b"\x07" + seal(vkey + meta, b"\x07", 4)[1:]
+    assert read_head(old_record, vkey) == Head(7, None)
+    new_record = encode_version(vkey, 7, meta, b"\xaa" * 8)
+    assert len(new_record) == 1 + 8 + 4
+    assert read_head(new_record, vkey) == Head(7, b"\xaa" * 8)
+    assert read_head(encode_version(vkey, 2**64 - 1, meta, b"\x01" * 8), vkey) == Head(2**64 - 1, b"\x01" * 8)
+    lkey = log_key(layout, "app.db", 7)
+    body = (5).to_bytes(4, "big")
+    old_entry = body + seal(lkey + (7).to_bytes(8, "big"), body, 4)[len(body):]
+    entry = read_log(old_entry, lkey, 7)
+    assert entry is not None and entry.changed == frozenset({5}) and entry.parent is None
+    from sqlkv.versions import encode_log
+
+    entry = read_log(encode_log(lkey, 7, {5}, b"\xbb" * 8), lkey, 7)
+    assert entry is not None and entry.changed == frozenset({5}) and entry.parent == b"\xbb" * 8

@@ -36,7 +36,20 @@ atomic gets atomic commits of any size this way.
 Every write here carries the fence the :class:`Committer` was given (the
 writer's lease, see lease.py) when the store has ``write_batch``, so a writer
 that lost its lease can neither commit nor disturb the staging area of the
-writer that replaced it. The store's limits are the transport's business
+writer that replaced it. It also expects the database's head (its version
+record, see versions.py) to be the one this writer last wrote or read, so a
+writer never commits on top of a state the store no longer has (the store
+went back in time: a failover to a replica that was behind, a restored
+backup): the write is refused whole and the commit raises
+:class:`RewoundError`. Within a staged commit the head does not move until
+its apply's last write, so its writes also expect what the write before them
+left: staging writes and the commit point, no commit record in flight and
+the last manifest piece written; every write of the apply, its commit record
+and the chunks the write before it put; the clean-up, the record gone. A
+restored copy (or a promoted replica) is the store at one moment of its past,
+so each of these proves the writes it builds on are still there.
+
+The store's limits are the transport's business
 (:class:`~sqlkv.store.StoreClient`): this module says what to write, in what
 order, and which writes must each be one atomic call.
 
@@ -81,6 +94,7 @@ from .errors import (
     Error,
     FencedError,
     OutcomeUnknownError,
+    RewoundError,
     StoreError,
     StoreLimitError,
 )
@@ -94,10 +108,11 @@ from .layout import (
     decode_file_meta,
     encode_file_meta,
 )
+from .lease import LeaseRequest
 from .sealed import DIGEST_BYTES as _DIGEST_BYTES
 from .sealed import digest, seal, unseal
 from .store import Entry, StoreClient
-from .versions import VersionLog
+from .versions import VersionLog, WrittenHead, read_head
 
 _log = logging.getLogger("sqlkv")
 
@@ -293,6 +308,8 @@ class Staging:
         #: The digest of each staged chunk's bytes, as its last piece lists it.
         self.digests: dict[int, bytes] = {}
         self.commit_id = os.urandom(_COMMIT_ID_BYTES)
+        #: The last manifest piece written: the commit point expects it still stored.
+        self.last_piece: Entry | None = None
 
     def __bool__(self) -> bool:
         return self.pieces > 0
@@ -308,6 +325,7 @@ class Committer:
         chunk_size: int,
         fence: dict[bytes, bytes | None] | None = None,
         versions: VersionLog | None = None,
+        lease: LeaseRequest | None = None,
     ) -> None:
         self.transport = transport
         #: The version record and log of the database file (see versions.py), if versioned.
@@ -316,6 +334,9 @@ class Committer:
         self.chunk_size = chunk_size
         #: What every write expects of the store: the writer's lease (``None``: no lease).
         self.fence = fence
+        #: The writer's lease (whose fence is ``fence``): forgotten when the store went
+        #: back to a state without it, so that the next open takes it again.
+        self.lease = lease if fence is not None else None
         self.atomic = transport.limits.atomic_batches
         self.max_value = transport.limits.max_value_bytes
 
@@ -332,11 +353,84 @@ class Committer:
 
     # -- the store calls, fenced -------------------------------------------------
 
-    def write(self, puts: Sequence[Entry], deletes: Iterable[bytes] = ()) -> None:
-        """Write and delete, fenced, in as few calls as the store allows (see
-        :meth:`StoreClient.write`); :class:`FencedError` if the fence failed."""
-        if not self.transport.write(puts, deletes, self.fence):
-            raise FencedError("commit refused: this writer no longer holds the database's lease")
+    def expectations(self, more: dict[bytes, bytes | None] | None = None) -> dict[bytes, bytes | None] | None:
+        """What a write expects of the store: the lease, the head this writer last
+        wrote or read (where the store can make a write conditional), and ``more``."""
+        if not self.transport.can_write_batch:
+            return self.fence  # no conditional writes: nothing can be fenced
+        expected = dict(self.fence or {})
+        if self.versions is not None:
+            expected[self.versions.key] = self.versions.head.value
+        expected.update(more or {})
+        return expected or None
+
+    def write(
+        self,
+        puts: Sequence[Entry],
+        deletes: Iterable[bytes] = (),
+        expect: dict[bytes, bytes | None] | None = None,
+    ) -> None:
+        """Write and delete, fenced (and expecting ``expect``), in as few calls as
+        the store allows (see :meth:`StoreClient.write`); :class:`FencedError` if
+        the lease failed, :class:`RewoundError` if the store's state is not the
+        one this writer built on."""
+        expected = self.expectations(expect)
+        if not self.transport.write(puts, deletes, expected):
+            raise self._refused(expected or {})
+
+    def check_state(self, more: dict[bytes, bytes | None] | None = None) -> None:
+        """Raise what a write would be refused with now (:class:`FencedError`,
+        :class:`RewoundError`), if anything: for a writer's read that found the
+        store not as it left it (a chunk or a staged chunk gone). One round
+        trip, on such an error path only."""
+        expected = self.expectations(more)
+        if not expected:
+            return
+        keys = list(expected)
+        if any(value != expected[key] for key, value in zip(keys, self.transport.get_batch(keys))):
+            raise self._refused(expected)
+
+    def _refused(self, expected: dict[bytes, bytes | None]) -> FencedError:
+        """Why a write was refused: the lease another writer took (:class:`FencedError`),
+        or a store whose state is not the one this writer built on
+        (:class:`RewoundError`). Reads what was expected again to tell."""
+        lost = FencedError("commit refused: this writer no longer holds the database's lease")
+        versions = self.versions
+        if versions is None or versions.key not in expected:
+            return lost
+        keys = list(expected)
+        try:
+            found = dict(zip(keys, self.transport.get_batch(keys)))
+        except StoreError:
+            return lost  # which fence failed is unknown; either way the database reopens
+        lease = self.fence or {}
+        lease_held = all(found[key] == value for key, value in lease.items())
+        # Absent: the store went back to before it was taken (or its taker let it go).
+        lease_taken = any(found[key] is not None for key in lease) and not lease_held
+        head_value = found[versions.key]
+        try:
+            head = read_head(head_value, versions.key)
+        except CorruptError:
+            head = None
+        number = head.number if head is not None else 0
+        request = self.lease
+        if not lease_held and (
+            (request is not None and request.fenced)  # fenced once: fenced until closed
+            or number > versions.version  # another writer committed since
+            or (lease_taken and head_value == versions.head.value)  # another writer holds it
+        ):
+            if request is not None:
+                request.fenced = True
+            return lost
+        self._rewound(lease_held)
+        return RewoundError(
+            f"commit refused: the store's state is not the one this writer built on (it "
+            f"committed or read version {versions.version}, the store holds version {number} "
+            f"{'of the same head' if head_value == versions.head.value else 'of another head'}"
+            f"{'' if lease_held else ' and not its lease'}): it went back in time or another "
+            "branch was written. Nothing of the transaction was written; the database "
+            "reopens at the store's state on the next call: retry the transaction then"
+        )
 
     def _check_values(self, chunks: dict[int, bytes]) -> None:
         if self.max_value is None:
@@ -379,8 +473,10 @@ class Committer:
         if not staging:
             puts = [(layout.chunk_key(name, i), v) for i, v in chunks.items()]
             puts.append(meta)
+            head: WrittenHead | None = None
             if versions is not None:  # in the same batch: the version moves with the chunks
-                puts += versions.entries(versions.version + 1, meta[1], chunks.keys())
+                entries, head = versions.entries(versions.version + 1, meta[1], chunks.keys())
+                puts += entries
             deletes = [layout.chunk_key(name, i) for i in range(first_gone, old_chunks) if i not in chunks]
             if self.transport.fits_one_write(puts, deletes):
                 if self.transport.can_write_batch or not deletes:
@@ -389,8 +485,8 @@ class Committer:
                     self._commit_point(puts)
                     with self._committed(f"FileMeta at key {meta[0].hex()}"):
                         self.write([], deletes)
-                if versions is not None:
-                    versions.version += 1
+                if versions is not None and head is not None:
+                    versions.head = head
                 return
         staging = staging if staging is not None else Staging()
         self.stage(name, staging, chunks)
@@ -404,17 +500,26 @@ class Committer:
         )
         record_key = self.record_key(name)
         record_value = record.encode(record_key)
-        self._commit_point([(record_key, record_value)])
-        with self._committed(f"commit record at key {record_key.hex()}"):
+        self._commit_point([(record_key, record_value)], expect=self.staging_expectations(name, staging))
+        base_version = record.base.version if record.base is not None else None
+        with self._committed(
+            f"commit record at key {record_key.hex()}", (record_key, record_value), base_version
+        ):
             listed = self._apply(name, record, chunks, record_value)
             self._finish(name, record.pieces, listed)
 
-    def _commit_point(self, puts: Sequence[Entry], deletes: Sequence[bytes] = ()) -> None:
+    def _commit_point(
+        self,
+        puts: Sequence[Entry],
+        deletes: Sequence[bytes] = (),
+        expect: dict[bytes, bytes | None] | None = None,
+    ) -> None:
         """The write that commits: refused (FencedError, or a StoreLimitError the
         store raised before writing anything: nothing of it is visible), done, or
-        failed with its outcome unknown."""
+        failed with its outcome unknown. ``expect``: what it expects beyond the
+        fence (a staged commit: its last manifest piece)."""
         try:
-            self.write(puts, deletes)
+            self.write(puts, deletes, expect)
         except (FencedError, StoreLimitError):
             raise  # refused before the store wrote anything: nothing of it is visible
         except StoreError as exc:
@@ -425,6 +530,31 @@ class Committer:
                 committed=None,
             ) from _cause(exc)
         self.transport.stats.commits += 1
+
+    def _rewound(self, lease_held: bool) -> None:
+        """The store went back in time: if to before this writer's lease, the next open takes it again."""
+        if not lease_held and self.lease is not None and not self.lease.fenced:
+            self.lease.forget()
+
+    def _rewound_past(self, record: Entry, base_version: int | None) -> bool:
+        """After a staged commit's commit point: whether the store went back to before it
+        (its record is gone, and the version was not moved past its base by the
+        commit's apply or by the writer that finished it). One round trip, on
+        this failure path only; ``False`` when it cannot be told."""
+        versions = self.versions
+        if versions is None or base_version is None:
+            return False
+        record_key, record_value = record
+        lease = self.fence or {}
+        try:
+            stored, head_value, *held = self.transport.get_batch([record_key, versions.key, *lease])
+            head = read_head(head_value, versions.key)
+        except (StoreError, CorruptError):
+            return False
+        if stored == record_value or (head.number if head is not None else 0) > base_version:
+            return False
+        self._rewound(held == list(lease.values()))
+        return True
 
     def _base_state(
         self,
@@ -437,18 +567,35 @@ class Committer:
         size, old_first = base() if base is not None else (0, None)
         first = chunks.get(0)
         if first is None and 0 in staging.indices:
-            first = self.read_staged(name, [0], staging.digests)[0]
+            try:
+                first = self.read_staged(name, [0], staging.digests)[0]
+            except CorruptError:  # gone or changed: the store may have gone back in time
+                self.check_state(self.staging_expectations(name, staging))
+                raise
         version = self.versions.version if self.versions is not None else 0
         before = first_chunk_digest(old_first)
         return BaseState(version, size, before, first_chunk_digest(first) if first is not None else before)
 
     @contextmanager
-    def _committed(self, commit_point: str) -> Iterator[None]:
+    def _committed(
+        self, commit_point: str, record: Entry | None = None, base_version: int | None = None
+    ) -> Iterator[None]:
         """Around the steps after the commit point: their failure leaves the
-        transaction committed, which the caller must hear."""
+        transaction committed, which the caller must hear; unless the store
+        went back to before the commit point (see :meth:`_rewound_past`)."""
         try:
             yield
         except Error as exc:  # a store failure, a lost lease, a damaged answer: all alike
+            if (
+                isinstance(exc, (RewoundError, ConcurrentCommitError))
+                and record is not None
+                and self._rewound_past(record, base_version)
+            ):
+                raise RewoundError(
+                    f"the store went back to before this transaction's commit point (its "
+                    f"{commit_point} is gone and the version is not past the one it was made "
+                    f"on): nothing of it is in the store. {exc}"
+                ) from exc
             raise OutcomeUnknownError(
                 f"the transaction is committed (its {commit_point} is stored), but this "
                 f"writer could not finish it ({type(exc).__name__}: {exc}); the next open "
@@ -470,11 +617,13 @@ class Committer:
             digests = [staged_digest(k, v) for k, v in batch]
             piece_key = self.piece_key(name, staging.pieces)
             piece = (piece_key, encode_piece(piece_key, staging.commit_id, indices, digests))
+            expect = self.staging_expectations(name, staging)
             if self.atomic:
-                self.write([piece, *batch])
+                self.write([piece, *batch], (), expect)
             else:
-                self.write([piece])  # the piece first: whatever lands of the batch is known
-                self.write(batch)
+                self.write([piece], (), expect)  # the piece first: whatever lands of the batch is known
+                self.write(batch, (), expect)
+            staging.last_piece = piece
             staging.pieces += 1
             staging.indices.update(indices)
             staging.digests.update(zip(indices, digests))
@@ -485,10 +634,20 @@ class Committer:
         listed = self.transport.keys_per_call(self.chunk_size)
         return len(_PIECE_MAGIC) + _COMMIT_ID_BYTES + _DIGEST_BYTES + _LISTED.size * listed
 
+    def staging_expectations(self, name: str, staging: Staging) -> dict[bytes, bytes | None]:
+        """What a write of a staged commit before its commit point expects beyond
+        the fence: no commit record (none is in flight), and the last manifest
+        piece written (a store gone back to between two staging writes, with the
+        same head, must not take the rest of the commit)."""
+        expect: dict[bytes, bytes | None] = {self.record_key(name): None}
+        if staging.last_piece is not None:
+            expect.update([staging.last_piece])
+        return expect
+
     def drop_staged(self, name: str, staging: Staging, indices: Iterable[int]) -> None:
         """Forget staged chunks (the file shrank below them during the transaction)."""
         indices = [i for i in indices if i in staging.indices]
-        self.write([], [self.staged_key(name, i) for i in indices])
+        self.write([], [self.staged_key(name, i) for i in indices], self.staging_expectations(name, staging))
         staging.indices.difference_update(indices)
         for i in indices:
             staging.digests.pop(i, None)
@@ -534,27 +693,40 @@ class Committer:
         transaction is listed again by a later piece, with the digest of the
         bytes its staging key holds, so the first listing seen is the one that counts.
 
-        A missing piece is damage, unless the record itself changed meanwhile
-        (``record_value``: the record as this open read or wrote it): then
-        another writer finished the commit under it (this one lost its lease,
-        or reads without one).
+        A missing piece (or one of another commit) is damage, unless the record
+        itself changed meanwhile (``record_value``: the record as this open
+        read or wrote it): then another writer finished the commit under it
+        (this one lost its lease, or reads without one), or the store went
+        back to before it.
         """
         pieces = record.pieces
         keys = (self.piece_key(name, p) for p in reversed(range(pieces)))
+        record_key = self.record_key(name)
         reads = self.transport.read_lazily(keys, run=_PIECES_PER_READ, value_bytes=self._piece_bytes())
         for key, value in reads:
-            if value is None:
-                record_key = self.record_key(name)
-                if record_value is not None and self.transport.get(record_key) != record_value:
-                    raise ConcurrentCommitError(
-                        f"a writer finished the commit of {name!r} (record at key "
-                        f"{record_key.hex()}) while this open read it; reopen"
+            try:
+                if value is None:
+                    raise CorruptError(
+                        f"manifest piece at key {key.hex()} is missing, though the commit "
+                        f"record at key {record_key.hex()} lists {pieces} pieces"
                     )
-                raise CorruptError(
-                    f"manifest piece at key {key.hex()} is missing, though the commit "
-                    f"record at key {record_key.hex()} lists {pieces} pieces"
-                )
-            yield decode_piece(value, key, record.commit_id)
+                listed = decode_piece(value, key, record.commit_id)
+            except CorruptError:
+                self._check_record(name, record_value)
+                raise
+            yield listed
+
+    def _check_record(self, name: str, record_value: bytes | None) -> None:
+        """Raise :class:`ConcurrentCommitError` if the commit record of ``name`` is no
+        longer ``record_value`` (as this open read or wrote it): what a staged
+        commit lists being gone is then no damage."""
+        record_key = self.record_key(name)
+        if record_value is not None and self.transport.get(record_key) != record_value:
+            raise ConcurrentCommitError(
+                f"a writer finished the commit of {name!r} (record at key "
+                f"{record_key.hex()}) while this open read it, or the store went "
+                "back to before it; reopen"
+            )
 
     def verify(self, name: str, record_value: bytes, meta_value: bytes | None) -> CommitRecord:
         """The commit record of ``name``, checked against the file's real state.
@@ -602,6 +774,11 @@ class Committer:
         (what :meth:`_finish` deletes)."""
         layout, cs = self.layout, self.chunk_size
         new_chunks = chunk_count(record.new_size, cs)
+        # Every write of the apply is the commit's only while its record is stored,
+        # and expects what the write before it put: a store gone back to between
+        # two of them (same head, same record) refuses the rest.
+        record_entry: dict[bytes, bytes | None] = {self.record_key(name): record_value}
+        expect = record_entry
         changed: set[int] = set()
         by_piece: list[list[int]] = []
         for listed in self._manifest(name, record, record_value):
@@ -610,24 +787,34 @@ class Committer:
             wanted = {i: d for i, d in reversed(listed) if i < new_chunks and i not in changed}
             changed.update(wanted)
             missing = [i for i in wanted if i not in in_memory]
-            staged = self.read_staged(name, missing, wanted) if missing else {}
+            try:
+                staged = self.read_staged(name, missing, wanted) if missing else {}
+            except CorruptError:  # gone or changed: no damage if the record went meanwhile
+                self._check_record(name, record_value)
+                raise
             entries = []
             for i in wanted:
                 value = in_memory[i] if i in in_memory else staged[i]
                 want = min(cs, record.new_size - i * cs)
                 value = value[:want] if len(value) >= want else value + bytes(want - len(value))
                 entries.append((layout.chunk_key(name, i), value))
-            self.write(entries)
+            self.write(entries, (), expect)
+            expect = {**record_entry, **dict(entries)}
         gone = range(max(record.first_gone, new_chunks), record.old_chunks)
-        self.write([], (layout.chunk_key(name, i) for i in gone))  # lazily: the range may be huge
+        self.write([], (layout.chunk_key(name, i) for i in gone), expect)  # lazily: the range may be huge
         last: list[Entry] = []
+        head: WrittenHead | None = None
         versions = self._versions_of(name)
         if versions is not None:  # the version moves with the FileMeta, once every chunk is in place
             version = (record.base.version if record.base is not None else versions.version) + 1
-            last = versions.entries(version, encode_file_meta(record.new_size), changed)
-        self.write([*last, (layout.meta_key(name), encode_file_meta(record.new_size))])
-        if versions is not None:
-            versions.version = version
+            # The head's id is the commit's: an apply done again writes the same head.
+            if (versions.version, versions.head.id) != (version, record.commit_id):
+                last, head = versions.entries(
+                    version, encode_file_meta(record.new_size), changed, head_id=record.commit_id
+                )
+        self.write([*last, (layout.meta_key(name), encode_file_meta(record.new_size))], (), expect)
+        if versions is not None and head is not None:
+            versions.head = head
         by_piece.reverse()  # the manifest is read last piece first
         return by_piece
 
@@ -636,9 +823,13 @@ class Committer:
         staging area goes (see :meth:`_delete_staging`). ``by_piece``: the
         chunk indices each piece lists, as the apply step read them: nothing
         is read again, so no answer here can fail a complete commit."""
-        self.write([], [self.record_key(name)])
+        record_key = self.record_key(name)
+        self.write([], [record_key])
+        # A store gone back to before the record's delete must keep the pieces it lists.
         self._delete_staging(
-            name, [(self.piece_key(name, p), listed) for p, listed in zip(range(pieces), by_piece, strict=True)]
+            name,
+            [(self.piece_key(name, p), listed) for p, listed in zip(range(pieces), by_piece, strict=True)],
+            {record_key: None},
         )
 
     def _discard(self, name: str, pieces: int | None = None) -> None:
@@ -671,17 +862,23 @@ class Committer:
             listed.append((key, indices))
         self._delete_staging(name, listed)
 
-    def _delete_staging(self, name: str, listed: list[tuple[bytes, list[int]]]) -> None:
+    def _delete_staging(
+        self,
+        name: str,
+        listed: list[tuple[bytes, list[int]]],
+        expect: dict[bytes, bytes | None] | None = None,
+    ) -> None:
         """Delete each piece (key, the chunk indices it lists), last first, each
         after the staged chunks it lists: interrupted anywhere, what is left is
-        pieces 0 to some k, each listing what is left of its chunks."""
+        pieces 0 to some k, each listing what is left of its chunks. Each write
+        expects ``expect`` too."""
         for key, indices in reversed(listed):
             staged = [self.staged_key(name, i) for i in indices]
             if self.transport.fits_one_write((), [*staged, key]):
-                self.write([], [*staged, key])
+                self.write([], [*staged, key], expect)
             else:  # the piece only after every chunk it lists is gone
-                self.write([], staged)
-                self.write([], [key])
+                self.write([], staged, expect)
+                self.write([], [key], expect)
 
     # -- recovery at open --------------------------------------------------------
 

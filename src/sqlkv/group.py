@@ -53,7 +53,7 @@ def _shared_failure(exc: BaseException) -> BaseException:
     if isinstance(exc, OutcomeUnknownError):
         twin = OutcomeUnknownError(message, exc.committed)
     elif isinstance(exc, FencedError):
-        twin = FencedError(message)
+        twin = type(exc)(message)  # RewoundError stays one
     else:
         twin = StoreError(message)
     twin.__cause__ = exc.__cause__ if exc.__cause__ is not None else exc

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 
 from .chunkcache import ChunkCache, ReadAhead
 from .commit import BaseState, Committer, StagedChunk, Staging
-from .errors import ConcurrentCommitError, ConflictError, CorruptError, UnusableError
+from .errors import ConcurrentCommitError, ConflictError, CorruptError, FencedError, UnusableError
 from .layout import Layout, chunk_count, chunk_spans, decode_file_meta, encode_file_meta
 from .store import StoreClient
 from .versions import VersionPin
@@ -196,7 +196,7 @@ class KvFile:
             self.view_pending_commit(pending.new_size, pending.first_gone, overlay, pending.base)
             if self.last_dropped is not None:
                 self.last_dropped = self.last_dropped | frozenset(overlay)
-            pin.read_through(self.pending_base)
+            pin.read_through(self.pending_base, pending.commit_id)
         self._take_prefetched(again, pin.prefetched)
         return True
 
@@ -307,7 +307,11 @@ class KvFile:
 
     def _damaged(self, index: int, key: bytes, value: bytes | None, want: int) -> Exception:
         """The error for a missing or short committed chunk: a writer's change
-        under a reader, or damage. Costs one round trip, on this error path only."""
+        under a reader, a store gone back in time under a writer (raised:
+        :meth:`_check_writer_state`), or damage. Costs a round trip or two, on
+        this error path only."""
+        if self.pin is None:
+            self._check_writer_state()
         now = self.transport.get(self.meta_key)
         if now != self._meta_value:
             return ConcurrentCommitError(
@@ -467,7 +471,21 @@ class KvFile:
 
     def _read_staged(self, indices: list[int]) -> dict[int, bytes]:
         """This transaction's spilled chunks ``indices``, checked against what it staged."""
-        return self.committer.read_staged(self.name, indices, self.staging.digests)
+        try:
+            return self.committer.read_staged(self.name, indices, self.staging.digests)
+        except CorruptError:  # gone or changed: the store may have gone back in time
+            self._check_writer_state(self.committer.staging_expectations(self.name, self.staging))
+            raise
+
+    def _check_writer_state(self, more: dict[bytes, bytes | None] | None = None) -> None:
+        """A writer that found a chunk gone: :class:`RewoundError` (or :class:`FencedError`)
+        if the store is not the state it built on; the file is then unusable
+        (the database reopens it)."""
+        try:
+            self.committer.check_state(more)
+        except FencedError as exc:
+            self.failed = exc
+            raise
 
     def _chunk(self, index: int, loaded: dict[int, bytes]) -> bytes | bytearray:
         chunk = self.dirty.get(index)
@@ -650,7 +668,11 @@ class KvFile:
                 self.dirty[tail] = chunk[: size - tail * cs]
             gone = [i for i in self.staging.indices if i * cs >= size or i == tail]
             if gone:
-                self.committer.drop_staged(self.name, self.staging, gone)
+                try:
+                    self.committer.drop_staged(self.name, self.staging, gone)
+                except BaseException as exc:  # the staging area is now unknown: reopen
+                    self.failed = exc
+                    raise
             self._low_water = min(self._low_water, size)
             self._low_since_deferred = min(self._low_since_deferred, size)
         self.size = size

@@ -56,6 +56,10 @@ Fencing: every commit expects the generation key to hold ours
 (:attr:`Lease.fence`, handed to the commit code explicitly). A writer that lost its lease (paused past the expiry,
 cut off from the store) while another took it over is refused at its next
 commit with :class:`FencedError`, and nothing of that commit is written.
+Every commit also expects the database's head (commit.py): a store that went
+back in time to a state without this writer's lease refuses it with
+:class:`RewoundError`, and the writer forgets the lease
+(:meth:`LeaseRequest.forget`) so that its next open takes it again.
 
 Clocks: the expiry is written in the holder's wall clock and read in a
 contender's. Skew between hosts makes a lease end early or late, so keep it
@@ -325,6 +329,13 @@ class Leaser:
             "commits will be refused (FencedError)", lease.name,
         )
 
+    def forget(self, lease: Lease) -> None:
+        """Stop renewing ``lease`` and forget it, without touching the store (it no
+        longer holds the lease: see :meth:`LeaseRequest.forget`)."""
+        renewer.unregister(lease)
+        with self._lock:
+            self._lost.discard(lease.gen_key)
+
     def release(self, lease: Lease) -> None:
         """Stop renewing ``lease`` and free it.
 
@@ -390,6 +401,9 @@ class LeaseRequest:
         self.replace_unreadable = replace_unreadable
         #: The lease, once taken.
         self.lease: Lease | None = None
+        #: Whether a commit found the lease another writer's (FencedError): this
+        #: writer stays fenced until it is closed.
+        self.fenced = False
 
     @property
     def wanted(self) -> bool:
@@ -414,6 +428,14 @@ class LeaseRequest:
             self.layout, self.name, self.seconds, values, self.wait, self.replace_unreadable
         )
         return current
+
+    def forget(self) -> None:
+        """Let go of the lease without releasing it: the store went back to a state
+        in which it is not this writer's (see commit.py), so the next open takes
+        it again, as any writer would."""
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            self.leaser.forget(lease)
 
     def release(self) -> None:
         """Free the lease, if one is held."""

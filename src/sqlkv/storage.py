@@ -154,10 +154,11 @@ class Storage:
         versions = None if self.readonly else VersionLog(layout, name, version_value)
         # Taken now, or before this reopen, the lease fences every commit.
         fence = lease.fence if lease is not None else None
-        self.committer = Committer(self.transport, layout, self.chunk_size, fence, versions)
+        self.committer = Committer(self.transport, layout, self.chunk_size, fence, versions, lease)
         committer = self.committer
         self._known_meta.update(zip(names, metas))
         main = None
+        pending_id = None
         if record is not None or piece0 is not None:
             if self.readonly:
                 if record is not None:
@@ -172,6 +173,7 @@ class Storage:
                     main.view_pending_commit(
                         pending.new_size, pending.first_gone, overlay, pending.base
                     )
+                    pending_id = pending.commit_id
             else:
                 first = chunks[0] if chunks else None
                 if record is not None and first is None:
@@ -194,7 +196,7 @@ class Storage:
             main.pin = VersionPin(self.transport, layout, name, self.chunk_size, self.max_staleness)
             main.pin.start(version_value, record)
             if main.pending_base is not None:
-                main.pin.read_through(main.pending_base)
+                main.pin.read_through(main.pending_base, pending_id)
         if metas[1] is not None:
             self._roll_back_hot_journal(main, name + "-journal")
         return main

@@ -5,34 +5,58 @@ that holds no lease validates what it reads against them.
 ``ext_key`` and docs/layout.md):
 
 - the *version record*, kind ``v``, no suffix: the version as a u64be without
-  its leading zero bytes (1 to 8 bytes: the value stays small), then a 4-byte
-  checksum over the key, the FileMeta value written with it and the version.
-  The version starts at 1 with the first versioned commit and only grows; a
-  database whose record is absent is at version 0. A record whose checksum
+  its leading zero bytes (1 to 8 bytes: the value stays small), then the
+  commit's random 8-byte *head id*, then a 4-byte checksum over the key, the
+  FileMeta value written with it and the version and id. The version starts at
+  1 with the first versioned commit and grows by one per commit; a database
+  whose record is absent is at version 0. The number and the id together are
+  the *head*: after the store went back in time (a failover, a restored
+  backup) a version number may be written again, but never with the same id.
+  A record of 5 to 12 bytes has no id (the format written before heads had
+  ids, still read: its head id is taken as absent); new writers always write
+  the id (13 to 20 bytes). A record whose checksum
   fails against the FileMeta stored beside it was garbled, or the file was
   changed since by a writer that knows no versions: either way the reader
   cannot tell what changed and drops its cache (see below).
 - the *log entry* of version ``n``, kind ``g``, suffix one byte ``n % 256``: each
   chunk index the commit changed as u32be (or the single index ``FFFFFFFF``,
   "every chunk", for a commit that changed more than
-  :data:`MAX_LOGGED_CHUNKS`), then a 4-byte checksum over the key, ``n`` and
-  the indices. 256 slots are overwritten in turn, so the log of the last 256
+  :data:`MAX_LOGGED_CHUNKS`), then the head id of version ``n - 1`` (the head
+  the commit was built on; 8 zero bytes for a head without id), then the
+  format byte ``01``, then a 4-byte checksum over the key, ``n`` and all
+  before it. (An entry without the parent id and format byte, whose length
+  less the checksum is a multiple of 4, is the earlier format: still read,
+  its parent taken as unknown.) 256 slots are overwritten in turn, so the log of the last 256
   commits is kept without any delete; a slot whose checksum fails for ``n``
   holds another version's entry (or was garbled), and a reader that needed it
   drops its cache.
 
-Per commit that is at most 41 bytes of keys and values plus 4 per changed
-chunk (for a database named ``app.db`` in layout ``seed``, 35 while the version
-is below 2^16; 2 more per character of a longer name). A one-batch commit writes both in
+Per commit that is at most 58 bytes of keys and values plus 4 per changed
+chunk beyond the first (for a database named ``app.db`` in layout ``seed``, 52
+while the version is below 2^16; 2 more per character of a longer name): the
+head ids cost 17 bytes of it. A one-batch commit writes both in
 its one batch; a staged commit writes them with the apply step's last write
 (the new FileMeta), so the version moves exactly when the new state is whole.
+A staged commit's head id is its commit record's commit id, so an apply done
+again (recovery) writes the same head.
+
+**Writers are fenced on the head** (commit.py): every write of a writer
+expects the version record to hold exactly the value the writer last wrote or
+read at open, in the same atomic ``write_batch``; so a store that went back in
+time, or was written by another branch, refuses the commit whole
+(:class:`~sqlkv.errors.RewoundError`) instead of taking chunks built on pages
+it no longer has.
 
 **Readers** (:class:`VersionPin`). A reader's cache holds one version's chunks.
 At the start of each read transaction (at most every ``max_staleness``
 seconds) one ``get_batch`` reads the version record, the FileMeta, the commit
 record of a staged commit in flight, and the next few log entries: the reader
 drops exactly the chunks changed since its version (all of them when the log
-no longer reaches back that far) and moves to the new one. Every later read
+no longer reaches back that far) and moves to the new one. The pinned head
+must be an ancestor of the store's: when the store shows the same number with
+another id, a lower number, or a log whose first entry past the pinned
+version was built on another head, the store went back in time and wrote
+another branch, and the reader drops its whole cache. Every later read
 carries the version record and the commit record along in the same
 ``get_batch``: if they still say the pinned state, the chunks read belong to
 it (a store's ``get_batch`` reads one state: LMDB's read transaction, Redis'
@@ -59,6 +83,7 @@ versioned commit (documented in the README).
 
 from __future__ import annotations
 
+import os
 import struct
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -79,6 +104,13 @@ MAX_LOGGED_CHUNKS = 1024
 LOGS_AHEAD = 4
 _EVERY_CHUNK = 0xFFFFFFFF
 _CHECK = 4
+#: Bytes of a head id: random, so a version number written again after the store
+#: went back in time is another head.
+HEAD_ID_BYTES = 8
+#: What a log entry names as its parent when the parent head has no id.
+_NO_ID = bytes(HEAD_ID_BYTES)
+#: The last body byte of a log entry that names its parent head.
+_LOG_WITH_PARENT = 1
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 
@@ -91,22 +123,40 @@ def log_key(layout: Layout, name: str, version: int) -> bytes:
     return layout.ext_key(name, EXT_VERSION_LOG, bytes([version % LOG_SLOTS]))
 
 
-def encode_version(key: bytes, version: int, meta_value: bytes) -> bytes:
-    """The version record of ``version``, written with the FileMeta ``meta_value``."""
-    body = _U64.pack(version).lstrip(b"\0") or b"\0"
+@dataclass(frozen=True)
+class Head:
+    """A head: a version number and its id (``None``: a record of the format without ids)."""
+
+    number: int
+    id: bytes | None
+
+
+def encode_version(key: bytes, version: int, meta_value: bytes, head_id: bytes) -> bytes:
+    """The version record of head (``version``, ``head_id``), written with the FileMeta ``meta_value``."""
+    body = (_U64.pack(version).lstrip(b"\0") or b"\0") + head_id
     return body + seal(key + meta_value, body, _CHECK)[len(body) :]
+
+
+def read_head(value: bytes | None, key: bytes) -> Head | None:
+    """The head a version record names (``None``: absent), its checksum not checked."""
+    if value is None:
+        return None
+    shortest, longest = 1 + _CHECK, _U64.size + HEAD_ID_BYTES + _CHECK
+    if not shortest <= len(value) <= longest:
+        raise CorruptError(
+            f"version record at key {key.hex()} is {len(value)} bytes long, not "
+            f"{shortest} to {longest}"
+        )
+    body = value[:-_CHECK]
+    if len(body) <= _U64.size:  # the format without a head id
+        return Head(int.from_bytes(body, "big"), None)
+    return Head(int.from_bytes(body[:-HEAD_ID_BYTES], "big"), body[-HEAD_ID_BYTES:])
 
 
 def read_version(value: bytes | None, key: bytes) -> int | None:
     """The version a version record names (``None``: absent), its checksum not checked."""
-    if value is None:
-        return None
-    if not 1 + _CHECK <= len(value) <= _U64.size + _CHECK:
-        raise CorruptError(
-            f"version record at key {key.hex()} is {len(value)} bytes long, not "
-            f"{1 + _CHECK} to {_U64.size + _CHECK}"
-        )
-    return int.from_bytes(value[:-_CHECK], "big")
+    head = read_head(value, key)
+    return head.number if head is not None else None
 
 
 def version_holds(value: bytes, key: bytes, meta_value: bytes | None) -> bool:
@@ -119,49 +169,105 @@ def version_holds(value: bytes, key: bytes, meta_value: bytes | None) -> bool:
     return True
 
 
-def encode_log(key: bytes, version: int, changed: Collection[int] | None) -> bytes:
-    """The log entry of ``version``: the chunks it changed (``None``: every chunk)."""
+def encode_log(
+    key: bytes, version: int, changed: Collection[int] | None, parent: bytes | None = None
+) -> bytes:
+    """The log entry of ``version``: the chunks it changed (``None``: every chunk),
+    built on the head whose id is ``parent`` (``None``: a head without id)."""
     if changed is None or len(changed) > MAX_LOGGED_CHUNKS:
         indices = [_EVERY_CHUNK]
     else:
         indices = sorted(changed)
-    body = b"".join(_U32.pack(i) for i in indices)
+    body = b"".join(_U32.pack(i) for i in indices) + (parent or _NO_ID) + bytes([_LOG_WITH_PARENT])
     return body + seal(key + _U64.pack(version), body, _CHECK)[len(body) :]
 
 
-def decode_log(value: bytes, key: bytes, version: int) -> frozenset[int] | None:
-    """The chunks the log entry of ``version`` says it changed; ``None`` for every
-    chunk, or when the slot holds another version's entry (or a garbled one)."""
+@dataclass(frozen=True)
+class LogEntry:
+    """A log entry read: the chunks its commit changed (``None``: every chunk) and
+    the id of the head it was built on (``None``: unknown, an entry of the
+    format without it; :data:`_NO_ID`: a head without id)."""
+
+    changed: frozenset[int] | None
+    parent: bytes | None
+
+
+def read_log(value: bytes, key: bytes, version: int) -> LogEntry | None:
+    """The log entry of ``version`` in ``value``; ``None`` when the slot holds
+    another version's entry (or a garbled one)."""
     body = value[:-_CHECK]
-    if len(value) < _CHECK or len(body) % _U32.size:
+    if len(value) < _CHECK:
+        return None
+    parent = None
+    indices_end = len(body)
+    if len(body) % _U32.size == 1:  # the format naming the parent head
+        if body[-1] != _LOG_WITH_PARENT or len(body) < HEAD_ID_BYTES + 1:
+            return None
+        indices_end -= HEAD_ID_BYTES + 1
+        parent = body[indices_end:-1]
+    elif len(body) % _U32.size:
         return None
     try:
         unseal(key + _U64.pack(version), value, "version log entry", _CHECK)
     except CorruptError:
         return None
-    indices = frozenset(i for (i,) in _U32.iter_unpack(body))
-    return None if _EVERY_CHUNK in indices else indices
+    indices = frozenset(i for (i,) in _U32.iter_unpack(body[:indices_end]))
+    return LogEntry(None if _EVERY_CHUNK in indices else indices, parent)
+
+
+def decode_log(value: bytes, key: bytes, version: int) -> frozenset[int] | None:
+    """The chunks the log entry of ``version`` says it changed; ``None`` for every
+    chunk, or when the slot holds another version's entry (or a garbled one)."""
+    entry = read_log(value, key, version)
+    return entry.changed if entry is not None else None
+
+
+@dataclass(frozen=True)
+class WrittenHead:
+    """A head as this writer knows it: the number, its id, and the version record's
+    value as stored (``None``: absent), which every write of the writer expects."""
+
+    number: int
+    id: bytes | None
+    value: bytes | None
 
 
 class VersionLog:
-    """A writer's side: the database's current version, and what a commit adds to its batch."""
+    """A writer's side: the database's current head, and what a commit adds to its batch."""
 
     def __init__(self, layout: Layout, name: str, version_value: bytes | None) -> None:
         self.layout = layout
         self.name = name
         self.key = version_key(layout, name)
-        #: The version of the last commit this writer made or found at open.
-        self.version = read_version(version_value, self.key) or 0
+        head = read_head(version_value, self.key) or Head(0, None)
+        #: The head of the last commit this writer made or found at open.
+        self.head = WrittenHead(head.number, head.id, version_value)
 
-    def entries(self, version: int, meta_value: bytes, changed: Collection[int] | None) -> list[Entry]:
+    @property
+    def version(self) -> int:
+        """The version of the last commit this writer made or found at open."""
+        return self.head.number
+
+    def entries(
+        self,
+        version: int,
+        meta_value: bytes,
+        changed: Collection[int] | None,
+        head_id: bytes | None = None,
+        parent: bytes | None = None,
+    ) -> tuple[list[Entry], WrittenHead]:
         """The log entry and version record of commit ``version``, which writes the
         FileMeta ``meta_value`` (the record last: a store that writes a batch in
-        order shows the version only with its log)."""
+        order shows the version only with its log), and the head they make.
+
+        ``head_id``: the new head's id (default: random); ``parent``: the id of
+        the head it is built on (default: this writer's head's)."""
         log = log_key(self.layout, self.name, version)
-        return [
-            (log, encode_log(log, version, changed)),
-            (self.key, encode_version(self.key, version, meta_value)),
-        ]
+        head_id = head_id if head_id is not None else os.urandom(HEAD_ID_BYTES)
+        record = encode_version(self.key, version, meta_value, head_id)
+        parent = parent if parent is not None else self.head.id
+        entries = [(log, encode_log(log, version, changed, parent)), (self.key, record)]
+        return entries, WrittenHead(version, head_id, record)
 
 
 @dataclass(frozen=True)
@@ -198,9 +304,11 @@ class VersionPin:
         self.record_key = layout.ext_key(name, EXT_COMMIT_RECORD)
         #: The version the cache holds (``None``: no version record, an unversioned writer).
         self.version: int | None = None
+        #: The id of the head the cache holds (``None``: none, or a record without id).
+        self.head_id: bytes | None = None
         self.record: bytes | None = None
-        #: (version, commit record) pairs a read may meet and still be of the pinned state.
-        self._accept: set[tuple[int | None, bytes | None]] = {(None, None)}
+        #: (head, commit record) pairs a read may meet and still be of the pinned state.
+        self._accept: set[tuple[Head | None, bytes | None]] = {(None, None)}
         #: Grows whenever the pinned state changed: SQLite's page cache must go too.
         self.generation = 0
         self._checked_at: float | None = None
@@ -215,21 +323,36 @@ class VersionPin:
 
     def start(self, version_value: bytes | None, record_value: bytes | None) -> None:
         """The state the open read (in its one round trip): the cache holds it."""
-        self.version = read_version(version_value, self.version_key)
+        self._pin(read_head(version_value, self.version_key))
         self.record = record_value
-        self._accept = {(self.version, record_value)}
+        self._accept = {(self._head(), record_value)}
         self._checked_at = self._clock()  # the open's read counts as a check
         self._must_check = False
 
-    def read_through(self, base_version: int | None) -> None:
+    def _pin(self, head: Head | None) -> None:
+        self.version = head.number if head is not None else None
+        self.head_id = head.id if head is not None else None
+
+    def _head(self) -> Head | None:
+        return Head(self.version, self.head_id) if self.version is not None else None
+
+    def read_through(self, base_version: int | None, head_id: bytes | None = None) -> None:
         """The pinned state is a staged commit read through its record: reads may
-        meet its base version with the record, or its own version with or without it."""
+        meet its base head with the record, or its own head with or without it.
+
+        ``head_id``: the id its apply gives its head (the record's commit id); a
+        head without id is met when a writer of the format without ids applies it."""
         if base_version is None:
             return
         record = self.record
-        base: int | None = base_version if base_version > 0 else None  # 0: no version record yet
-        self._accept = {(base, record), (base_version + 1, record), (base_version + 1, None)}
-        self.version = base_version + 1
+        pinned = self._head()
+        pinned_number = pinned.number if pinned is not None else 0
+        self._accept = set()
+        if pinned_number == base_version:  # the apply has not moved the version yet
+            self._accept.add((pinned, record))
+        for own in {Head(base_version + 1, head_id), Head(base_version + 1, None)}:
+            self._accept |= {(own, record), (own, None)}
+        self._pin(Head(base_version + 1, head_id))
 
     # -- the start of a read transaction ---------------------------------------------
 
@@ -264,6 +387,7 @@ class VersionPin:
         ):
             return None
         old = self.version
+        old_id = self.head_id
         ahead = range(old + 1, old + 1 + LOGS_AHEAD) if old is not None else range(0)
         keys = [self.version_key, self.meta_key, self.record_key]
         keys += [log_key(self.layout, self.name, v) for v in ahead]
@@ -274,24 +398,27 @@ class VersionPin:
         self._must_check = False
         meta, record = values[1], values[2]
         logs = dict(zip(ahead, values[3:]))
-        new = read_version(values[0], self.version_key)
+        head = read_head(values[0], self.version_key)
         dropped: frozenset[int] | None
-        if values[0] is None or old is None or new is None or new < old:
-            dropped = None
+        if values[0] is None or head is None or old is None or head.number < old:
+            dropped = None  # no versions, or the store went back in time
         elif record is None and not version_holds(values[0], self.version_key, meta):
             dropped = None  # a writer that knows no versions changed the file
-        elif new == old and record == self.record:
+        elif head.number == old and head.id != old_id:
+            dropped = None  # the same number on another branch: the store went back in time
+        elif head.number == old and record == self.record:
             return None
         else:
-            dropped = self._changes(old, new, logs)
-        self.version = new
+            dropped = self._changes(old, head.number, logs)
+        self._pin(head)
         self.record = record
-        self._accept = {(new, record)}
+        self._accept = {(head, record)}
         self.generation += 1
         return Refresh(dropped, meta, record)
 
     def _changes(self, old: int, new: int, logs: dict[int, bytes | None]) -> frozenset[int] | None:
-        """The chunks commits ``old+1 .. new`` changed (``None``: unknown, or every one)."""
+        """The chunks commits ``old+1 .. new`` changed (``None``: unknown, or every
+        one, or the first of them was not built on the pinned head: another branch)."""
         if new - old > LOG_SLOTS:
             return None
         wanted = [v for v in range(old + 1, new + 1) if v not in logs]
@@ -303,10 +430,12 @@ class VersionPin:
             value = logs.get(v)
             if value is None:
                 return None
-            indices = decode_log(value, log_key(self.layout, self.name, v), v)
-            if indices is None:
+            entry = read_log(value, log_key(self.layout, self.name, v), v)
+            if entry is None or entry.changed is None:
                 return None  # every chunk, or overwritten by a later commit: this reader fell behind
-            changed |= indices
+            if v == old + 1 and entry.parent is not None and entry.parent != (self.head_id or _NO_ID):
+                return None  # built on another head than the pinned one: the store went back in time
+            changed |= entry.changed
         return frozenset(changed)
 
     # -- reads inside a read transaction -------------------------------------------
@@ -340,10 +469,11 @@ class VersionPin:
         indices: Sequence[int],
         needed: Collection[int],
     ) -> None:
-        now = read_version(version_value, self.version_key)
-        if (now, record) in self._accept:
+        head = read_head(version_value, self.version_key)
+        if (head, record) in self._accept:
             return
         old = self.version
+        now = head.number if head is not None else None
         self.must_check()
         if record is None and self.record is None and old is not None and now is not None and now > old:
             changed = self._changes(old, now, {})
