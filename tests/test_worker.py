@@ -147,6 +147,32 @@ async def test_call_returns_results_and_errors_in_order():
         await worker.stop()
 
 
+async def test_an_answer_found_while_the_loop_looks_rings_no_bell(monkeypatch):
+    # Long enough to look for every answer of a call that returns at once.
+    monkeypatch.setenv("SQLKV_ASYNC_SPIN_US", "500000")
+    worker = Worker(asyncio.get_running_loop())
+    rings = []
+    bell = worker.pool._to_loop
+    monkeypatch.setattr(bell, "ring", lambda ring=bell.ring: (rings.append(1), ring()))
+    try:
+        assert [await worker.call(lambda i=i: i) for i in range(50)] == list(range(50))
+        assert rings == []
+    finally:
+        await worker.stop()
+
+
+async def test_an_answer_after_the_loop_stopped_looking_still_wakes_it(monkeypatch):
+    monkeypatch.setenv("SQLKV_ASYNC_SPIN_US", "1")
+    worker = Worker(asyncio.get_running_loop())
+    try:
+        # Each call outlasts the look: its answer must ring, or the await never ends.
+        calls = [asyncio.wait_for(worker.call(time.sleep, 0.002), 10) for _ in range(20)]
+        for call in calls:
+            assert await call is None
+    finally:
+        await worker.stop()
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")
 async def test_worker_follows_the_loops_core():
     import ctypes

@@ -37,8 +37,11 @@ takes 50 µs lets its core halt, and waking it costs more than the call. So
 :meth:`Worker.call` first waits a little without sleeping: up to
 ``SQLKV_ASYNC_SPIN_US`` (default 100) microseconds, yielding the CPU and the
 GIL at every turn, it looks for the answer itself; a call that takes longer
-(a store round trip) is awaited as usual. The loop is thus held up to that
-long per call. For a database on an async store the loop stops looking as
+(a store round trip) is awaited as usual. While it looks, the threads leave
+its bell alone: an answer found that way costs no pipe write on the thread,
+and no wake-up, read and extra turn of the loop (after it stops looking it
+looks once more, so no answer is left unrung). The loop is thus held up to
+that long per call. For a database on an async store the loop stops looking as
 soon as a callback waits to run on it (the store's coroutine, handed over by
 the call), so the store is never kept waiting; on an event loop that does not
 show its queue (not asyncio's own), such a database never spins.
@@ -200,6 +203,9 @@ class Pool:
         self._threads: list[_PoolThread] = []
         self._started = 0
         self._done: deque[tuple[asyncio.Future | None, bool, Any]] = deque()
+        #: Set while the loop looks for answers without sleeping (Worker.call):
+        #: the threads then leave the bell alone.
+        self.watching = False
         self._to_loop = _Doorbell()
         os.set_blocking(self._to_loop.read_fd, False)
         try:
@@ -262,8 +268,12 @@ class Pool:
         self._cpu = cpu
 
     def _deliver(self) -> None:
-        """On the loop: settle every call the threads have finished."""
+        """On the loop, when the bell rings: empty it, settle every finished call."""
         self._to_loop.clear()
+        self._settle()
+
+    def _settle(self) -> None:
+        """On the loop: settle every call the threads have finished."""
         done = self._done
         while done:
             future, ok, value = done.popleft()
@@ -381,7 +391,10 @@ class Pool:
             return
         self._done.append((future, ok, value))
         if self._watched:
-            self._to_loop.ring()
+            # The loop looking for answers itself (Worker.call) settles this
+            # one without a ring; it looks once more after it stops looking.
+            if not self.watching:
+                self._to_loop.ring()
             return
         try:
             loop.call_soon_threadsafe(self._deliver)
@@ -465,20 +478,29 @@ class Worker:
         # Waiting without sleeping pays only when this call runs next: behind
         # other calls of this database it would hold up the loop, which their
         # callers (and the calls that could join a group commit) need.
-        spin = self._spin and not self.jobs
-        future = self.submit(fn, *args)
-        if spin:
+        if not self._spin or self.jobs:
+            return await self.submit(fn, *args)
+        pool = self.pool
+        done = pool._done
+        loop_queue = _loop_queue(self._loop) if self._spin_while_loop_idle else None
+        # Set before the call is handed over: a quick one is answered while
+        # the hand-off's wake-up lets the thread run.
+        pool.watching = True
+        try:
+            future = self.submit(fn, *args)
             deadline = time.perf_counter() + self._spin
-            done = self.pool._done
-            loop_queue = _loop_queue(self._loop) if self._spin_while_loop_idle else None
             while True:
                 if done:
-                    self.pool._deliver()
+                    pool._settle()
                     if future.done():
                         break
                 if loop_queue or time.perf_counter() >= deadline:
                     break
                 _yield()
+        finally:
+            pool.watching = False
+        if done:  # answered after the last look, before the threads rang again
+            pool._settle()
         return await future
 
     def no_spin(self) -> None:
