@@ -10,6 +10,7 @@ import time
 import pytest
 
 import sqlkv
+from sqlkv import worker as worker_module
 from sqlkv.worker import Worker, pool_of
 
 
@@ -171,6 +172,34 @@ async def test_an_answer_after_the_loop_stopped_looking_still_wakes_it(monkeypat
             assert await call is None
     finally:
         await worker.stop()
+
+
+async def test_a_thread_lingering_for_its_caller_needs_no_wake_up(monkeypatch):
+    monkeypatch.setattr(worker_module, "LINGER", 5.0)  # the caller always comes back in time
+    worker = Worker(asyncio.get_running_loop())
+    try:
+        await worker.call(lambda: None)  # starts the thread
+        (thread,) = worker.pool._threads
+        rings = []
+        monkeypatch.setattr(thread.bell, "ring", lambda ring=thread.bell.ring: (rings.append(1), ring()))
+        assert [await worker.call(lambda i=i: i) for i in range(50)] == list(range(50))
+        assert rings == []
+    finally:
+        await worker.stop()
+
+
+async def test_a_lingering_thread_leaves_at_once_for_another_database(monkeypatch):
+    monkeypatch.setattr(worker_module, "LINGER", 60.0)
+    loop = asyncio.get_running_loop()
+    first, second = Worker(loop, pool_size=1), Worker(loop, pool_size=1)
+    try:
+        await first.call(lambda: None)  # the only thread now lingers on `first`
+        start = time.monotonic()
+        assert await asyncio.wait_for(second.call(lambda: "other"), 30) == "other"
+        assert await asyncio.wait_for(first.call(lambda: "again"), 30) == "again"
+        assert time.monotonic() - start < 30  # not held for the linger's 60 s
+    finally:
+        await asyncio.wait_for(asyncio.gather(first.stop(), second.stop()), 30)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")

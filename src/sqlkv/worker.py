@@ -46,6 +46,13 @@ soon as a callback waits to run on it (the store's coroutine, handed over by
 the call), so the store is never kept waiting; on an event loop that does not
 show its queue (not asyncio's own), such a database never spins.
 ``SQLKV_ASYNC_SPIN_US=0`` turns spinning off.
+
+The same holds the other way: a caller in a loop hands over its next call
+within microseconds of its answer. So a thread whose database has no call
+left keeps it for up to :data:`LINGER` (50 µs), looking for the next one
+without sleeping (yielding the CPU and the GIL at every turn); a call made
+meanwhile needs no pipe write and no wake-up. It stops looking as soon as
+another database waits for a thread, or the pool stops.
 """
 
 from __future__ import annotations
@@ -138,6 +145,8 @@ class _Doorbell:
 
 #: Calls a thread runs for one database before letting others that wait have a turn.
 TURN = 64
+#: Seconds a thread keeps looking for its database's next call before parking.
+LINGER = 50e-6
 #: The pool size when neither ``pool_size`` nor ``$SQLKV_POOL_SIZE`` says.
 MIN_DEFAULT_POOL, MAX_DEFAULT_POOL = 2, 8
 
@@ -343,6 +352,8 @@ class Pool:
                     # Never let go of a database with answers held (group.py).
                     self._answer_all(worker.group.settle())
                     continue
+                if worker is not None and not worker.jobs and ran < TURN:
+                    self._linger(worker)
                 current, leave = self._next(me, worker, ran)
                 if current is not worker or ran >= TURN:  # kept: nobody else waits, a new turn
                     worker, ran = current, 0
@@ -375,6 +386,16 @@ class Pool:
                 outcome = (False, exc)
             if future is not None:  # an abandoned worker's last calls answer nobody
                 self._answer(future, *outcome)
+
+    def _linger(self, worker: Worker) -> None:
+        """Keep ``worker`` a little while after its last call, looking for its next
+        one without sleeping (a caller in a loop makes it within microseconds):
+        it then needs no wake-up. Not while other databases wait for a thread."""
+        deadline = time.perf_counter() + LINGER
+        while not worker.jobs and not self._ready and not self.stopping:
+            if time.perf_counter() >= deadline:
+                return
+            _yield()
 
     def _answer_all(self, answers: list[tuple[asyncio.Future | None, bool, Any]]) -> None:
         """Hand the outcomes of several calls to the loop (an abandoned worker's answer nobody)."""
