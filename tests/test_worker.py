@@ -188,6 +188,27 @@ async def test_a_thread_lingering_for_its_caller_needs_no_wake_up(monkeypatch):
         await worker.stop()
 
 
+async def test_no_lingering_without_spinning(monkeypatch):
+    monkeypatch.setenv("SQLKV_ASYNC_SPIN_US", "0")
+    monkeypatch.setattr(worker_module, "LINGER", 5.0)
+    worker = Worker(asyncio.get_running_loop())
+    try:
+        await worker.call(lambda: None)
+        (thread,) = worker.pool._threads
+        rings = []
+        monkeypatch.setattr(thread.bell, "ring", lambda ring=thread.bell.ring: (rings.append(1), ring()))
+        for i in range(5):
+            assert await worker.call(lambda i=i: i) == i
+            for _ in range(1000):  # until the thread has parked (at most 10 s)
+                if thread in worker.pool._idle:
+                    break
+                await asyncio.sleep(0.01)
+        # Each call found the thread parked, not lingering: woken by its bell.
+        assert len(rings) == 5
+    finally:
+        await worker.stop()
+
+
 async def test_a_lingering_thread_leaves_at_once_for_another_database(monkeypatch):
     monkeypatch.setattr(worker_module, "LINGER", 60.0)
     loop = asyncio.get_running_loop()

@@ -53,6 +53,7 @@ left keeps it for up to :data:`LINGER` (50 µs), looking for the next one
 without sleeping (yielding the CPU and the GIL at every turn); a call made
 meanwhile needs no pipe write and no wake-up. It stops looking as soon as
 another database waits for a thread, or the pool stops.
+``SQLKV_ASYNC_SPIN_US=0`` turns this off too.
 """
 
 from __future__ import annotations
@@ -224,6 +225,8 @@ class Pool:
             self._watched = False
         self._follow = _sched_getcpu is not None and environment.worker_follows_loop()
         self._cpu = -1
+        #: Whether threads linger for their database's next call (off with spinning).
+        self._lingers = environment.async_spin_seconds() > 0
 
     @property
     def threads(self) -> int:
@@ -352,7 +355,7 @@ class Pool:
                     # Never let go of a database with answers held (group.py).
                     self._answer_all(worker.group.settle())
                     continue
-                if worker is not None and not worker.jobs and ran < TURN:
+                if self._lingers and worker is not None and not worker.jobs and ran < TURN:
                     self._linger(worker)
                 current, leave = self._next(me, worker, ran)
                 if current is not worker or ran >= TURN:  # kept: nobody else waits, a new turn
