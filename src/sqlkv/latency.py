@@ -62,8 +62,13 @@ class _Metering:
         if reads:
             meter.count_read(len(reads), (result,) if kind == "get" else result)
         meter.count_written(puts)
-        if self.chunk_prefix:
-            meter.chunks_written += sum(1 for k, _ in puts if k.startswith(self.chunk_prefix))
+        prefix = self.chunk_prefix
+        if prefix:
+            chunks = 0
+            for key, _ in puts:  # a loop, not a generator: no call per entry
+                if key.startswith(prefix):
+                    chunks += 1
+            meter.chunks_written += chunks
         meter.keys_deleted += len(deletes)
 
 

@@ -65,6 +65,10 @@ from .metrics import Stats
 STORE_METHODS = ("get", "get_batch", "put", "put_batch", "delete_batch")
 
 
+#: Answers of a store call that are never awaitable (what sync stores return).
+_PLAIN_ANSWERS = (bytes, bool, list, tuple)
+
+
 @dataclass(frozen=True)
 class StoreLimits:
     """What a store can do in one call. ``None`` means no limit.
@@ -381,7 +385,8 @@ class StoreClient:
     # -- plumbing -------------------------------------------------------------
 
     def _resolve(self, result: Any) -> Any:
-        if not inspect.isawaitable(result):
+        # A sync store's usual answers first: no need to ask whether they are awaitable.
+        if result is None or type(result) in _PLAIN_ANSWERS or not inspect.isawaitable(result):
             return result
         loop = self._loop.get()
         if loop.is_closed():
