@@ -48,12 +48,16 @@ show its queue (not asyncio's own), such a database never spins.
 ``SQLKV_ASYNC_SPIN_US=0`` turns spinning off.
 
 The same holds the other way: a caller in a loop hands over its next call
-within microseconds of its answer. So a thread whose database has no call
-left keeps it for up to :data:`LINGER` (50 µs), looking for the next one
-without sleeping (yielding the CPU and the GIL at every turn); a call made
-meanwhile needs no pipe write and no wake-up. It stops looking as soon as
-another database waits for a thread, or the pool stops.
-``SQLKV_ASYNC_SPIN_US=0`` turns this off too.
+within microseconds of its answer. So a thread whose answer the loop was
+looking for (a caller awaiting calls one after another), and whose database
+has no call left, keeps the database for up to :data:`LINGER` (50 µs),
+looking for the next call without sleeping (yielding the CPU and the GIL at
+every turn); a call made meanwhile needs no pipe write and no wake-up. It
+stops looking as soon as another database waits for a thread, or the pool
+stops. After other answers (an open, a close, calls queued behind others)
+it parks at once: their caller has more to do first, and a thread asking
+for the GIL meanwhile would only slow it. ``SQLKV_ASYNC_SPIN_US=0`` turns
+this off too (the loop then never looks).
 """
 
 from __future__ import annotations
@@ -225,8 +229,6 @@ class Pool:
             self._watched = False
         self._follow = _sched_getcpu is not None and environment.worker_follows_loop()
         self._cpu = -1
-        #: Whether threads linger for their database's next call (off with spinning).
-        self._lingers = environment.async_spin_seconds() > 0
 
     @property
     def threads(self) -> int:
@@ -349,14 +351,17 @@ class Pool:
     def _run(self, me: _PoolThread) -> None:
         worker: Worker | None = None
         ran = 0
+        #: Whether the last answer went to a loop looking for it (a caller in a loop).
+        watched = False
         while True:
             if worker is None or ran >= TURN or not worker.jobs:
                 if worker is not None and worker.group is not None and worker.group.held:
                     # Never let go of a database with answers held (group.py).
                     self._answer_all(worker.group.settle())
                     continue
-                if self._lingers and worker is not None and not worker.jobs and ran < TURN:
+                if watched and worker is not None and not worker.jobs and ran < TURN:
                     self._linger(worker)
+                watched = False
                 current, leave = self._next(me, worker, ran)
                 if current is not worker or ran >= TURN:  # kept: nobody else waits, a new turn
                     worker, ran = current, 0
@@ -381,14 +386,14 @@ class Pool:
                     self._answer(future, True, None)
                 continue
             if worker.group is not None:
-                self._answer_all(worker.group.run(future, fn, args, ran >= TURN))
+                watched = self._answer_all(worker.group.run(future, fn, args, ran >= TURN))
                 continue
             try:
                 outcome = (True, fn(*args))
             except BaseException as exc:  # handed to the caller, whatever it is
                 outcome = (False, exc)
             if future is not None:  # an abandoned worker's last calls answer nobody
-                self._answer(future, *outcome)
+                watched = self._answer(future, *outcome)
 
     def _linger(self, worker: Worker) -> None:
         """Keep ``worker`` a little while after its last call, looking for its next
@@ -400,30 +405,36 @@ class Pool:
                 return
             _yield()
 
-    def _answer_all(self, answers: list[tuple[asyncio.Future | None, bool, Any]]) -> None:
-        """Hand the outcomes of several calls to the loop (an abandoned worker's answer nobody)."""
+    def _answer_all(self, answers: list[tuple[asyncio.Future | None, bool, Any]]) -> bool:
+        """Hand the outcomes of several calls to the loop (an abandoned worker's answer
+        nobody); whether the last went to a loop looking for it."""
+        watched = False
         for future, ok, value in answers:
             if future is not None:
-                self._answer(future, ok, value)
+                watched = self._answer(future, ok, value)
+        return watched
 
-    def _answer(self, future: asyncio.Future | None, ok: bool, value: Any) -> None:
-        """Hand an outcome to the loop (``future`` ``None``: the pool has ended)."""
+    def _answer(self, future: asyncio.Future | None, ok: bool, value: Any) -> bool:
+        """Hand an outcome to the loop (``future`` ``None``: the pool has ended);
+        whether the loop was looking for it (then it needed no ring)."""
         loop = self.loop
         if future is None and not loop.is_running():
             # Nobody will read the bell (the loop is closed or stopped): release it here.
             self._release()
-            return
+            return False
         self._done.append((future, ok, value))
         if self._watched:
             # The loop looking for answers itself (Worker.call) settles this
             # one without a ring; it looks once more after it stops looking.
-            if not self.watching:
-                self._to_loop.ring()
-            return
+            if self.watching:
+                return True
+            self._to_loop.ring()
+            return False
         try:
             loop.call_soon_threadsafe(self._deliver)
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
+        return False
 
 
 _pools: dict[asyncio.AbstractEventLoop, Pool] = {}
