@@ -339,7 +339,11 @@ def main() -> None:
             parser.error(f"{flag}: {', '.join(bad)} not among {', '.join(allowed)}")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    compare(args)
+    try:
+        compare(args)
+    except subprocess.CalledProcessError as exc:
+        detail = (exc.stderr or "").strip().splitlines()
+        raise SystemExit(f"compare.py: git {' '.join(exc.cmd[3:])} failed: {detail[-1] if detail else exc}") from None
 
 
 if __name__ == "__main__":
