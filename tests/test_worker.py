@@ -6,10 +6,12 @@ import asyncio
 import os
 import threading
 import time
+from typing import Any
 
 import pytest
 
 import sqlkv
+from sqlkv import worker as worker_module
 from sqlkv.worker import Worker, pool_of
 
 
@@ -145,6 +147,103 @@ async def test_call_returns_results_and_errors_in_order():
         assert await worker.call(time.sleep, 0.002) is None  # longer than the spin: awaited
     finally:
         await worker.stop()
+
+
+async def test_an_answer_found_while_the_loop_looks_rings_no_bell(monkeypatch):
+    # Long enough to look for every answer of a call that returns at once.
+    monkeypatch.setenv("SQLKV_ASYNC_SPIN_US", "500000")
+    worker = Worker(asyncio.get_running_loop())
+    rings = []
+    bell = worker.pool._to_loop
+    monkeypatch.setattr(bell, "ring", lambda ring=bell.ring: (rings.append(1), ring()))
+    try:
+        assert [await worker.call(lambda i=i: i) for i in range(50)] == list(range(50))
+        assert rings == []
+    finally:
+        await worker.stop()
+
+
+async def test_an_answer_after_the_loop_stopped_looking_still_wakes_it(monkeypatch):
+    monkeypatch.setenv("SQLKV_ASYNC_SPIN_US", "1")
+    worker = Worker(asyncio.get_running_loop())
+    try:
+        # Each call outlasts the look: its answer must ring, or the await never ends.
+        calls = [asyncio.wait_for(worker.call(time.sleep, 0.002), 10) for _ in range(20)]
+        for call in calls:
+            assert await call is None
+    finally:
+        await worker.stop()
+
+
+async def test_a_thread_lingering_for_its_caller_needs_no_wake_up(monkeypatch):
+    monkeypatch.setattr(worker_module, "LINGER", 5.0)  # the caller always comes back in time
+    worker = Worker(asyncio.get_running_loop())
+    try:
+        await worker.call(lambda: None)  # starts the thread
+        (thread,) = worker.pool._threads
+        rings = []
+        monkeypatch.setattr(thread.bell, "ring", lambda ring=thread.bell.ring: (rings.append(1), ring()))
+        assert [await worker.call(lambda i=i: i) for i in range(50)] == list(range(50))
+        # At most the first (the thread may have parked after the call that started it).
+        assert len(rings) <= 1
+    finally:
+        await worker.stop()
+
+
+async def test_a_thread_parks_at_once_after_an_answer_nobody_looked_for(monkeypatch):
+    monkeypatch.setattr(worker_module, "LINGER", 60.0)
+    worker = Worker(asyncio.get_running_loop())
+    try:
+        assert await worker.submit(lambda: 1) == 1  # awaited, not looked for
+        (thread,) = worker.pool._threads
+        for _ in range(1000):  # parked well within the linger's 60 s (at most 10 s)
+            if thread in worker.pool._idle:
+                break
+            await asyncio.sleep(0.01)
+        assert thread in worker.pool._idle
+    finally:
+        await worker.stop()
+
+
+async def test_no_lingering_without_spinning(monkeypatch):
+    monkeypatch.setenv("SQLKV_ASYNC_SPIN_US", "0")
+    monkeypatch.setattr(worker_module, "LINGER", 60.0)
+    worker = Worker(asyncio.get_running_loop())
+
+    async def parked(thread: Any) -> bool:
+        for _ in range(1000):  # well within the linger's 60 s (at most 10 s)
+            if thread in worker.pool._idle:
+                return True
+            await asyncio.sleep(0.01)
+        return False
+
+    try:
+        await worker.call(lambda: None)
+        (thread,) = worker.pool._threads
+        rings = []
+        monkeypatch.setattr(thread.bell, "ring", lambda ring=thread.bell.ring: (rings.append(1), ring()))
+        for i in range(5):
+            assert await parked(thread)
+            assert await worker.call(lambda i=i: i) == i
+        assert await parked(thread)
+        # Each call found the thread parked, not lingering: woken by its bell.
+        assert len(rings) == 5
+    finally:
+        await worker.stop()
+
+
+async def test_a_lingering_thread_leaves_at_once_for_another_database(monkeypatch):
+    monkeypatch.setattr(worker_module, "LINGER", 60.0)
+    loop = asyncio.get_running_loop()
+    first, second = Worker(loop, pool_size=1), Worker(loop, pool_size=1)
+    try:
+        await first.call(lambda: None)  # the only thread now lingers on `first`
+        start = time.monotonic()
+        assert await asyncio.wait_for(second.call(lambda: "other"), 30) == "other"
+        assert await asyncio.wait_for(first.call(lambda: "again"), 30) == "again"
+        assert time.monotonic() - start < 30  # not held for the linger's 60 s
+    finally:
+        await asyncio.wait_for(asyncio.gather(first.stop(), second.stop()), 30)
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="CPU affinity is Linux-only")

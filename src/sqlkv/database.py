@@ -514,7 +514,8 @@ class Database(OpenDatabase):
         ``min_version``: see :meth:`query`.
         """
         results = await self._call(self._engine.exec, sql, min_version)
-        await await_for_each_row(results, callback)
+        if callback is not None:
+            await await_for_each_row(results, callback)
         return results
 
     async def query(self, sql: str, params: Any = None, *, min_version: int | None = None) -> QueryResult:

@@ -134,8 +134,14 @@ class PagesEngine(EngineBase):
         conflicts = 0
         while True:
             try:
-                with self._translated_errors():
+                # The hot path: _translated_errors' rule without a context manager's calls.
+                try:
                     rows = list(self._cursor.execute(statement, params, can_cache=repeated))
+                except Exception as exc:
+                    translated = self._translated(exc)
+                    if translated is None:
+                        raise
+                    raise translated[0] from translated[1]
                 return QueryResult(self._columns, rows)
             except ConflictError:
                 # A single statement's rows are not handed out yet: run it again
@@ -184,26 +190,36 @@ class PagesEngine(EngineBase):
 
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
-        """What a failing statement raises, as ``sqlkv`` errors."""
+        """What a failing statement raises, as ``sqlkv`` errors (see :meth:`_translated`)."""
         try:
             yield
-        except (StoreError, UnusableError) as exc:
+        except Exception as exc:
+            translated = self._translated(exc)
+            if translated is None:
+                raise
+            raise translated[0] from translated[1]
+
+    def _translated(self, exc: Exception) -> tuple[BaseException, BaseException | None] | None:
+        """What a statement that raised ``exc`` raises instead, and its cause;
+        ``None``: ``exc`` itself, as it is."""
+        if isinstance(exc, (StoreError, UnusableError)):
             self._broken = exc
             if isinstance(exc, UnusableError) and isinstance(exc.__cause__, Error):
                 # SQLite touched the file again after a failed commit: the
                 # failure itself (a StoreError, a FencedError) is the news.
-                raise exc.__cause__ from exc.__cause__.__cause__
-            raise
-        except Error:
+                return exc.__cause__, exc.__cause__.__cause__
+            return None
+        if isinstance(exc, Error):
             if self.storage.main is not None and self.storage.main.failed is not None:
                 self._broken = self.storage.main.failed
-            raise
-        except apsw.Error as exc:
-            raise SqlError(str(exc), getattr(exc, "extendedresult", None)) from exc
-        except KeyError as exc:  # a mapping of parameters lacks a named one
-            raise cannot_bind(f"no value supplied for parameter {exc.args[0]!r}") from exc
-        except (TypeError, ValueError, OverflowError) as exc:
-            raise cannot_bind(exc) from exc
+            return None
+        if isinstance(exc, apsw.Error):
+            return SqlError(str(exc), getattr(exc, "extendedresult", None)), exc
+        if isinstance(exc, KeyError):  # a mapping of parameters lacks a named one
+            return cannot_bind(f"no value supplied for parameter {exc.args[0]!r}"), exc
+        if isinstance(exc, (TypeError, ValueError, OverflowError)):
+            return cannot_bind(exc), exc
+        return None
 
     def run_many(self, sql: str, seq_of_params: Iterable[Any]) -> int:
         """Run one statement once per set of parameters; the rows it changed in all

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -48,14 +46,11 @@ class _Metering:
         self.chunk_prefix = chunk_prefix
         self.meter = Meter()
 
-    @contextmanager
-    def _timed(self) -> Iterator[None]:
-        """Add the time spent inside the block to ``store_seconds``, failed calls too."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.meter.store_seconds += time.perf_counter() - start
+    def _stop_clock(self, start: float) -> None:
+        """Add the time since ``start`` (a ``perf_counter``) to ``store_seconds``: called
+        in a ``finally``, so failed calls count too. (Not a context manager: it
+        would cost five Python calls per store call, inside the time measured.)"""
+        self.meter.store_seconds += time.perf_counter() - start
 
     def _count(self, kind: str, args: tuple[Any, ...], result: Any) -> None:
         """Account for one finished call of ``kind`` with ``args`` that returned ``result``."""
@@ -67,8 +62,13 @@ class _Metering:
         if reads:
             meter.count_read(len(reads), (result,) if kind == "get" else result)
         meter.count_written(puts)
-        if self.chunk_prefix:
-            meter.chunks_written += sum(1 for k, _ in puts if k.startswith(self.chunk_prefix))
+        prefix = self.chunk_prefix
+        if prefix:
+            chunks = 0
+            for key, _ in puts:  # a loop, not a generator: no call per entry
+                if key.startswith(prefix):
+                    chunks += 1
+            meter.chunks_written += chunks
         meter.keys_deleted += len(deletes)
 
 
@@ -80,10 +80,13 @@ class MeteredStore(_Metering, StoreWrapper):
         self._start_metering(latency_ms, chunk_prefix)
 
     def _call(self, kind: str, *args: Any) -> Any:
-        with self._timed():
+        start = time.perf_counter()
+        try:
             if self.latency:
                 time.sleep(self.latency)
             result = super()._call(kind, *args)
+        finally:
+            self._stop_clock(start)
         self._count(kind, args, result)
         return result
 
@@ -96,10 +99,13 @@ class AsyncMeteredStore(_Metering, AsyncStoreWrapper):
         self._start_metering(latency_ms, chunk_prefix)
 
     async def _call(self, kind: str, *args: Any) -> Any:
-        with self._timed():
+        start = time.perf_counter()
+        try:
             if self.latency:
                 await asyncio.sleep(self.latency)
             result = await super()._call(kind, *args)
+        finally:
+            self._stop_clock(start)
         self._count(kind, args, result)
         return result
 

@@ -55,7 +55,8 @@ class MemoryStore:
                 return False
             for k in deletes:
                 data.pop(k, None)
-            data.update((k, bytes(v)) for k, v in puts)
+            for k, v in puts:  # a loop, not a generator: no call per entry
+                data[k] = v if type(v) is bytes else bytes(v)
             return True
 
     def scan(self, prefix: bytes) -> Iterator[bytes]:

@@ -18,11 +18,8 @@ DIGEST_BYTES = 8
 
 def digest(key: bytes, body: bytes, size: int = DIGEST_BYTES) -> bytes:
     """The ``size``-byte BLAKE2b digest of ``body`` bound to ``key``: what :func:`seal` appends."""
-    h = hashlib.blake2b(digest_size=size)
-    h.update(len(key).to_bytes(4, "big"))
-    h.update(key)
-    h.update(body)
-    return h.digest()
+    # One call over the joined bytes: the same digest as an update per part, fewer calls.
+    return hashlib.blake2b(len(key).to_bytes(4, "big") + key + body, digest_size=size).digest()
 
 
 def seal(key: bytes, body: bytes, size: int = DIGEST_BYTES) -> bytes:

@@ -69,6 +69,10 @@ from .metrics import Stats
 STORE_METHODS = ("get", "get_batch", "put", "put_batch", "delete_batch")
 
 
+#: Answers of a store call that are never awaitable (what sync stores return).
+_PLAIN_ANSWERS = (bytes, bool, list, tuple)
+
+
 @dataclass(frozen=True)
 class StoreLimits:
     """What a store can do in one call. ``None`` means no limit.
@@ -486,7 +490,8 @@ class StoreClient:
         return max(0.0, oldest[1] + self.timeout - time.monotonic())
 
     def _resolve(self, result: Any) -> Any:
-        if not inspect.isawaitable(result):
+        # A sync store's usual answers first: no need to ask whether they are awaitable.
+        if result is None or type(result) in _PLAIN_ANSWERS or not inspect.isawaitable(result):
             return result
         loop = self._loop.get()
         if loop.is_closed():

@@ -155,7 +155,8 @@ class Connection(OpenDatabase):
         see :meth:`query`.
         """
         results = self._call(self._engine.exec, sql, min_version)
-        call_for_each_row(results, callback)
+        if callback is not None:
+            call_for_each_row(results, callback)
         return results
 
     def query(self, sql: str, params: Any = None, *, min_version: int | None = None) -> QueryResult:

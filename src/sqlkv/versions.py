@@ -178,7 +178,7 @@ def encode_log(
         indices = [_EVERY_CHUNK]
     else:
         indices = sorted(changed)
-    body = b"".join(_U32.pack(i) for i in indices) + (parent or _NO_ID) + bytes([_LOG_WITH_PARENT])
+    body = struct.pack(f">{len(indices)}I", *indices) + (parent or _NO_ID) + bytes([_LOG_WITH_PARENT])
     return body + seal(key + _U64.pack(version), body, _CHECK)[len(body) :]
 
 

@@ -37,12 +37,27 @@ takes 50 µs lets its core halt, and waking it costs more than the call. So
 :meth:`Worker.call` first waits a little without sleeping: up to
 ``SQLKV_ASYNC_SPIN_US`` (default 100) microseconds, yielding the CPU and the
 GIL at every turn, it looks for the answer itself; a call that takes longer
-(a store round trip) is awaited as usual. The loop is thus held up to that
-long per call. For a database on an async store the loop stops looking as
+(a store round trip) is awaited as usual. While it looks, the threads leave
+its bell alone: an answer found that way costs no pipe write on the thread,
+and no wake-up, read and extra turn of the loop (after it stops looking it
+looks once more, so no answer is left unrung). The loop is thus held up to
+that long per call. For a database on an async store the loop stops looking as
 soon as a callback waits to run on it (the store's coroutine, handed over by
 the call), so the store is never kept waiting; on an event loop that does not
 show its queue (not asyncio's own), such a database never spins.
 ``SQLKV_ASYNC_SPIN_US=0`` turns spinning off.
+
+The same holds the other way: a caller in a loop hands over its next call
+within microseconds of its answer. So a thread whose answer the loop was
+looking for (a caller awaiting calls one after another), and whose database
+has no call left, keeps the database for up to :data:`LINGER` (50 µs),
+looking for the next call without sleeping (yielding the CPU and the GIL at
+every turn); a call made meanwhile needs no pipe write and no wake-up. It
+stops looking as soon as another database waits for a thread, or the pool
+stops. After other answers (an open, a close, calls queued behind others)
+it parks at once: their caller has more to do first, and a thread asking
+for the GIL meanwhile would only slow it. ``SQLKV_ASYNC_SPIN_US=0`` turns
+this off too (the loop then never looks).
 """
 
 from __future__ import annotations
@@ -135,6 +150,8 @@ class _Doorbell:
 
 #: Calls a thread runs for one database before letting others that wait have a turn.
 TURN = 64
+#: Seconds a thread keeps looking for its database's next call before parking.
+LINGER = 50e-6
 #: The pool size when neither ``pool_size`` nor ``$SQLKV_POOL_SIZE`` says.
 MIN_DEFAULT_POOL, MAX_DEFAULT_POOL = 2, 8
 
@@ -200,6 +217,9 @@ class Pool:
         self._threads: list[_PoolThread] = []
         self._started = 0
         self._done: deque[tuple[asyncio.Future | None, bool, Any]] = deque()
+        #: Set while the loop looks for answers without sleeping (Worker.call):
+        #: the threads then leave the bell alone.
+        self.watching = False
         self._to_loop = _Doorbell()
         os.set_blocking(self._to_loop.read_fd, False)
         try:
@@ -262,8 +282,12 @@ class Pool:
         self._cpu = cpu
 
     def _deliver(self) -> None:
-        """On the loop: settle every call the threads have finished."""
+        """On the loop, when the bell rings: empty it, settle every finished call."""
         self._to_loop.clear()
+        self._settle()
+
+    def _settle(self) -> None:
+        """On the loop: settle every call the threads have finished."""
         done = self._done
         while done:
             future, ok, value = done.popleft()
@@ -327,12 +351,17 @@ class Pool:
     def _run(self, me: _PoolThread) -> None:
         worker: Worker | None = None
         ran = 0
+        #: Whether the last answer went to a loop looking for it (a caller in a loop).
+        watched = False
         while True:
             if worker is None or ran >= TURN or not worker.jobs:
                 if worker is not None and worker.group is not None and worker.group.held:
                     # Never let go of a database with answers held (group.py).
                     self._answer_all(worker.group.settle())
                     continue
+                if watched and worker is not None and not worker.jobs and ran < TURN:
+                    self._linger(worker)
+                watched = False
                 current, leave = self._next(me, worker, ran)
                 if current is not worker or ran >= TURN:  # kept: nobody else waits, a new turn
                     worker, ran = current, 0
@@ -357,36 +386,55 @@ class Pool:
                     self._answer(future, True, None)
                 continue
             if worker.group is not None:
-                self._answer_all(worker.group.run(future, fn, args, ran >= TURN))
+                watched = self._answer_all(worker.group.run(future, fn, args, ran >= TURN))
                 continue
             try:
                 outcome = (True, fn(*args))
             except BaseException as exc:  # handed to the caller, whatever it is
                 outcome = (False, exc)
             if future is not None:  # an abandoned worker's last calls answer nobody
-                self._answer(future, *outcome)
+                watched = self._answer(future, *outcome)
 
-    def _answer_all(self, answers: list[tuple[asyncio.Future | None, bool, Any]]) -> None:
-        """Hand the outcomes of several calls to the loop (an abandoned worker's answer nobody)."""
+    def _linger(self, worker: Worker) -> None:
+        """Keep ``worker`` a little while after its last call, looking for its next
+        one without sleeping (a caller in a loop makes it within microseconds):
+        it then needs no wake-up. Not while other databases wait for a thread."""
+        deadline = time.perf_counter() + LINGER
+        while not worker.jobs and not self._ready and not self.stopping:
+            if time.perf_counter() >= deadline:
+                return
+            _yield()
+
+    def _answer_all(self, answers: list[tuple[asyncio.Future | None, bool, Any]]) -> bool:
+        """Hand the outcomes of several calls to the loop (an abandoned worker's answer
+        nobody); whether the last went to a loop looking for it."""
+        watched = False
         for future, ok, value in answers:
             if future is not None:
-                self._answer(future, ok, value)
+                watched = self._answer(future, ok, value)
+        return watched
 
-    def _answer(self, future: asyncio.Future | None, ok: bool, value: Any) -> None:
-        """Hand an outcome to the loop (``future`` ``None``: the pool has ended)."""
+    def _answer(self, future: asyncio.Future | None, ok: bool, value: Any) -> bool:
+        """Hand an outcome to the loop (``future`` ``None``: the pool has ended);
+        whether the loop was looking for it (then it needed no ring)."""
         loop = self.loop
         if future is None and not loop.is_running():
             # Nobody will read the bell (the loop is closed or stopped): release it here.
             self._release()
-            return
+            return False
         self._done.append((future, ok, value))
         if self._watched:
+            # The loop looking for answers itself (Worker.call) settles this
+            # one without a ring; it looks once more after it stops looking.
+            if self.watching:
+                return True
             self._to_loop.ring()
-            return
+            return False
         try:
             loop.call_soon_threadsafe(self._deliver)
         except RuntimeError:  # the loop is closed: nobody waits any more
             pass
+        return False
 
 
 _pools: dict[asyncio.AbstractEventLoop, Pool] = {}
@@ -465,20 +513,29 @@ class Worker:
         # Waiting without sleeping pays only when this call runs next: behind
         # other calls of this database it would hold up the loop, which their
         # callers (and the calls that could join a group commit) need.
-        spin = self._spin and not self.jobs
-        future = self.submit(fn, *args)
-        if spin:
+        if not self._spin or self.jobs:
+            return await self.submit(fn, *args)
+        pool = self.pool
+        done = pool._done
+        loop_queue = _loop_queue(self._loop) if self._spin_while_loop_idle else None
+        # Set before the call is handed over: a quick one is answered while
+        # the hand-off's wake-up lets the thread run.
+        pool.watching = True
+        try:
+            future = self.submit(fn, *args)
             deadline = time.perf_counter() + self._spin
-            done = self.pool._done
-            loop_queue = _loop_queue(self._loop) if self._spin_while_loop_idle else None
             while True:
                 if done:
-                    self.pool._deliver()
+                    pool._settle()
                     if future.done():
                         break
                 if loop_queue or time.perf_counter() >= deadline:
                     break
                 _yield()
+        finally:
+            pool.watching = False
+        if done:  # answered after the last look, before the threads rang again
+            pool._settle()
         return await future
 
     def no_spin(self) -> None:
