@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import logging
 import math
 import tomllib
 import urllib.parse
@@ -203,7 +204,19 @@ def downgrade():
 }
 
 
-def test_alembic_upgrade_and_downgrade_with_batch_mode(store_url, tmp_path) -> None:
+@pytest.fixture
+def loggers_kept():
+    """Alembic's generated env.py runs ``logging.config.fileConfig``, which disables
+    every logger that exists (sqlkv's too) for the rest of the process: later tests
+    that read sqlkv's warnings would see none. Put the flags back afterwards."""
+    loggers = [lg for lg in logging.Logger.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    disabled = [lg.disabled for lg in loggers]
+    yield
+    for lg, was in zip(loggers, disabled):
+        lg.disabled = was
+
+
+def test_alembic_upgrade_and_downgrade_with_batch_mode(store_url, tmp_path, loggers_kept) -> None:
     pytest.importorskip("alembic", reason="Alembic is in the extra [test]")
     from alembic import command
     from alembic.config import Config
