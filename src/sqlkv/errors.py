@@ -125,3 +125,9 @@ class ConflictError(Error):
 class StaleError(Error):
     """A call asked for at least a version (``min_version=``) that the database
     did not reach within the time allowed."""
+
+
+class RewoundError(FencedError):
+    """The store's state is not the one this writer built on: it went back in time (a failover, a
+    restored backup) or another branch was written. Nothing of the transaction was written; the
+    database reopens from the store's real state on the next call."""
