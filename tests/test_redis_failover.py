@@ -1,0 +1,381 @@
+"""Redis failover: acknowledged-means-replicated (``replicas``), Sentinel, and a
+Cluster whose primary dies, with real processes on loopback ports.
+
+The failover scenario (one per topology, shared by the tests of that topology):
+two writers commit to two databases on the same primary, one without
+``replicas`` (A) and one with ``replicas=1`` (B). Once the replica holds every
+commit so far it is paused (``SIGSTOP``): B's next commit cannot be replicated
+and raises :class:`sqlkv.OutcomeUnknownError`; the primary drops the silent
+replica, and A goes on committing, acknowledged by the primary alone. Then the
+primary is killed, the replica resumed, and promoted (by the Sentinels, or by
+the Cluster itself); both writers try more commits on the new primary, which
+has no replica left. Last, fresh opens read what each database holds.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import redis
+from helpers import integrity, unique_namespace
+from redis_servers import (
+    RedisCluster3,
+    RedisServer,
+    ReplicatedRedis,
+    Sentinels,
+    drop_replicas,
+    wait_until,
+    wait_until_synced,
+)
+
+import sqlkv
+from sqlkv.errors import RewoundError
+from sqlkv.redis_store import AsyncRedisStore, NotReplicatedError, RedisStore, parse_redis_url
+
+#: No renewal runs during these tests: the lease is written at open and close only.
+LONG_LEASE = 600
+REPLICA_TIMEOUT = 0.5
+ROW = "r" * 300
+
+
+def insert(db: sqlkv.Connection, i: int) -> None:
+    db.run("INSERT INTO t VALUES (?, ?)", [i, ROW])
+
+
+def content(url: str, name: str) -> tuple[list, list[int]]:
+    """``(integrity_check, ids)`` of ``name`` through a fresh store and read-only open."""
+    with sqlkv.open_store(url) as store, sqlkv.connect(store, name, readonly=True) as db:
+        return integrity(db), [r[0] for r in db.query("SELECT id FROM t ORDER BY id").rows]
+
+
+# -- URLs -----------------------------------------------------------------------------
+
+
+def test_a_sentinel_url_names_the_sentinels_the_service_and_the_primarys_login():
+    target = parse_redis_url(
+        "rediss+sentinel://u:pw@10.0.0.1:5000,[::1],sentinel.example/billing/2"
+        "?replicas=1&replica_timeout=0.25&sentinel_password=sp&socket_timeout=3&namespace=n"
+    )
+    assert target.sentinels == [("10.0.0.1", 5000), ("::1", 26379), ("sentinel.example", 26379)]
+    assert target.service_name == "billing"
+    assert target.store_kwargs == {"replicas": 1, "replica_timeout": 0.25, "namespace": "n"}
+    assert target.sentinel_login == {"password": "sp"}
+    assert "pw" not in target.safe_url and "billing" in target.safe_url
+    with sqlkv.open_store("rediss+sentinel://u:pw@10.0.0.1:5000/billing/2?socket_timeout=3") as store:
+        pool = store.client.connection_pool  # nothing is connected yet
+        assert (pool.service_name, pool.connection_kwargs["db"]) == ("billing", 2)
+        assert (pool.connection_kwargs["username"], pool.connection_kwargs["password"]) == ("u", "pw")
+        assert issubclass(pool.connection_class, redis.connection.SSLConnection)
+        (sentinel,) = pool.sentinel_manager.sentinels
+        assert issubclass(sentinel.connection_pool.connection_class, redis.connection.SSLConnection)
+        assert sentinel.connection_pool.connection_kwargs["socket_timeout"] == 3
+
+
+# -- acknowledged means replicated ----------------------------------------------------
+
+
+class CountingConnection(redis.connection.Connection):
+    """A redis-py connection that counts what it sends: each send is one round trip."""
+
+    sends = 0
+
+    def send_packed_command(self, command, check_health=True):
+        CountingConnection.sends += 1
+        super().send_packed_command(command, check_health)
+
+
+def test_replicas_make_each_commit_wait_for_a_replica_in_the_same_round_trip(tmp_path):
+    servers = ReplicatedRedis(tmp_path).start()
+    namespace = unique_namespace()
+    on_replica = f"{servers.replica_url}?namespace={namespace}"
+    url = f"{servers.url}?namespace={namespace}&replicas=1&replica_timeout={REPLICA_TIMEOUT}"
+    store = RedisStore.from_url(url, connection_class=CountingConnection)
+    try:
+        assert (store.replicas, store.replica_timeout) == (1, REPLICA_TIMEOUT)
+        db = sqlkv.connect(store, "app.db", lease_seconds=LONG_LEASE)
+        db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        waits_before = servers.primary.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
+        CountingConnection.sends = 0
+        for i in range(20):
+            insert(db, i)
+        assert CountingConnection.sends == 20, "a commit is not one round trip"
+        waits = servers.primary.info("commandstats")["cmdstat_wait"]["calls"] - waits_before
+        assert waits == 20, "a commit did not wait for its replica"
+        servers.wait_synced()
+        assert content(on_replica, "app.db") == ([("ok",)], list(range(20)))
+
+        servers.replica.pause()
+        started = time.monotonic()
+        with pytest.raises(sqlkv.OutcomeUnknownError) as caught:
+            insert(db, 20)
+        waited = time.monotonic() - started
+        assert caught.value.committed is None
+        assert isinstance(caught.value.__cause__, NotReplicatedError)
+        assert "0 of the 1 replica" in str(caught.value)
+        # WAIT ends at its timeout, not at the socket's (5 s), and not never.
+        assert REPLICA_TIMEOUT <= waited < REPLICA_TIMEOUT + 4
+        servers.replica.resume()
+        servers.wait_synced()
+        insert(db, 21)  # acknowledged once the replica has it again
+        db.close()
+        # The unknown-outcome commit was applied by the primary, and the replica caught up.
+        assert content(on_replica, "app.db") == ([("ok",)], list(range(22)))
+    finally:
+        store.close()
+        servers.stop()
+
+
+async def test_an_async_store_waits_for_replicas_too(tmp_path):
+    servers = ReplicatedRedis(tmp_path).start()
+    url = f"{servers.url}?namespace={unique_namespace()}&replicas=1&replica_timeout={REPLICA_TIMEOUT}"
+    store = AsyncRedisStore.from_url(url)
+    try:
+        db = await sqlkv.SqliteVfs(lease_seconds=LONG_LEASE).open("app.db", store)
+        await db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+        waits_before = servers.primary.info("commandstats")["cmdstat_wait"]["calls"]
+        for i in range(5):
+            await db.run("INSERT INTO t VALUES (?, ?)", [i, ROW])
+        assert servers.primary.info("commandstats")["cmdstat_wait"]["calls"] - waits_before == 5
+        servers.replica.pause()
+        with pytest.raises(sqlkv.OutcomeUnknownError) as caught:
+            await db.run("INSERT INTO t VALUES (5, 'x')")
+        assert isinstance(caught.value.__cause__, NotReplicatedError)
+        servers.replica.resume()
+        servers.wait_synced()
+        await db.close()
+    finally:
+        await store.close()
+        servers.stop()
+    with pytest.raises(sqlkv.ConfigError, match="Redis Cluster"):
+        AsyncRedisStore.from_url("redis+cluster://127.0.0.1:1?replicas=1")
+
+
+# -- the failover scenario -------------------------------------------------------------
+
+
+@dataclass
+class Writer:
+    """One writer of the scenario and what it saw."""
+
+    name: str
+    db: sqlkv.Connection
+    acked: list[int] = field(default_factory=list)  # ids whose commit returned
+    tried: list[int] = field(default_factory=list)  # every id it tried to commit
+    cut_off_error: BaseException | None = None  # the commit tried while the replica was paused
+    after: list[int | BaseException] = field(default_factory=list)  # each try after the failover
+    integrity: list = field(default_factory=list)
+    rows: list[int] = field(default_factory=list)
+
+    def commit(self, i: int) -> BaseException | None:
+        self.tried.append(i)
+        try:
+            insert(self.db, i)
+        except sqlkv.Error as exc:
+            return exc
+        self.acked.append(i)
+        return None
+
+
+@dataclass
+class Failover:
+    """What the scenario did: ids committed before the replica stopped, ids that
+    only the old primary acknowledged, and the two writers."""
+
+    before: list[int]
+    unreplicated: list[int]
+    plain: Writer  # A: no replicas
+    replicated: Writer  # B: replicas=1
+
+
+BEFORE, UNREPLICATED, AFTER = 30, 20, 8
+REPLICATED_TRIES_AFTER = 2
+
+
+def run_failover(topology) -> Failover:
+    """The module docstring's scenario on ``topology`` (see SentinelTopology)."""
+    plain_store = sqlkv.open_store(topology.store_url())
+    replicated_store = sqlkv.open_store(
+        topology.store_url() + f"&replicas=1&replica_timeout={REPLICA_TIMEOUT}"
+    )
+    writers = []
+    try:
+        for name, store in (("a.db", plain_store), ("b.db", replicated_store)):
+            db = sqlkv.connect(store, name, lease_seconds=LONG_LEASE)
+            db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+            writers.append(Writer(name, db))
+        plain, replicated = writers
+        before = list(range(BEFORE))
+        for i in before:
+            for writer in writers:
+                assert writer.commit(i) is None
+        topology.wait_synced()
+
+        topology.pause_replica()
+        replicated.cut_off_error = replicated.commit(BEFORE)
+        topology.drop_replica()
+        unreplicated = list(range(BEFORE + 1, BEFORE + 1 + UNREPLICATED))
+        for i in unreplicated:
+            assert plain.commit(i) is None
+
+        topology.fail_over()
+        for n, i in enumerate(range(BEFORE + 1 + UNREPLICATED, BEFORE + 1 + UNREPLICATED + AFTER)):
+            # B's tries each wait replica_timeout for a replica the new primary lacks: a few show it.
+            for writer in writers if n < REPLICATED_TRIES_AFTER else [plain]:
+                writer.after.append(writer.commit(i) or i)
+    finally:
+        for writer in writers:
+            try:
+                writer.db.close()
+            except sqlkv.Error:
+                pass  # a release the new primary cannot replicate: the lease expires
+        plain_store.close()
+        replicated_store.close()
+    for writer in writers:
+        writer.integrity, writer.rows = content(topology.store_url(), writer.name)
+    return Failover(before, unreplicated, plain, replicated)
+
+
+class SentinelTopology:
+    """A primary, a replica and three Sentinels; writers connect through the Sentinels."""
+
+    def __init__(self, directory: Path) -> None:
+        self.servers = ReplicatedRedis(directory / "servers")
+        self.directory = directory
+        self.namespace = unique_namespace()
+        self.sentinels: Sentinels | None = None
+
+    def start(self) -> SentinelTopology:
+        self.servers.start()
+        self.sentinels = Sentinels(self.directory / "sentinels", self.servers.primary.port).start()
+        return self
+
+    def store_url(self) -> str:
+        assert self.sentinels is not None
+        return f"{self.sentinels.url}?namespace={self.namespace}"
+
+    def wait_synced(self) -> None:
+        self.servers.wait_synced()
+
+    def pause_replica(self) -> None:
+        assert self.servers.replica is not None
+        self.servers.replica.pause()
+
+    def drop_replica(self) -> None:
+        drop_replicas(self.servers.primary)
+
+    def fail_over(self) -> None:
+        """Kill the primary, resume the replica (it never got what followed its
+        pause), and wait until the Sentinels have promoted it."""
+        assert self.sentinels is not None and self.servers.replica is not None
+        old = self.servers.primary.port
+        self.servers.primary.kill9()
+        self.servers.replica.resume()
+        assert self.sentinels.wait_failover(old) == self.servers.replica.port
+
+    def stop(self) -> None:
+        if self.sentinels is not None:
+            self.sentinels.stop()
+        self.servers.stop()
+
+
+class ClusterTopology:
+    """A Redis Cluster of three primaries with a replica each; both writers'
+    databases are in one hash slot (``hash_tag=namespace``), so on one primary."""
+
+    def __init__(self, directory: Path) -> None:
+        self.cluster = RedisCluster3(directory, replicas=1, node_timeout_ms=1000)
+        self.namespace = unique_namespace()
+        self.url = ""
+        self.primary: RedisServer | None = None
+        self.replica: RedisServer | None = None
+
+    def start(self) -> ClusterTopology:
+        self.cluster.start()
+        self.url = self.cluster.url
+        with redis.cluster.RedisCluster("127.0.0.1", self.cluster.nodes[0].port) as client:
+            # Every key of the namespace has its tag, so lives on this node.
+            node = client.get_node_from_key("{" + self.namespace + "}")
+        self.primary = self.cluster.node_at(node.port)
+        self.replica = self.cluster.replica_of(self.primary)
+        return self
+
+    def store_url(self) -> str:
+        return f"{self.url}?namespace={self.namespace}&hash_tag=namespace"
+
+    def wait_synced(self) -> None:
+        assert self.primary is not None and self.replica is not None
+        wait_until_synced(self.primary, self.replica)
+
+    def pause_replica(self) -> None:
+        assert self.replica is not None
+        self.replica.pause()
+
+    def drop_replica(self) -> None:
+        assert self.primary is not None
+        drop_replicas(self.primary)
+
+    def fail_over(self) -> None:
+        """Kill the primary, resume its replica, and wait until the cluster has
+        promoted it and every live node says the cluster is ok (no CLUSTER FAILOVER)."""
+        assert self.primary is not None and self.replica is not None
+        replica = self.replica
+        self.primary.kill9()
+        replica.resume()
+        wait_until("the replica's promotion", lambda: replica.info("replication")["role"] == "master")
+        self.cluster.wait_ok([node for node in self.cluster.nodes if node is not self.primary])
+        self.url = f"redis+cluster://127.0.0.1:{replica.port}"  # the URL's node must be alive
+
+    def stop(self) -> None:
+        for node in self.cluster.nodes:
+            if node.process is not None and node.process.poll() is None:
+                node.resume()  # a stopped process does not act on SIGTERM
+        self.cluster.stop()
+
+
+@pytest.fixture(scope="module", params=["sentinel", "cluster"])
+def failover(request, tmp_path_factory):
+    """The scenario, run once per topology; its tests read what happened."""
+    directory = tmp_path_factory.mktemp(f"failover-{request.param}")
+    topology = SentinelTopology(directory) if request.param == "sentinel" else ClusterTopology(directory)
+    try:
+        topology.start()
+        yield run_failover(topology)
+    finally:
+        topology.stop()
+
+
+def test_with_replicas_a_failover_loses_no_acknowledged_commit(failover):
+    b = failover.replicated
+    # The commit tried while the replica was paused was not acknowledged.
+    assert isinstance(b.cut_off_error, sqlkv.OutcomeUnknownError)
+    assert b.cut_off_error.committed is None
+    assert isinstance(b.cut_off_error.__cause__, NotReplicatedError)
+    # The new primary has no replica: nothing is acknowledged, each try fails cleanly.
+    assert all(isinstance(tried, sqlkv.Error) for tried in b.after), b.after
+    assert b.integrity == [("ok",)]
+    assert b.acked == failover.before
+    # Every acknowledged commit is there; others it tried may be (the primaries applied
+    # them before their WAIT found too few replicas).
+    assert set(b.acked) <= set(b.rows) <= set(b.tried)
+
+
+def test_without_replicas_a_failover_loses_only_unreplicated_commits_and_never_corrupts(failover):
+    """NEEDS THE fence-head BRANCH (every commit conditional on its head, RewoundError):
+    on a branch without it this test fails, because the writer builds on a state the
+    promoted replica never had."""
+    a = failover.plain
+    first = a.after[0]
+    # The writer heard of the failover on its first call there, before any commit of
+    # it was acknowledged: RewoundError (the Sentinel case, where the client reconnects
+    # to the new primary silently), or the failed call that made the client look for
+    # the new primary (the Cluster case).
+    assert isinstance(first, (RewoundError, sqlkv.StoreError)), f"a commit on the rewound state: {a.after}"
+    assert a.integrity == [("ok",)]
+    acked_after = [i for i in a.after if isinstance(i, int)]
+    assert acked_after, f"the writer never committed again after the failover: {a.after}"
+    assert set(failover.before) | set(acked_after) <= set(a.rows), "an acknowledged commit is missing"
+    # What is lost is only what the old primary alone acknowledged.
+    assert set(a.rows) <= set(failover.before) | set(failover.unreplicated) | set(acked_after)
