@@ -14,6 +14,7 @@ has no replica left. Last, fresh opens read what each database holds.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,13 +78,14 @@ def test_a_sentinel_url_names_the_sentinels_the_service_and_the_primarys_login()
 # -- acknowledged means replicated ----------------------------------------------------
 
 
-class CountingConnection(redis.connection.Connection):
-    """A redis-py connection that counts what it sends: each send is one round trip."""
+class RecordingConnection(redis.connection.Connection):
+    """A redis-py connection that records each request it sends (one send, one round trip)."""
 
-    sends = 0
+    requests: list[bytes] = []
 
     def send_packed_command(self, command, check_health=True):
-        CountingConnection.sends += 1
+        parts = [command] if isinstance(command, (bytes, str)) else command
+        RecordingConnection.requests.append(b"".join(p if isinstance(p, bytes) else p.encode() for p in parts))
         super().send_packed_command(command, check_health)
 
 
@@ -92,16 +94,18 @@ def test_replicas_make_each_commit_wait_for_a_replica_in_the_same_round_trip(tmp
     namespace = unique_namespace()
     on_replica = f"{servers.replica_url}?namespace={namespace}"
     url = f"{servers.url}?namespace={namespace}&replicas=1&replica_timeout={REPLICA_TIMEOUT}"
-    store = RedisStore.from_url(url, connection_class=CountingConnection)
+    store = RedisStore.from_url(url, connection_class=RecordingConnection)
     try:
         assert (store.replicas, store.replica_timeout) == (1, REPLICA_TIMEOUT)
         db = sqlkv.connect(store, "app.db", lease_seconds=LONG_LEASE)
         db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
         waits_before = servers.primary.info("commandstats").get("cmdstat_wait", {}).get("calls", 0)
-        CountingConnection.sends = 0
+        RecordingConnection.requests.clear()
         for i in range(20):
             insert(db, i)
-        assert CountingConnection.sends == 20, "a commit is not one round trip"
+        commits = [r for r in RecordingConnection.requests if b"EVALSHA" in r]
+        assert len(commits) == 20 and all(b"WAIT" in r for r in commits), "a commit is not one round trip"
+        assert not any(b"WAIT" in r for r in RecordingConnection.requests if b"EVALSHA" not in r)
         waits = servers.primary.info("commandstats")["cmdstat_wait"]["calls"] - waits_before
         assert waits == 20, "a commit did not wait for its replica"
         servers.wait_synced()
@@ -191,7 +195,11 @@ class Failover:
 
 
 BEFORE, UNREPLICATED, AFTER = 30, 20, 8
-REPLICATED_TRIES_AFTER = 2
+
+
+def _not_replicated(tried: int | BaseException) -> bool:
+    """Whether a try failed because too few replicas acknowledged it."""
+    return isinstance(tried, sqlkv.OutcomeUnknownError) and isinstance(tried.__cause__, NotReplicatedError)
 
 
 def run_failover(topology) -> Failover:
@@ -221,10 +229,12 @@ def run_failover(topology) -> Failover:
             assert plain.commit(i) is None
 
         topology.fail_over()
-        for n, i in enumerate(range(BEFORE + 1 + UNREPLICATED, BEFORE + 1 + UNREPLICATED + AFTER)):
-            # B's tries each wait replica_timeout for a replica the new primary lacks: a few show it.
-            for writer in writers if n < REPLICATED_TRIES_AFTER else [plain]:
-                writer.after.append(writer.commit(i) or i)
+        for i in range(BEFORE + 1 + UNREPLICATED, BEFORE + 1 + UNREPLICATED + AFTER):
+            plain.after.append(plain.commit(i) or i)
+            # B tries until its write reaches the new primary, which has no replica to
+            # wait for (the first tries may fail while the client looks for the primary).
+            if not any(_not_replicated(tried) for tried in replicated.after):
+                replicated.after.append(replicated.commit(i) or i)
     finally:
         for writer in writers:
             try:
@@ -353,8 +363,10 @@ def test_with_replicas_a_failover_loses_no_acknowledged_commit(failover):
     assert isinstance(b.cut_off_error, sqlkv.OutcomeUnknownError)
     assert b.cut_off_error.committed is None
     assert isinstance(b.cut_off_error.__cause__, NotReplicatedError)
-    # The new primary has no replica: nothing is acknowledged, each try fails cleanly.
+    # The store found the new primary by itself, and as it has no replica, nothing is
+    # acknowledged: each try fails cleanly, the last because no replica holds it.
     assert all(isinstance(tried, sqlkv.Error) for tried in b.after), b.after
+    assert _not_replicated(b.after[-1]), b.after
     assert b.integrity == [("ok",)]
     assert b.acked == failover.before
     # Every acknowledged commit is there; others it tried may be (the primaries applied
@@ -379,3 +391,53 @@ def test_without_replicas_a_failover_loses_only_unreplicated_commits_and_never_c
     assert set(failover.before) | set(acked_after) <= set(a.rows), "an acknowledged commit is missing"
     # What is lost is only what the old primary alone acknowledged.
     assert set(a.rows) <= set(failover.before) | set(failover.unreplicated) | set(acked_after)
+
+
+@pytest.mark.slow
+def test_a_writer_under_load_keeps_every_acknowledged_commit_through_a_sentinel_failover(tmp_path):
+    """A writer commits without pause (replicas=1) while the replica is paused, the
+    primary killed, the replica promoted and the old primary brought back as its
+    replica; commits resume by themselves, and none acknowledged is lost."""
+    topology = SentinelTopology(tmp_path).start()
+    store = sqlkv.open_store(topology.store_url() + f"&replicas=1&replica_timeout={REPLICA_TIMEOUT}")
+    db = sqlkv.connect(store, "app.db", lease_seconds=LONG_LEASE)
+    db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
+    writer = Writer("app.db", db)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        deadline = time.monotonic() + 120
+        for i in range(1_000_000):
+            if stop.is_set() or time.monotonic() > deadline:
+                return
+            failed = writer.commit(i)
+            if failed is not None:
+                errors.append(failed)
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    try:
+        wait_until("100 commits", lambda: len(writer.acked) >= 100)
+        servers = topology.servers
+        assert servers.replica is not None
+        topology.pause_replica()
+        wait_until("a commit refused for want of a replica", lambda: any(map(_not_replicated, errors)))
+        topology.drop_replica()
+        acked_before = len(writer.acked)
+        topology.fail_over()
+        servers.primary.start()  # back on its port, empty: the Sentinels make it the new replica
+        wait_until("100 commits after the failover", lambda: len(writer.acked) >= acked_before + 100, 60)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+        db.close()
+        store.close()
+        try:
+            assert not thread.is_alive()
+            writer.integrity, writer.rows = content(topology.store_url(), "app.db")
+        finally:
+            topology.stop()
+    assert writer.integrity == [("ok",)]
+    assert all(isinstance(e, sqlkv.Error) for e in errors)
+    assert set(writer.acked) <= set(writer.rows) <= set(writer.tried)
