@@ -24,6 +24,7 @@ HOST = "127.0.0.1"
 READY_SECONDS = 15
 #: Redis Cluster nodes talk on a second port, their own plus 10000.
 CLUSTER_BUS_OFFSET = 10000
+CLUSTER_NODE_TIMEOUT_MS = 5000
 
 #: Persistence settings by name, as the README lists them.
 PERSISTENCE = {
@@ -110,7 +111,7 @@ class RedisServer:
             args += [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(self.directory / "nodes.conf"),
-                "--cluster-node-timeout", "5000",
+                "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS),
             ]
         return args + self.extra
 
@@ -207,6 +208,17 @@ def _redis_errors() -> tuple[type[BaseException], ...]:
     return (redis.RedisError, OSError)
 
 
+def replica_acknowledges(primary: RedisServer) -> bool:
+    """Whether ``primary``'s replica acknowledges a write within a second: a
+    replica that just finished its first sync may take a while to (the first
+    WAIT would time out). Writes an empty ``FLUSHALL``: for a server just started."""
+    import redis
+
+    with redis.Redis(host=HOST, port=primary.port, socket_timeout=10) as client:
+        client.flushall()
+        return client.wait(1, 1000) >= 1
+
+
 def drop_replicas(primary: RedisServer) -> None:
     """Close ``primary``'s links to its replicas (``CLIENT KILL TYPE replica``): a
     paused replica cannot link again, so nothing the primary writes from now on
@@ -239,12 +251,11 @@ class ReplicatedRedis:
         self.replica = RedisServer(
             self.directory / "replica", extra=["--replicaof", HOST, str(self.primary.port)]
         ).start()
-        wait_until("the replica's link to the primary", self.replica_linked)
+        wait_until("the replica acknowledging the primary's writes", self.replica_linked)
         return self
 
     def replica_linked(self) -> bool:
-        assert self.replica is not None
-        return self.replica.info("replication").get("master_link_status") == "up"
+        return replica_acknowledges(self.primary)
 
     def wait_synced(self, seconds: float = 30.0) -> None:
         """Wait until the replica has every write the primary has."""
@@ -378,8 +389,8 @@ class RedisCluster3:
     with ``replicas=1``, six, each primary with a replica that may replace it
     (``node_timeout_ms`` is how long a silent node takes to be failed over)."""
 
-    def __init__(self, directory: Path, replicas: int = 0, node_timeout_ms: int = 5000) -> None:
-        extra = ["--cluster-node-timeout", str(node_timeout_ms)]
+    def __init__(self, directory: Path, replicas: int = 0, node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS) -> None:
+        extra = ["--cluster-node-timeout", str(node_timeout_ms)]  # the last one given counts
         if replicas:  # a replica may take over however long it was cut off from its primary
             extra += ["--cluster-replica-validity-factor", "0"]
         self.replicas = replicas
@@ -401,9 +412,9 @@ class RedisCluster3:
         )
         self.wait_ok(self.nodes)
         if self.replicas:
-            wait_until("every replica linked to its primary", lambda: all(
-                node.info("replication").get("master_link_status") == "up"
-                for node in self.nodes if node.info("replication").get("role") == "slave"
+            wait_until("every replica acknowledging its primary", lambda: all(
+                replica_acknowledges(node) for node in self.nodes
+                if node.info("replication").get("role") == "master"
             ))
         return self
 
