@@ -30,10 +30,10 @@ only once N replicas hold it; one the primary applied that fewer replicas
 acknowledged in ``replica_timeout`` seconds raises :class:`NotReplicatedError`
 (a commit's caller hears :class:`~sqlkv.OutcomeUnknownError`). Every write
 waits, the lease's takes and renewals too: replication keeps the primary's
-order, so the lease a writer commits under is on the replicas before any of
-its commits is acknowledged, and a promoted replica never hands the lease to
-another writer while this one goes on (fencing itself rests on the lease's
-generation and random token, which no failover can make repeat).
+order, so a replica promoted after any acknowledged write holds the writer's
+lease as of that write, and does not hand it to another writer sooner than
+the old primary would have. (Fencing itself does not rest on this, but on
+the lease's generation and random token, which no failover can make repeat.)
 
 **Sentinel.** ``redis+sentinel://`` opens the primary a set of Sentinels
 names (redis-py's ``Sentinel.master_for``); after a failover the next
