@@ -75,6 +75,21 @@ def test_a_sentinel_url_names_the_sentinels_the_service_and_the_primarys_login()
         assert sentinel.connection_pool.connection_kwargs["socket_timeout"] == 3
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"replicas": -1}, "replicas must be an int >= 0"),
+        ({"replicas": True}, "replicas must be an int >= 0"),
+        ({"replicas": 1, "replica_timeout": 0}, "replica_timeout must be a positive"),
+        ({"replicas": 1, "replica_timeout": float("inf")}, "replica_timeout must be a positive"),
+        ({"replicas": 1, "replica_timeout": 2}, "shorter than the client's socket_timeout"),
+    ],
+)
+def test_bad_replication_keywords_are_refused_by_name(options, message):
+    with pytest.raises(sqlkv.ConfigError, match=message):
+        RedisStore(redis.Redis(port=1, socket_timeout=1), **options)
+
+
 # -- acknowledged means replicated ----------------------------------------------------
 
 
