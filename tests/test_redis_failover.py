@@ -209,6 +209,7 @@ class Failover:
     unreplicated: list[int]
     plain: Writer  # A: no replicas
     replicated: Writer  # B: replicas=1
+    probe: list[bool | BaseException]  # each write_batch of a third store after the failover
 
 
 BEFORE, UNREPLICATED, AFTER = 30, 20, 8
@@ -225,8 +226,13 @@ def run_failover(topology) -> Failover:
     replicated_store = sqlkv.open_store(
         topology.store_url() + f"&replicas=1&replica_timeout={REPLICA_TIMEOUT}"
     )
+    # A store that writes one key before the failover and again after it, straight
+    # through write_batch: how it finds the new primary.
+    probe_store = RedisStore.from_url(topology.store_url() + f"&replicas=1&replica_timeout={REPLICA_TIMEOUT}")
+    probe: list[bool | BaseException] = []
     writers = []
     try:
+        assert probe_store.write_batch([(b"probe", b"before")], [])
         for name, store in (("a.db", plain_store), ("b.db", replicated_store)):
             db = sqlkv.connect(store, name, lease_seconds=LONG_LEASE)
             db.exec("CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)")
@@ -246,6 +252,13 @@ def run_failover(topology) -> Failover:
             assert plain.commit(i) is None
 
         topology.fail_over()
+        for _ in range(3):
+            try:
+                probe.append(probe_store.write_batch([(b"probe", b"after")], []))
+            except Exception as exc:  # redis-py's, or the store's
+                probe.append(exc)
+                if isinstance(exc, NotReplicatedError):
+                    break
         for i in range(BEFORE + 1 + UNREPLICATED, BEFORE + 1 + UNREPLICATED + AFTER):
             plain.after.append(plain.commit(i) or i)
             # B tries until its write reaches the new primary, which has no replica to
@@ -260,9 +273,10 @@ def run_failover(topology) -> Failover:
                 pass  # a release the new primary cannot replicate: the lease expires
         plain_store.close()
         replicated_store.close()
+        probe_store.close()
     for writer in writers:
         writer.integrity, writer.rows = content(topology.store_url(), writer.name)
-    return Failover(before, unreplicated, plain, replicated)
+    return Failover(before, unreplicated, plain, replicated, probe)
 
 
 class SentinelTopology:
@@ -389,6 +403,16 @@ def test_with_replicas_a_failover_loses_no_acknowledged_commit(failover):
     # Every acknowledged commit is there; others it tried may be (the primaries applied
     # them before their WAIT found too few replicas).
     assert set(b.acked) <= set(b.rows) <= set(b.tried)
+
+
+def test_after_a_failover_the_store_finds_the_new_primary_by_itself(failover):
+    # Sentinel: the next connection asks the Sentinels, so the first write gets there.
+    # Cluster: the first write fails on the dead node, and the next asks the cluster
+    # where the slot went. Either way the write reaches the new primary, which applies
+    # it and, lacking a replica, does not acknowledge it.
+    *first, last = failover.probe
+    assert isinstance(last, NotReplicatedError), failover.probe
+    assert len(first) <= 1 and all(isinstance(e, redis.ConnectionError) for e in first), failover.probe
 
 
 def test_without_replicas_a_failover_loses_only_unreplicated_commits_and_never_corrupts(failover):
