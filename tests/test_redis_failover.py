@@ -5,11 +5,13 @@ The failover scenario (one per topology, shared by the tests of that topology):
 two writers commit to two databases on the same primary, one without
 ``replicas`` (A) and one with ``replicas=1`` (B). Once the replica holds every
 commit so far it is paused (``SIGSTOP``): B's next commit cannot be replicated
-and raises :class:`sqlkv.OutcomeUnknownError`; the primary drops the silent
-replica, and A goes on committing, acknowledged by the primary alone. Then the
-primary is killed, the replica resumed, and promoted (by the Sentinels, or by
-the Cluster itself); both writers try more commits on the new primary, which
-has no replica left. Last, fresh opens read what each database holds.
+and raises :class:`sqlkv.OutcomeUnknownError`; the primary's link to the
+paused replica is closed (``CLIENT KILL``), and A goes on committing,
+acknowledged by the primary alone. Then the primary is killed, the replica
+resumed, and promoted (by the Sentinels, or by the Cluster itself); a third
+store writes straight through ``write_batch`` to see how it finds the new
+primary, and both writers try more commits there (it has no replica left).
+Last, fresh opens read what each database holds.
 """
 
 from __future__ import annotations
