@@ -316,7 +316,7 @@ class Sentinels:
         directory: Path,
         primary_port: int,
         service: str = "sqlkvtest",
-        down_after_ms: int = 500,
+        down_after_ms: int = 1000,
         failover_timeout_ms: int = 3000,
     ) -> None:
         self.service = service

@@ -329,7 +329,7 @@ class ClusterTopology:
     databases are in one hash slot (``hash_tag=namespace``), so on one primary."""
 
     def __init__(self, directory: Path) -> None:
-        self.cluster = RedisCluster3(directory, replicas=1, node_timeout_ms=1000)
+        self.cluster = RedisCluster3(directory, replicas=1, node_timeout_ms=1500)
         self.namespace = unique_namespace()
         self.url = ""
         self.primary: RedisServer | None = None
