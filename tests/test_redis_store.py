@@ -50,6 +50,7 @@ def test_url_options_reach_the_store_and_the_client(redis_server):
         ("redis://127.0.0.1:1?replicas=1&replica_timeout=0", "replica_timeout must be a positive"),
         ("redis://127.0.0.1:1?replicas=1&replica_timeout=nan", "replica_timeout must be a positive"),
         ("redis://127.0.0.1:1?replicas=1&replica_timeout=5&socket_timeout=2", "shorter than"),
+        ("redis://127.0.0.1:1?replicas=1&replica_timeout=5", "socket_timeout \\(5 s\\)"),
         ("redis://", "names no host"),
         ("redis://127.0.0.1:99999", "Port"),
         ("redis://127.0.0.1:1?namespace=a{b}", "braces"),

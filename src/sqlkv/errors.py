@@ -100,6 +100,16 @@ class FencedError(Error):
     """This writer lost its lease; its commit was refused and nothing of it is visible."""
 
 
+class RewoundError(FencedError):
+    """The store's state is not the one this writer built on: it went back in
+    time (a failover promoted a replica that was behind, a backup was
+    restored) or another branch was written. Every commit is conditional on
+    the head (the version record) its writer last committed or read, so
+    nothing of the transaction was written; the writer has dropped what it
+    held in memory, and its next call reopens the database at the store's
+    real state: retry the transaction then."""
+
+
 class NotFoundError(Error):
     """The database named does not exist in the store."""
 
@@ -125,9 +135,3 @@ class ConflictError(Error):
 class StaleError(Error):
     """A call asked for at least a version (``min_version=``) that the database
     did not reach within the time allowed."""
-
-
-class RewoundError(FencedError):
-    """The store's state is not the one this writer built on: it went back in time (a failover, a
-    restored backup) or another branch was written. Nothing of the transaction was written; the
-    database reopens from the store's real state on the next call."""

@@ -59,7 +59,7 @@ import redis.cluster
 import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.connection import URL_QUERY_ARGUMENT_PARSERS, SSLConnection, parse_url
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS, AbstractConnection, SSLConnection, parse_url
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
@@ -272,6 +272,10 @@ def _always(reply: object) -> bool:
     return True
 
 
+#: The socket timeout of a redis-py connection not given one (5 s in redis-py 5 to 8).
+_DEFAULT_SOCKET_TIMEOUT = inspect.signature(AbstractConnection.__init__).parameters["socket_timeout"].default
+
+
 def _sentinels_of(client: object) -> list[Any]:
     """The Sentinel clients behind a ``master_for`` client (none for another client)."""
     manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
@@ -280,10 +284,12 @@ def _sentinels_of(client: object) -> list[Any]:
 
 def _check_client(client: object, replicas: int = 0, replica_timeout: float = 0.0) -> None:
     kwargs = getattr(client, "get_connection_kwargs", None)
-    options = kwargs() if callable(kwargs) else {}
+    if not callable(kwargs):  # a cluster client: its nodes' options are not at hand
+        return
+    options = kwargs()
     if options.get("decode_responses"):
         raise ConfigError("RedisStore needs a Redis client with decode_responses=False (values are bytes)")
-    socket_timeout = options.get("socket_timeout")
+    socket_timeout = options.get("socket_timeout", _DEFAULT_SOCKET_TIMEOUT)
     if replicas and socket_timeout is not None and replica_timeout >= socket_timeout:
         raise ConfigError(
             f"RedisStore replica_timeout ({replica_timeout:g} s) must be shorter than the "
