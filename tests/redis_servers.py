@@ -1,4 +1,5 @@
-"""Redis servers for tests: standalone and a three-primary Cluster, on loopback.
+"""Redis servers for tests, on loopback: standalone, a primary with a replica,
+Sentinels watching it, and a three-primary Cluster (with or without a replica each).
 
 Every server is a ``redis-server`` process of the test run's own, on a free
 loopback port (never 6379, which a machine may already serve), with its data
@@ -23,6 +24,7 @@ HOST = "127.0.0.1"
 READY_SECONDS = 15
 #: Redis Cluster nodes talk on a second port, their own plus 10000.
 CLUSTER_BUS_OFFSET = 10000
+CLUSTER_NODE_TIMEOUT_MS = 5000
 
 #: Persistence settings by name, as the README lists them.
 PERSISTENCE = {
@@ -102,13 +104,14 @@ class RedisServer:
             "--daemonize", "no",
             "--protected-mode", "yes",
             "--appendfilename", "appendonly.aof",
+            "--repl-diskless-sync-delay", "0",  # a replica syncs at once, not after 5 s
             *PERSISTENCE[self.persistence],
         ]
         if self.cluster:
             args += [
                 "--cluster-enabled", "yes",
                 "--cluster-config-file", str(self.directory / "nodes.conf"),
-                "--cluster-node-timeout", "5000",
+                "--cluster-node-timeout", str(CLUSTER_NODE_TIMEOUT_MS),
             ]
         return args + self.extra
 
@@ -134,6 +137,20 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://{HOST}:{self.port}/0"
 
+    def pause(self) -> None:
+        """``SIGSTOP`` the server: it answers nothing and reads nothing until :meth:`resume`."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """``SIGCONT`` a paused server."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGCONT)
+
+    def info(self, section: str) -> dict:
+        """``INFO section``, as redis-py parses it (numbers as ints, ``slave0`` as a dict)."""
+        return info(self.port, section)
+
     def kill9(self) -> None:
         """``kill -9`` the server: no shutdown, no last save."""
         if self.process is not None and self.process.poll() is None:
@@ -153,19 +170,234 @@ class RedisServer:
         self.stop()
         return self.start()
 
-    def command(self, *args: str) -> object:
+    def command(self, *args: str | int) -> object:
         """One command to this server, on a connection of its own."""
         import redis
 
-        with redis.Redis(host=HOST, port=self.port, decode_responses=True) as client:
+        with redis.Redis(host=HOST, port=self.port, decode_responses=True, socket_timeout=10) as client:
             return client.execute_command(*args)
 
 
-class RedisCluster3:
-    """Three cluster-enabled servers joined as a Redis Cluster of three primaries."""
+def info(port: int, section: str) -> dict:
+    """``INFO section`` of the server on ``port``, as redis-py parses it."""
+    import redis
+
+    with redis.Redis(host=HOST, port=port, decode_responses=True, socket_timeout=10) as client:
+        return client.info(section)
+
+
+def wait_until(what: str, check, seconds: float = 30.0) -> None:
+    """Poll ``check()`` until it is true, at most ``seconds``; a RuntimeError naming ``what`` after."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            if check():
+                return
+        except _redis_errors() as exc:  # a server starting or failing over
+            last: object = exc
+        else:
+            last = None
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} did not happen within {seconds:g} s" + (f" ({last})" if last else ""))
+        time.sleep(0.05)
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.RedisError, OSError)
+
+
+def replica_acknowledges(primary: RedisServer) -> bool:
+    """Whether ``primary``'s replica acknowledges a write within a second: a
+    replica that just finished its first sync may take a while to (the first
+    WAIT would time out). Writes an empty ``FLUSHALL``: for a server just started."""
+    import redis
+
+    with redis.Redis(host=HOST, port=primary.port, socket_timeout=10) as client:
+        client.flushall()
+        return client.wait(1, 1000) >= 1
+
+
+def drop_replicas(primary: RedisServer) -> None:
+    """Close ``primary``'s links to its replicas (``CLIENT KILL TYPE replica``): a
+    paused replica cannot link again, so nothing the primary writes from now on
+    reaches it."""
+    primary.command("CLIENT", "KILL", "TYPE", "replica")
+    wait_until("the primary dropping its replicas",
+               lambda: int(primary.info("replication").get("connected_slaves", 0)) == 0)
+
+
+def wait_until_synced(primary: RedisServer, replica: RedisServer, seconds: float = 30.0) -> None:
+    """Wait until ``replica`` has every write ``primary`` has."""
+
+    def synced() -> bool:
+        want = int(primary.info("replication")["master_repl_offset"])
+        return int(replica.info("replication").get("slave_repl_offset", -1)) >= want
+
+    wait_until("the replica catching up with its primary", synced, seconds)
+
+
+class ReplicatedRedis:
+    """A primary and one replica (``replicaof``), standalone, no persistence."""
 
     def __init__(self, directory: Path) -> None:
-        self.nodes = [RedisServer(Path(directory) / f"node{i}", cluster=True) for i in range(3)]
+        self.directory = Path(directory)
+        self.primary = RedisServer(self.directory / "primary")
+        self.replica: RedisServer | None = None
+
+    def start(self) -> ReplicatedRedis:
+        self.primary.start()
+        self.replica = RedisServer(
+            self.directory / "replica", extra=["--replicaof", HOST, str(self.primary.port)]
+        ).start()
+        wait_until("the replica acknowledging the primary's writes", self.replica_linked)
+        return self
+
+    def replica_linked(self) -> bool:
+        return replica_acknowledges(self.primary)
+
+    def wait_synced(self, seconds: float = 30.0) -> None:
+        """Wait until the replica has every write the primary has."""
+        assert self.replica is not None
+        wait_until_synced(self.primary, self.replica, seconds)
+
+    @property
+    def replica_url(self) -> str:
+        assert self.replica is not None
+        return self.replica.url
+
+
+    @property
+    def url(self) -> str:
+        return self.primary.url
+
+    def stop(self) -> None:
+        if self.replica is not None:
+            if self.replica.process is not None and self.replica.process.poll() is None:
+                self.replica.resume()  # a stopped process does not act on SIGTERM
+            self.replica.stop()
+        self.primary.stop()
+
+
+class SentinelServer(RedisServer):
+    """One Redis Sentinel (``redis-server CONFIG --sentinel``) watching ``primary_port``."""
+
+    def __init__(
+        self, directory: Path, service: str, primary_port: int, down_after_ms: int, failover_timeout_ms: int
+    ) -> None:
+        super().__init__(directory)
+        self.service = service
+        self.primary_port = primary_port
+        self.down_after_ms = down_after_ms
+        self.failover_timeout_ms = failover_timeout_ms
+
+    def _args(self) -> list[str]:
+        config = self.directory / "sentinel.conf"  # Sentinel rewrites it: written anew at each start
+        config.write_text(
+            f"port {self.port}\n"
+            f"bind {HOST}\n"
+            f"dir {self.directory}\n"
+            f"logfile {self.directory / 'sentinel.log'}\n"
+            f"sentinel monitor {self.service} {HOST} {self.primary_port} 2\n"
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {self.service} 1\n"
+        )
+        return [self.binary, str(config), "--sentinel"]
+
+
+class Sentinels:
+    """Three Sentinels (quorum 2) watching one primary as ``service``, with short
+    failure detection (``down_after_ms``) so that a failover takes seconds."""
+
+    def __init__(
+        self,
+        directory: Path,
+        primary_port: int,
+        service: str = "sqlkvtest",
+        down_after_ms: int = 1000,
+        failover_timeout_ms: int = 3000,
+    ) -> None:
+        self.service = service
+        self.primary_port = primary_port
+        self.nodes = [
+            SentinelServer(Path(directory) / f"sentinel{i}", service, primary_port, down_after_ms, failover_timeout_ms)
+            for i in range(3)
+        ]
+
+    def start(self, replicas: int = 1) -> Sentinels:
+        """Start them and wait until each knows the primary's replicas and the other two."""
+        for node in self.nodes:
+            node.start()
+
+        def ready() -> bool:
+            for node in self.nodes:
+                fields = self.primary_state(node)
+                if int(fields["num-slaves"]) < replicas or int(fields["num-other-sentinels"]) < 2:
+                    return False
+            return True
+
+        wait_until("the Sentinels discovering the replica and each other", ready)
+        return self
+
+    def primary_state(self, node: SentinelServer) -> dict:
+        """What ``node`` says of the primary (``SENTINEL MASTER``): flags, port, counts."""
+        state = node.command("SENTINEL", "MASTER", self.service)
+        return dict(zip(state[::2], state[1::2])) if isinstance(state, list) else state
+
+    def primary_port_now(self) -> int:
+        """The primary's port as the first Sentinel that answers names it."""
+        for node in self.nodes:
+            try:
+                _, port = node.command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)
+                return int(port)
+            except _redis_errors():
+                continue
+        raise RuntimeError("no Sentinel answers")
+
+    def wait_failover(self, old_port: int, seconds: float = 30.0) -> int:
+        """Wait until the Sentinels name another primary, and it takes writes; its port."""
+
+        def moved() -> bool:
+            # Every Sentinel names the new primary and sees it up (what redis-py's
+            # discovery asks), and the primary says it is one.
+            ports = set()
+            for node in self.nodes:
+                fields = self.primary_state(node)
+                if fields["flags"] != "master":
+                    return False
+                ports.add(int(fields["port"]))
+            (port,) = ports if len(ports) == 1 else (old_port,)
+            return port != old_port and info(port, "replication").get("role") == "master"
+
+        wait_until("the Sentinels promoting a replica", moved, seconds)
+        return self.primary_port_now()
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"{HOST}:{node.port}" for node in self.nodes)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+
+class RedisCluster3:
+    """Three cluster-enabled servers joined as a Redis Cluster of three primaries;
+    with ``replicas=1``, six, each primary with a replica that may replace it
+    (``node_timeout_ms`` is how long a silent node takes to be failed over)."""
+
+    def __init__(self, directory: Path, replicas: int = 0, node_timeout_ms: int = CLUSTER_NODE_TIMEOUT_MS) -> None:
+        extra = ["--cluster-node-timeout", str(node_timeout_ms)]  # the last one given counts
+        if replicas:  # a replica may take over however long it was cut off from its primary
+            extra += ["--cluster-replica-validity-factor", "0"]
+        self.replicas = replicas
+        self.nodes = [
+            RedisServer(Path(directory) / f"node{i}", cluster=True, extra=extra)
+            for i in range(3 * (1 + replicas))
+        ]
 
     def start(self) -> RedisCluster3:
         for node in self.nodes:
@@ -175,15 +407,31 @@ class RedisCluster3:
             raise RuntimeError("redis-cli is missing (it comes with redis-server)")
         subprocess.run(
             [cli, "--cluster", "create", *(f"{HOST}:{n.port}" for n in self.nodes),
-             "--cluster-replicas", "0", "--cluster-yes"],
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
             check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60,
         )
-        deadline = time.monotonic() + 30
-        while not all("cluster_state:ok" in node.command("CLUSTER", "INFO") for node in self.nodes):
-            if time.monotonic() > deadline:
-                raise RuntimeError("the Redis Cluster did not reach state ok in 30 s")
-            time.sleep(0.05)
+        self.wait_ok(self.nodes)
+        if self.replicas:
+            wait_until("every replica acknowledging its primary", lambda: all(
+                replica_acknowledges(node) for node in self.nodes
+                if node.info("replication").get("role") == "master"
+            ))
         return self
+
+    def wait_ok(self, nodes: list[RedisServer], seconds: float = 30.0) -> None:
+        """Wait until each of ``nodes`` says the cluster's state is ok."""
+        wait_until(
+            "the Redis Cluster reaching state ok",
+            lambda: all("cluster_state:ok" in str(node.command("CLUSTER", "INFO")) for node in nodes),
+            seconds,
+        )
+
+    def node_at(self, port: int) -> RedisServer:
+        return next(node for node in self.nodes if node.port == port)
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        """The replica of ``primary`` (as the primary lists it)."""
+        return self.node_at(int(primary.info("replication")["slave0"]["port"]))
 
     @property
     def url(self) -> str:

@@ -23,6 +23,21 @@ slot; a batch spanning slots is refused). Scripts are sent by their SHA1 and
 loaded on the first ``NOSCRIPT``. Connection errors are not retried: a
 command whose answer was lost may have been applied, and only the caller may
 decide what to do then (the engine reopens the database on its next call).
+
+**Replicas.** With ``replicas=N`` every write is followed, in the same
+pipeline (one round trip), by ``WAIT N timeout``: a write is acknowledged
+only once N replicas hold it; one the primary applied that fewer replicas
+acknowledged in ``replica_timeout`` seconds raises :class:`NotReplicatedError`
+(a commit's caller hears :class:`~sqlkv.OutcomeUnknownError`). Every write
+waits, the lease's takes and renewals too: replication keeps the primary's
+order, so a replica promoted after any acknowledged write holds the writer's
+lease as of that write, and does not hand it to another writer sooner than
+the old primary would have. (Fencing itself does not rest on this, but on
+the lease's generation and random token, which no failover can make repeat.)
+
+**Sentinel.** ``redis+sentinel://`` opens the primary a set of Sentinels
+names (redis-py's ``Sentinel.master_for``); after a failover the next
+connection asks them again, so the store follows the new primary by itself.
 """
 
 from __future__ import annotations
@@ -30,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import math
 import weakref
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -38,10 +54,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 import redis.asyncio
 import redis.asyncio.cluster
+import redis.asyncio.sentinel
 import redis.cluster
+import redis.sentinel
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
-from redis.connection import URL_QUERY_ARGUMENT_PARSERS, parse_url
+from redis.connection import URL_QUERY_ARGUMENT_PARSERS, AbstractConnection, SSLConnection, parse_url
 from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
@@ -51,6 +69,10 @@ from .store import StoreLimits
 
 DEFAULT_NAMESPACE = "sqlkv"
 HASH_TAG_MODES = ("database", "namespace")
+#: How long a write waits for its replicas (``replica_timeout``), in seconds.
+DEFAULT_REPLICA_TIMEOUT = 1.0
+#: The port a Sentinel listens on when its address names none.
+SENTINEL_PORT = 26379
 
 #: Redis's defaults: 512 MB per string (proto-max-bulk-len) and 1 GB per
 #: request (client-query-buffer-limit); a batch of 512 MiB with its keys and
@@ -137,14 +159,72 @@ class KeySpace:
         return b"{" + escaped + b"[}/]*"
 
 
-class _RedisKeys:
-    """What both store classes share: the key space, limits, and turning a
-    ``write_batch`` into the script's keys and arguments."""
+class NotReplicatedError(StoreError):
+    """The primary applied a write, but fewer replicas than ``replicas`` acknowledged
+    it within ``replica_timeout``: a failover now could lose it. For a commit the
+    caller hears :class:`~sqlkv.OutcomeUnknownError` (``committed is None``) with
+    this as its ``__cause__``."""
 
-    def __init__(self, namespace: str, hash_tag: str, cluster: bool, limits: StoreLimits | None) -> None:
+
+def check_replication(replicas: object, replica_timeout: object) -> tuple[int, float]:
+    """``replicas`` and ``replica_timeout`` as the store keeps them; a
+    :class:`ConfigError` naming the bad one."""
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise ConfigError(f"RedisStore replicas must be an int >= 0, not {replicas!r}")
+    if (
+        not isinstance(replica_timeout, (int, float))
+        or isinstance(replica_timeout, bool)
+        or not math.isfinite(replica_timeout)
+        or replica_timeout <= 0
+    ):
+        raise ConfigError(
+            f"RedisStore replica_timeout must be a positive number of seconds, not {replica_timeout!r}"
+        )
+    return replicas, float(replica_timeout)
+
+
+class _RedisKeys:
+    """What both store classes share: the key space, limits, replication, and
+    turning a ``write_batch`` into the script's keys and arguments."""
+
+    def __init__(
+        self,
+        namespace: str,
+        hash_tag: str,
+        cluster: bool,
+        limits: StoreLimits | None,
+        replicas: int = 0,
+        replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
+    ) -> None:
         self.keyspace = KeySpace(namespace, hash_tag)
         self.cluster = cluster
         self.limits = REDIS_LIMITS if limits is None else limits
+        self.replicas, self.replica_timeout = check_replication(replicas, replica_timeout)
+        #: WAIT's timeout, in milliseconds (0 would wait for ever).
+        self._wait_ms = max(1, round(self.replica_timeout * 1000))
+
+    def _wait_command(self) -> tuple[str, int, int]:
+        return ("WAIT", self.replicas, self._wait_ms)
+
+    def _check_replies(self, replies: list[Any], wrote: bool) -> Any:
+        """The write's reply from ``[write's reply, WAIT's reply]``; a
+        :class:`NotReplicatedError` when it wrote and too few replicas hold it."""
+        reply, acked = replies
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(acked, Exception):
+            if wrote:
+                raise NotReplicatedError(
+                    f"the primary applied the write, but WAIT failed: {acked}"
+                ) from acked
+            return reply
+        if wrote and acked < self.replicas:
+            raise NotReplicatedError(
+                f"the primary applied the write, but {acked} of the {self.replicas} replica(s) "
+                f"asked for acknowledged it within {self.replica_timeout:g} s (replica_timeout); "
+                "a failover now could lose it"
+            )
+        return reply
 
     @property
     def namespace(self) -> str:
@@ -183,10 +263,38 @@ class _RedisKeys:
         return iter(raws)
 
 
-def _check_client(client: object) -> None:
+def _applied(reply: object) -> bool:
+    """Whether the write script's reply says it wrote (its expectations held)."""
+    return reply == 1
+
+
+def _always(reply: object) -> bool:
+    return True
+
+
+#: The socket timeout of a redis-py connection not given one (5 s in redis-py 5 to 8).
+_DEFAULT_SOCKET_TIMEOUT = inspect.signature(AbstractConnection.__init__).parameters["socket_timeout"].default
+
+
+def _sentinels_of(client: object) -> list[Any]:
+    """The Sentinel clients behind a ``master_for`` client (none for another client)."""
+    manager = getattr(getattr(client, "connection_pool", None), "sentinel_manager", None)
+    return list(getattr(manager, "sentinels", ()))
+
+
+def _check_client(client: object, replicas: int = 0, replica_timeout: float = 0.0) -> None:
     kwargs = getattr(client, "get_connection_kwargs", None)
-    if callable(kwargs) and kwargs().get("decode_responses"):
+    if not callable(kwargs):  # a cluster client: its nodes' options are not at hand
+        return
+    options = kwargs()
+    if options.get("decode_responses"):
         raise ConfigError("RedisStore needs a Redis client with decode_responses=False (values are bytes)")
+    socket_timeout = options.get("socket_timeout", _DEFAULT_SOCKET_TIMEOUT)
+    if replicas and socket_timeout is not None and replica_timeout >= socket_timeout:
+        raise ConfigError(
+            f"RedisStore replica_timeout ({replica_timeout:g} s) must be shorter than the "
+            f"client's socket_timeout ({socket_timeout:g} s), which would cut every wait short"
+        )
 
 
 class RedisStore(_RedisKeys):
@@ -197,6 +305,9 @@ class RedisStore(_RedisKeys):
     ``namespace`` separates applications sharing a server; ``hash_tag`` is
     ``"database"`` (one hash slot per database) or ``"namespace"`` (one for all).
     ``limits`` overrides :data:`REDIS_LIMITS` for a server configured otherwise.
+    ``replicas`` (default 0: none) is how many replicas must hold each write
+    before it is acknowledged, waiting up to ``replica_timeout`` seconds (see
+    the module docstring); keep it below the client's ``socket_timeout``.
     """
 
     def __init__(
@@ -206,23 +317,55 @@ class RedisStore(_RedisKeys):
         namespace: str = DEFAULT_NAMESPACE,
         hash_tag: str = "database",
         limits: StoreLimits | None = None,
+        replicas: int = 0,
+        replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
     ) -> None:
-        _check_client(client)
-        super().__init__(namespace, hash_tag, isinstance(client, redis.cluster.RedisCluster), limits)
+        cluster = isinstance(client, redis.cluster.RedisCluster)
+        super().__init__(namespace, hash_tag, cluster, limits, replicas, replica_timeout)
+        _check_client(client, self.replicas, self.replica_timeout)
         self.client = client
+        # After a failed write to a cluster node, ask the cluster where the slots are again.
+        self._refresh_slots = False
 
     @classmethod
     def from_url(cls, url: str, **client_kwargs: Any) -> RedisStore:
-        """A store from ``redis://``, ``rediss://``, ``redis+cluster://`` or
-        ``rediss+cluster://`` (see :func:`parse_redis_url` for the options)."""
+        """A store from ``redis://``, ``rediss://``, ``redis+cluster://``,
+        ``rediss+cluster://``, ``redis+sentinel://`` or ``rediss+sentinel://``
+        (see :func:`parse_redis_url` for the options)."""
         target = parse_redis_url(url)
         client_kwargs.setdefault("retry", Retry(NoBackoff(), 0))
-        client_cls = redis.cluster.RedisCluster if target.cluster else redis.Redis
         try:
-            client = client_cls.from_url(target.client_url, **client_kwargs)
+            if target.sentinels:
+                client = target.sentinel_master(redis.sentinel.Sentinel, client_kwargs)
+            else:
+                client_cls = redis.cluster.RedisCluster if target.cluster else redis.Redis
+                client = client_cls.from_url(target.client_url, **client_kwargs)
         except (redis.RedisError, redis.cluster.RedisClusterException) as exc:
             raise StoreError(f"cannot reach Redis at {target.safe_url}: {exc}") from exc
-        return cls(client, **target.store_kwargs)  # type: ignore[arg-type]
+        return cls(client, **target.store_kwargs)
+
+    def _replicated(self, route_key: bytes, command: tuple[Any, ...], wrote: Any) -> Any:
+        """``command``'s reply, sent with ``WAIT`` in one pipeline (one round trip) to
+        the primary of ``route_key``; ``wrote(reply)`` says whether it wrote, and so
+        whether too few replicas is a :class:`NotReplicatedError`."""
+        client = self.client
+        if self.cluster:
+            if self._refresh_slots:
+                client.nodes_manager.initialize()
+                self._refresh_slots = False
+            client = client.get_redis_connection(client.get_node_from_key(route_key))
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                pipe.execute_command(*command)
+                pipe.execute_command(*self._wait_command())
+                replies = pipe.execute(raise_on_error=False)
+        except redis.RedisError:
+            self._refresh_slots = self.cluster
+            raise
+        if self.cluster and any(isinstance(r, Exception) for r in replies):
+            self._refresh_slots = True  # MOVED, CLUSTERDOWN, ...: the slot may have moved
+        reply = replies[0]
+        return self._check_replies(replies, not isinstance(reply, Exception) and wrote(reply))
 
     # -- the store calls ----------------------------------------------------------
 
@@ -238,7 +381,11 @@ class RedisStore(_RedisKeys):
         return self.client.mget(rkeys)
 
     def put(self, key: bytes, value: bytes) -> None:
-        self.client.set(self.keyspace.key(key), value)
+        rkey = self.keyspace.key(key)
+        if self.replicas:
+            self._replicated(rkey, ("SET", rkey, value), _always)
+        else:
+            self.client.set(rkey, value)
 
     def put_batch(self, entries: list[tuple[bytes, bytes]]) -> None:
         self.write_batch(entries, [])
@@ -252,15 +399,22 @@ class RedisStore(_RedisKeys):
         deletes: list[bytes],
         expect: dict[bytes, bytes | None] | None = None,
     ) -> bool:
-        """Apply ``puts`` and ``deletes`` in one atomic script if every expectation holds."""
+        """Apply ``puts`` and ``deletes`` in one atomic script if every expectation
+        holds (and, with ``replicas``, once that many replicas hold them)."""
         call = self._script_call(puts, deletes, expect)
         if call is None:
             return True
+        if self.replicas:
+            try:
+                applied = self._replicated(call[1], ("EVALSHA", WRITE_BATCH_SHA, *call), _applied)
+            except NoScriptError:
+                applied = self._replicated(call[1], ("EVAL", WRITE_BATCH_LUA, *call), _applied)
+            return _applied(applied)
         try:
             applied = self.client.evalsha(WRITE_BATCH_SHA, *call)
         except NoScriptError:
             applied = self.client.eval(WRITE_BATCH_LUA, *call)
-        return applied == 1
+        return _applied(applied)
 
     def scan(self, prefix: bytes = b"") -> Iterator[bytes]:
         """The store keys of this namespace that start with ``prefix``, in byte order."""
@@ -268,8 +422,10 @@ class RedisStore(_RedisKeys):
         return self._scan_raw(found, prefix)
 
     def close(self) -> None:
-        """Close the client's connections."""
+        """Close the client's connections (and its Sentinels', for a ``+sentinel`` URL's)."""
         self.client.close()
+        for sentinel in _sentinels_of(self.client):
+            sentinel.close()
 
     def __enter__(self) -> RedisStore:
         return self
@@ -285,6 +441,9 @@ class AsyncRedisStore(_RedisKeys):
     store keeps one client per event loop, each made by ``client_factory``
     (a function of no arguments): the same store serves the async API on the
     caller's loop and the sync API on a private one.
+
+    ``replicas`` and ``replica_timeout`` are :class:`RedisStore`'s; on a Redis
+    Cluster they are refused (use :class:`RedisStore` there).
     """
 
     def __init__(
@@ -294,6 +453,8 @@ class AsyncRedisStore(_RedisKeys):
         namespace: str = DEFAULT_NAMESPACE,
         hash_tag: str = "database",
         limits: StoreLimits | None = None,
+        replicas: int = 0,
+        replica_timeout: float = DEFAULT_REPLICA_TIMEOUT,
     ) -> None:
         if not callable(client_factory):
             raise ConfigError("AsyncRedisStore takes a function that makes a redis.asyncio client")
@@ -302,20 +463,24 @@ class AsyncRedisStore(_RedisKeys):
             weakref.WeakKeyDictionary()
         )
         # Whether the clients are cluster clients is known once the first is made.
-        super().__init__(namespace, hash_tag, False, limits)
+        super().__init__(namespace, hash_tag, False, limits, replicas, replica_timeout)
 
     @classmethod
     def from_url(cls, url: str, **client_kwargs: Any) -> AsyncRedisStore:
         """An async store from the same URLs as :meth:`RedisStore.from_url`."""
         target = parse_redis_url(url)
-        client_cls = redis.asyncio.cluster.RedisCluster if target.cluster else redis.asyncio.Redis
+        if target.cluster and target.store_kwargs.get("replicas"):
+            raise ConfigError(_NO_ASYNC_CLUSTER_REPLICAS)
 
         def factory() -> Any:
             kwargs = dict(client_kwargs)
             kwargs.setdefault("retry", AsyncRetry(NoBackoff(), 0))
+            if target.sentinels:
+                return target.sentinel_master(redis.asyncio.sentinel.Sentinel, kwargs)
+            client_cls = redis.asyncio.cluster.RedisCluster if target.cluster else redis.asyncio.Redis
             return client_cls.from_url(target.client_url, **kwargs)
 
-        return cls(factory, **target.store_kwargs)  # type: ignore[arg-type]
+        return cls(factory, **target.store_kwargs)
 
     @property
     def client(self) -> Any:
@@ -327,8 +492,10 @@ class AsyncRedisStore(_RedisKeys):
             for ended in [other for other in self._clients if other.is_closed()]:
                 del self._clients[ended]
             client = self._factory()
-            _check_client(client)
+            _check_client(client, self.replicas, self.replica_timeout)
             self.cluster = isinstance(client, redis.asyncio.cluster.RedisCluster)
+            if self.cluster and self.replicas:
+                raise ConfigError(_NO_ASYNC_CLUSTER_REPLICAS)
             self._clients[loop] = client
         return client
 
@@ -344,8 +511,21 @@ class AsyncRedisStore(_RedisKeys):
             return await client.mget_nonatomic(rkeys)
         return await client.mget(rkeys)
 
+    async def _replicated(self, command: tuple[Any, ...], wrote: Any) -> Any:
+        """:meth:`RedisStore._replicated`, on this loop's client (never a cluster's)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.execute_command(*command)
+            pipe.execute_command(*self._wait_command())
+            replies = await pipe.execute(raise_on_error=False)
+        reply = replies[0]
+        return self._check_replies(replies, not isinstance(reply, Exception) and wrote(reply))
+
     async def put(self, key: bytes, value: bytes) -> None:
-        await self.client.set(self.keyspace.key(key), value)
+        rkey = self.keyspace.key(key)
+        if self.replicas:
+            await self._replicated(("SET", rkey, value), _always)
+        else:
+            await self.client.set(rkey, value)
 
     async def put_batch(self, entries: list[tuple[bytes, bytes]]) -> None:
         await self.write_batch(entries, [])
@@ -364,11 +544,17 @@ class AsyncRedisStore(_RedisKeys):
         call = self._script_call(puts, deletes, expect)
         if call is None:
             return True
+        if self.replicas:
+            try:
+                applied = await self._replicated(("EVALSHA", WRITE_BATCH_SHA, *call), _applied)
+            except NoScriptError:
+                applied = await self._replicated(("EVAL", WRITE_BATCH_LUA, *call), _applied)
+            return _applied(applied)
         try:
             applied = await client.evalsha(WRITE_BATCH_SHA, *call)
         except NoScriptError:
             applied = await client.eval(WRITE_BATCH_LUA, *call)
-        return applied == 1
+        return _applied(applied)
 
     async def scan(self, prefix: bytes = b"") -> Iterator[bytes]:
         """The store keys of this namespace that start with ``prefix``, in byte order."""
@@ -380,11 +566,21 @@ class AsyncRedisStore(_RedisKeys):
         client = self._clients.pop(asyncio.get_running_loop(), None)
         if client is not None:
             await client.aclose()
+            for sentinel in _sentinels_of(client):
+                await sentinel.aclose()
+
+
+_NO_ASYNC_CLUSTER_REPLICAS = (
+    "AsyncRedisStore cannot wait for replicas on a Redis Cluster; use RedisStore "
+    "(sqlkv.open_store) there, which serves the async API too"
+)
 
 
 # -- URLs -------------------------------------------------------------------------
 
-STORE_URL_OPTIONS = ("namespace", "hash_tag")
+STORE_URL_OPTIONS = ("namespace", "hash_tag", "replicas", "replica_timeout")
+#: Options of ``redis+sentinel://`` only: how to log in to the Sentinels themselves.
+SENTINEL_URL_OPTIONS = ("sentinel_username", "sentinel_password")
 #: The URL option that bounds every Redis call: seconds, for both of redis-py's
 #: socket timeouts unless the URL gives one of them itself.
 TIMEOUT_URL_OPTION = "timeout"
@@ -403,13 +599,47 @@ def _timeout_seconds(value: str) -> str:
 
 
 class RedisTarget:
-    """A parsed store URL: what the redis client gets, and what the store gets."""
+    """A parsed store URL: what the redis client gets, and what the store gets.
 
-    def __init__(self, client_url: str, safe_url: str, cluster: bool, store_kwargs: dict[str, str]) -> None:
+    For ``+sentinel`` URLs ``sentinels`` holds the Sentinels' addresses and
+    ``service_name`` the primary they watch; ``client_url`` then carries only the
+    primary's login, database and options (its host is a placeholder).
+    """
+
+    def __init__(
+        self,
+        client_url: str,
+        safe_url: str,
+        cluster: bool,
+        store_kwargs: dict[str, Any],
+        sentinels: list[tuple[str, int]] | None = None,
+        service_name: str = "",
+        sentinel_login: dict[str, str] | None = None,
+    ) -> None:
         self.client_url = client_url
         self.safe_url = safe_url
         self.cluster = cluster
         self.store_kwargs = store_kwargs
+        self.sentinels = sentinels or []
+        self.service_name = service_name
+        self.sentinel_login = sentinel_login or {}
+
+    def sentinel_master(self, sentinel_cls: Any, client_kwargs: dict[str, Any]) -> Any:
+        """A client of the primary the Sentinels name, made with ``sentinel_cls``
+        (redis-py's sync or asyncio ``Sentinel``): it asks them again for the primary
+        whenever it connects, so it follows a failover. TLS (``rediss+sentinel``) and
+        the socket and TLS options apply to the Sentinels too."""
+        kwargs = parse_url(self.client_url)
+        tls = kwargs.pop("connection_class", None) is SSLConnection
+        kwargs.pop("host", None)
+        kwargs.pop("port", None)
+        kwargs.update(client_kwargs)
+        sentinel_kwargs = {k: v for k, v in kwargs.items() if k.startswith(("socket_", "ssl_"))}
+        if tls:
+            kwargs["ssl"] = sentinel_kwargs["ssl"] = True
+        sentinel_kwargs.update(self.sentinel_login)
+        sentinel = sentinel_cls(self.sentinels, sentinel_kwargs=sentinel_kwargs, **kwargs)
+        return sentinel.master_for(self.service_name)
 
 
 def _client_options() -> set[str]:
@@ -420,60 +650,124 @@ def _client_options() -> set[str]:
     return names
 
 
+def _store_option(url: str, name: str, value: str) -> Any:
+    """A store option of the URL as the store takes it; a :class:`ConfigError` naming it."""
+    if name == "replicas":
+        if not value.isdigit():
+            raise ConfigError(f"Redis URL option replicas must be a whole number >= 0, not {value!r}")
+        return int(value)
+    if name == "replica_timeout":
+        try:
+            seconds = float(value)
+        except ValueError:
+            seconds = math.nan
+        if not (math.isfinite(seconds) and seconds > 0):
+            raise ConfigError(
+                f"Redis URL option replica_timeout must be a positive number of seconds, not {value!r}"
+            )
+        return seconds
+    return value
+
+
+def _sentinel_addresses(url: str, hosts: str) -> list[tuple[str, int]]:
+    """``host[:port],host[:port]...`` as addresses (port 26379 when none is given)."""
+    addresses = []
+    for text in hosts.split(","):
+        one = urlsplit("//" + text.strip())
+        try:
+            port = one.port
+        except ValueError as exc:
+            raise ConfigError(f"Redis Sentinel URL {url!r}: {exc}") from None
+        if not one.hostname:
+            raise ConfigError(
+                f"Redis Sentinel URL {url!r} has an empty Sentinel address; "
+                "list them as host:port,host:port"
+            )
+        addresses.append((one.hostname, port or SENTINEL_PORT))
+    return addresses
+
+
 def parse_redis_url(url: str) -> RedisTarget:
     """Split a store URL into the redis client's URL and the store's options.
 
     ``redis://[[user]:password@]host[:port][/db][?option=value&...]``, with
-    ``rediss`` for TLS and ``+cluster`` for Redis Cluster (database 0 only).
-    Options: ``namespace`` and ``hash_tag`` (the store's), ``timeout`` (seconds
-    any one Redis call may take: both socket timeouts, unless one is given
-    itself; redis-py's default is 5 s), and redis-py's connection options such
-    as ``socket_timeout``, ``socket_connect_timeout``, ``client_name``,
-    ``ssl_cert_reqs``. An unknown option is a :class:`ConfigError` naming it.
+    ``rediss`` for TLS and ``+cluster`` for Redis Cluster (database 0 only);
+    ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...]/service_name[/db]``
+    for a primary that Redis Sentinels watch (the login is the primary's; the
+    Sentinels' own is ``sentinel_username``/``sentinel_password``).
+    Options: ``namespace``, ``hash_tag``, ``replicas`` and ``replica_timeout``
+    (the store's), ``timeout`` (seconds any one Redis call may take: both
+    socket timeouts, unless one is given itself; redis-py's default is 5 s),
+    and redis-py's connection options such as ``socket_timeout``,
+    ``socket_connect_timeout``, ``client_name``, ``ssl_cert_reqs``. An unknown
+    option is a :class:`ConfigError` naming it.
     """
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     base, plus, variant = scheme.partition("+")
-    if base not in ("redis", "rediss") or (plus and variant != "cluster"):
+    if base not in ("redis", "rediss") or (plus and variant not in ("cluster", "sentinel")):
         raise ConfigError(
-            f"not a Redis store URL: {url!r} (use redis://, rediss://, redis+cluster:// "
-            "or rediss+cluster://)"
+            f"not a Redis store URL: {url!r} (use redis://, rediss://, redis+cluster://, "
+            "rediss+cluster://, redis+sentinel:// or rediss+sentinel://)"
         )
-    if not parts.hostname:
-        raise ConfigError(f"Redis URL {url!r} names no host, as in redis://127.0.0.1:6379/0")
-    try:
-        port = parts.port
-    except ValueError as exc:
-        raise ConfigError(f"Redis URL {url!r}: {exc}") from None
     cluster = variant == "cluster"
-    store_kwargs: dict[str, str] = {}
+    sentinel = variant == "sentinel"
+    login, _, hosts = parts.netloc.rpartition("@")
+    path = parts.path
+    sentinels: list[tuple[str, int]] | None = None
+    service_name = ""
+    if sentinel:
+        sentinels = _sentinel_addresses(url, hosts)
+        service_name, _, path = path.lstrip("/").partition("/")
+        if not service_name:
+            raise ConfigError(
+                f"Redis Sentinel URL {url!r} names no service, as in "
+                "redis+sentinel://127.0.0.1:26379/mymaster"
+            )
+        path = "/" + path
+        host = hosts
+    else:
+        if not parts.hostname:
+            raise ConfigError(f"Redis URL {url!r} names no host, as in redis://127.0.0.1:6379/0")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"Redis URL {url!r}: {exc}") from None
+        host = parts.hostname + (f":{port}" if port else "")
+    store_kwargs: dict[str, Any] = {}
+    sentinel_login: dict[str, str] = {}
     client_query = []
     allowed = _client_options() - {TIMEOUT_URL_OPTION}
     timeout: str | None = None
     for name, value in parse_qsl(parts.query, keep_blank_values=True):
         if name in STORE_URL_OPTIONS:
-            store_kwargs[name] = value
+            store_kwargs[name] = _store_option(url, name, value)
         elif name == TIMEOUT_URL_OPTION:
             timeout = _timeout_seconds(value)
+        elif sentinel and name in SENTINEL_URL_OPTIONS:
+            sentinel_login[name.removeprefix("sentinel_")] = value
         elif name in allowed:
             client_query.append((name, value))
         else:
+            extra = f", {', '.join(SENTINEL_URL_OPTIONS)}" if sentinel else ""
             raise ConfigError(
                 f"unknown option {name!r} in Redis URL; the store takes "
-                f"{', '.join(STORE_URL_OPTIONS)}, {TIMEOUT_URL_OPTION} and redis-py's connection options "
+                f"{', '.join(STORE_URL_OPTIONS)}{extra}, {TIMEOUT_URL_OPTION} and redis-py's connection options "
                 "(socket_timeout, socket_connect_timeout, client_name, ...)"
             )
     if timeout is not None:
         given = {name for name, _ in client_query}
         client_query += [(name, timeout) for name in SOCKET_TIMEOUTS if name not in given]
-    if cluster and parts.path.strip("/") not in ("", "0"):
-        raise ConfigError(f"Redis Cluster has only database 0, not {parts.path.strip('/')!r}")
-    client_url = urlunsplit((base, parts.netloc, parts.path, urlencode(client_query), ""))
+    if cluster and path.strip("/") not in ("", "0"):
+        raise ConfigError(f"Redis Cluster has only database 0, not {path.strip('/')!r}")
+    netloc = f"{login}@localhost" if sentinel and login else "localhost" if sentinel else parts.netloc
+    client_url = urlunsplit((base, netloc, path, urlencode(client_query), ""))
 
     try:
         parse_url(client_url)  # the client's own check of every value, before any connection
     except ValueError as exc:
         raise ConfigError(f"bad Redis URL {url!r}: {exc}") from None
-    host = parts.hostname + (f":{port}" if port else "")
     safe_url = f"{scheme}://{host}{parts.path}"
-    return RedisTarget(client_url, safe_url, cluster, store_kwargs)
+    return RedisTarget(
+        client_url, safe_url, cluster, store_kwargs, sentinels, service_name, sentinel_login
+    )

@@ -1,5 +1,6 @@
 """Stores by URL: ``memory://``, ``lmdb://PATH[?options]``, ``redis://``, ``rediss://``,
-``redis+cluster://``, ``rediss+cluster://``.
+``redis+cluster://``, ``rediss+cluster://``, ``redis+sentinel://``, ``rediss+sentinel://``
+(the Redis ones are parsed by :func:`sqlkv.redis_store.parse_redis_url`).
 
 ``lmdb://`` takes the options ``map_size`` (initial map size in bytes),
 ``readonly`` and ``create`` (``1``/``true`` or ``0``/``false``); see
@@ -85,6 +86,8 @@ SCHEMES: dict[str, Callable[[str, bool], KvStore]] = {
     "rediss": _redis,
     "redis+cluster": _redis,
     "rediss+cluster": _redis,
+    "redis+sentinel": _redis,
+    "rediss+sentinel": _redis,
 }
 
 
