@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 import sqlkv
-from sqlkv import cli
+from sqlkv.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
