@@ -69,13 +69,20 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .. import environment
 from ..errors import ConfigError
 
-if TYPE_CHECKING:
-    from .group import CommitGroup
+
+class CallGroup(Protocol):
+    """What the pool needs of a database's group commit (:class:`~sqlkv.runtime.group.CommitGroup`),
+    declared here so that this module does not import the one that imports it."""
+
+    @property
+    def held(self) -> list[Any]: ...
+    def run(self, future: Any, fn: Callable[..., Any], args: tuple, last_of_turn: bool) -> list[tuple[Any, bool, Any]]: ...
+    def settle(self) -> list[tuple[Any, bool, Any]]: ...
 
 
 def _STOP() -> None:
@@ -487,7 +494,7 @@ class Worker:
         #: Whether a thread runs this worker's calls or it waits in the ready line (pool's lock).
         self.scheduled = False
         #: The database's group commit (group.py), which then runs its calls; ``None``: none.
-        self.group: CommitGroup | None = None
+        self.group: CallGroup | None = None
         self._stopping = False
         #: Set on a pool thread once the worker has left its pool; made when it
         #: is told to stop (a future holds a lock and a condition: not worth

@@ -28,15 +28,46 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol
 
 from ..engine.common import Engine, QueryResult, RunResult
 from ..errors import ConfigError, Error, TransactionError
+from .pool import Worker
 
-if TYPE_CHECKING:
-    from .connection import Connection
-    from .database import Database
+
+class TransactionHost(Protocol):
+    """What a :class:`Transaction` needs of its :class:`~sqlkv.runtime.connection.Connection`,
+    declared here so that this module does not import the one that imports it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def _engine(self) -> Engine: ...
+    def _hold(self, tx: Transaction, begin: Callable[[], None]) -> None: ...
+    def _holds(self, tx: Transaction) -> bool: ...
+    def _let_go(self) -> None: ...
+
+
+class AsyncTransactionHost(Protocol):
+    """What an :class:`AsyncTransaction` needs of its :class:`~sqlkv.runtime.database.Database`,
+    declared here so that this module does not import the one that imports it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def _engine(self) -> Engine: ...
+    @property
+    def _worker(self) -> Worker: ...
+    def _check_usable(self) -> None: ...
+    async def _take_turn(self, taker: AsyncTransaction | None) -> None: ...
+    async def _on_worker(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+    def _let_go(self, taker: AsyncTransaction | None) -> None: ...
+    def _closed_error(self) -> Error: ...
+    async def _watching(self, awaitable: Awaitable[Any]) -> Any: ...
+
 
 #: ``transaction(mode=...)``: SQLite's ``BEGIN DEFERRED | IMMEDIATE | EXCLUSIVE``.
 MODES = ("deferred", "immediate", "exclusive")
@@ -181,7 +212,7 @@ class Transaction:
     :class:`TransactionError`.
     """
 
-    def __init__(self, conn: Connection, mode: str = "deferred") -> None:
+    def __init__(self, conn: TransactionHost, mode: str = "deferred") -> None:
         self._conn = conn
         self._core = TransactionCore(conn._engine, conn.name, mode)
         self._lock = threading.Lock()  # the transaction's own calls, one at a time
@@ -261,7 +292,7 @@ class AsyncTransaction:
     cancelled while waiting for it.
     """
 
-    def __init__(self, db: Database, mode: str = "deferred") -> None:
+    def __init__(self, db: AsyncTransactionHost, mode: str = "deferred") -> None:
         self._db = db
         self._core = TransactionCore(db._engine, db.name, mode)
         #: The task that entered the transaction and holds the database.

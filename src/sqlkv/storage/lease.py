@@ -320,7 +320,7 @@ class Leaser:
         """Push ``lease``'s expiry a lease length ahead now; ``False`` if another writer took it."""
         return self.transport.write_batch([lease.renewed_expiry()], [], lease.fence)
 
-    def _lost_to_another_writer(self, lease: Lease) -> None:
+    def _lost_to_another_writer(self, lease: renewer.Renewable) -> None:
         """A renewal found another writer's generation: ``lease``'s commits will be refused."""
         with self._lock:
             self._lost.add(lease.gen_key)

@@ -31,13 +31,28 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ..errors import Error
 from ..stores.contract import AnyKvStore, StoreClient, StoreLimits
 
-if TYPE_CHECKING:
-    from .lease import Lease
+
+class Renewable(Protocol):
+    """What the renewer needs of a lease (:class:`~sqlkv.storage.lease.Lease` is one), declared
+    here so that this module does not import the one that imports it."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def gen_key(self) -> bytes: ...
+    @property
+    def expiry_key(self) -> bytes: ...
+    @property
+    def seconds(self) -> float: ...
+    @property
+    def fence(self) -> dict[bytes, bytes | None]: ...
+    def renewed_expiry(self) -> tuple[bytes, bytes]: ...
+    def renewal_bytes(self) -> int: ...
 
 _log = logging.getLogger("sqlkv")
 
@@ -46,13 +61,13 @@ _renewers_lock = threading.Lock()
 
 
 #: Called with a lease a renewal found taken over by another writer.
-OnLost = Callable[["Lease"], None]
+OnLost = Callable[[Renewable], None]
 
 #: Which renewer renews a lease (registered and not yet unregistered).
 _renewer_of: dict[int, Renewer] = {}
 
 
-def register(lease: Lease, transport: StoreClient, on_lost: OnLost) -> None:
+def register(lease: Renewable, transport: StoreClient, on_lost: OnLost) -> None:
     """Have ``lease`` renewed by the renewer of ``transport``'s store (made if it
     has none), through ``transport`` (its holder's, open as long as the lease is
     registered); ``on_lost(lease)`` when a renewal finds another writer's generation."""
@@ -65,13 +80,13 @@ def register(lease: Lease, transport: StoreClient, on_lost: OnLost) -> None:
         _renewer_of[id(lease)] = renewer
 
 
-def renewer_of(lease: Lease) -> Renewer | None:
+def renewer_of(lease: Renewable) -> Renewer | None:
     """The renewer that renews ``lease`` now, if any."""
     with _renewers_lock:
         return _renewer_of.get(id(lease))
 
 
-def unregister(lease: Lease) -> None:
+def unregister(lease: Renewable) -> None:
     """Stop renewing ``lease`` (waiting for a round in flight); nothing if it is not renewed."""
     with _renewers_lock:
         renewer = _renewer_of.pop(id(lease), None)
@@ -90,7 +105,7 @@ class Renewer:
 
     def __init__(self, key: tuple[int, int]) -> None:
         self._key = key
-        self._leases: dict[int, Lease] = {}
+        self._leases: dict[int, Renewable] = {}
         self._on_lost: dict[int, OnLost] = {}
         #: Each lease's holder's transport: a round goes through any one of them,
         #: so renewing adds no store client and no event loop.
@@ -104,7 +119,7 @@ class Renewer:
         self._thread = threading.Thread(target=self._run, name="sqlkv-lease-renewer", daemon=True)
         self._thread.start()
 
-    def add(self, lease: Lease, transport: StoreClient, on_lost: OnLost) -> None:
+    def add(self, lease: Renewable, transport: StoreClient, on_lost: OnLost) -> None:
         """(Under the registry's lock.) Renew ``lease`` from now on."""
         self._leases[id(lease)] = lease
         self._on_lost[id(lease)] = on_lost
@@ -115,7 +130,7 @@ class Renewer:
         if shortest is None or lease.seconds < shortest:
             self._wake.set()  # a shorter lease needs an earlier round
 
-    def remove(self, lease: Lease) -> None:
+    def remove(self, lease: Renewable) -> None:
         """Stop renewing ``lease`` (waiting for a round in flight); the last one ends the thread.
 
         The wait for a round, and for the thread, is bounded by the store's
@@ -142,7 +157,7 @@ class Renewer:
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=30 if wait is None else wait)
 
-    def _forget(self, lease: Lease) -> OnLost | None:
+    def _forget(self, lease: Renewable) -> OnLost | None:
         """(Under the registry's lock.) Drop ``lease``; its ``on_lost``, if it was here."""
         if self._leases.pop(id(lease), None) is None:
             return None
@@ -174,7 +189,7 @@ class Renewer:
                     leases = list(self._leases.values())
                 self.renew(leases)  # none, when the last one left since the wait
 
-    def renew(self, leases: list[Lease]) -> None:
+    def renew(self, leases: list[Renewable]) -> None:
         """One round: renew ``leases`` in as few batches as the store allows
         (nothing when there are none)."""
         transport = self._transport()
@@ -196,7 +211,7 @@ class Renewer:
                     _databases(batch), min(lease.seconds for lease in batch) / 3, exc,
                 )
 
-    def _lost(self, lease: Lease) -> None:
+    def _lost(self, lease: Renewable) -> None:
         """Tell ``lease``'s leaser that another writer has it, and stop renewing it."""
         with _renewers_lock:
             on_lost = self._forget(lease)
@@ -206,7 +221,7 @@ class Renewer:
             on_lost(lease)
 
     @staticmethod
-    def _write(batch: list[Lease], transport: StoreClient) -> bool:
+    def _write(batch: list[Renewable], transport: StoreClient) -> bool:
         puts = [lease.renewed_expiry() for lease in batch]
         expect: dict[bytes, bytes | None] = {}
         for lease in batch:
@@ -221,17 +236,17 @@ class Renewer:
             return next(iter(self._transports.values()), None)
 
     @staticmethod
-    def _batches(leases: list[Lease], transport: StoreClient) -> Iterator[list[Lease]]:
+    def _batches(leases: list[Renewable], transport: StoreClient) -> Iterator[list[Renewable]]:
         """``leases`` split by slot group, then within the store's batch limits."""
         group_of = _slot_grouper(transport.store)
-        groups: dict[bytes, list[Lease]] = {}
+        groups: dict[bytes, list[Renewable]] = {}
         for lease in leases:
             groups.setdefault(group_of(lease.expiry_key), []).append(lease)
         for group in groups.values():
             yield from _within_limits(group, transport.limits)
 
 
-def _databases(leases: list[Lease], shown: int = 3) -> str:
+def _databases(leases: list[Renewable], shown: int = 3) -> str:
     """``database 'a.db'``, or ``12 databases ('a.db', 'b.db', 'c.db', ...)`` for a log line."""
     if len(leases) == 1:
         return f"database {leases[0].name!r}"
@@ -239,10 +254,10 @@ def _databases(leases: list[Lease], shown: int = 3) -> str:
     return f"{len(leases)} databases ({names}{', ...' if len(leases) > shown else ''})"
 
 
-def _within_limits(leases: list[Lease], limits: StoreLimits) -> Iterator[list[Lease]]:
+def _within_limits(leases: list[Renewable], limits: StoreLimits) -> Iterator[list[Renewable]]:
     """Consecutive runs of ``leases`` whose renewal batch fits ``limits``
     (two keys each: the expiry written, the generation expected)."""
-    batch: list[Lease] = []
+    batch: list[Renewable] = []
     size = 0
     for lease in leases:
         cost = lease.renewal_bytes()
