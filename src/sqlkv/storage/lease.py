@@ -130,7 +130,9 @@ def _encode(number: int, token: bytes) -> bytes:
     return _VALUE.pack(number, token)
 
 
-def _decode(value: bytes, key: bytes) -> tuple[int, bytes]:
+def decode_lease_value(value: bytes, key: bytes) -> tuple[int, bytes]:
+    """The number and token a lease value holds (inventory reads them too);
+    :class:`CorruptError` naming ``key`` for a value of the wrong length."""
     if len(value) != _VALUE.size:
         raise CorruptError(
             f"lease value at key {key.hex()} is {len(value)} bytes long, expected {_VALUE.size}"
@@ -146,7 +148,7 @@ def _read(value: bytes | None, key: bytes, name: str, replace_unreadable: bool) 
     if value is None:
         return 0, b""
     try:
-        return _decode(value, key)
+        return decode_lease_value(value, key)
     except CorruptError as exc:
         if replace_unreadable:
             return None
@@ -299,7 +301,7 @@ class Leaser:
         try:
             return transport.write_batch(puts, [], expect)
         except Error as exc:
-            token = _decode(puts[0][1], puts[0][0])[1]
+            token = decode_lease_value(puts[0][1], puts[0][0])[1]
             _orphan(token)
             try:
                 if transport.write_batch([], [key for key, _ in puts], dict(puts)):

@@ -24,8 +24,7 @@ from ..format.layout import Layout, check_file_name, chunk_count, decode_file_me
 from ..storage.commit import readable_record
 from ..storage.files import make_options, open_file, writer_lease
 from ..storage.kvfile import KvFile
-from ..storage.lease import _decode as decode_lease_value
-from ..storage.lease import lease_keys
+from ..storage.lease import decode_lease_value, lease_keys
 from ..storage.options import Options
 from ..storage.storage import sqlite_header
 from ..stores.contract import AnyKvStore, StoreClient
