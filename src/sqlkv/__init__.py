@@ -62,8 +62,7 @@ from .tools.inventory import (
     remove_database,
 )
 from .tools.transfer import SourceFileError, TransferResult, copy_database, export_database, import_database
-
-__version__ = "0.1.0"
+from .version import __version__ as __version__
 
 _REDIS_NAMES = ("AsyncRedisStore", "RedisStore")
 

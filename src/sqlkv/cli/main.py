@@ -31,7 +31,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from .. import __version__, environment
+from .. import environment
 from ..engine.backends import resolve_backend
 from ..errors import (
     ConfigError,
@@ -49,6 +49,7 @@ from ..stores.contract import AnyKvStore
 from ..stores.urls import lmdb_store_path, open_store
 from ..tools.inventory import check_database, lease_info, list_databases, remove_database
 from ..tools.transfer import copy_database, export_database, import_database
+from ..version import __version__
 from .output import FORMATS, Printer, rich_console
 from .shell import Shell, StatementError
 

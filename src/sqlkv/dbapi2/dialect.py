@@ -117,7 +117,7 @@ class SQLKVDialect(SQLiteDialect_pysqlite):
     def retrieve_dbapi_version(self, dbapi: Any) -> Any:
         from sqlalchemy import util
 
-        from .. import __version__
+        from ..version import __version__
 
         return util.parse_version_string(__version__)
 
