@@ -14,8 +14,9 @@ counts are the latency bill.
 from __future__ import annotations
 
 import sqlkv
-from sqlkv import bench, storage
-from sqlkv.latency import metered
+from sqlkv.storage import storage
+from sqlkv.stores.latency import metered
+from sqlkv.tools import bench
 
 MIB = 1024 * 1024
 CACHE_SIZES_MIB = (1, 4, 8, 16, 24, 32, 64)

@@ -10,7 +10,7 @@ given revision gets a ``git worktree`` of its own in a temporary folder,
 removed at the end, so this runs from a clean checkout.
 
 The same workload code runs on both sides: this file and the five workloads
-of docs/workloads.md (``src/sqlkv/bench.py`` of HEAD, or of the working tree)
+of docs/workloads.md (``src/sqlkv/tools/bench.py`` of HEAD, or of the working tree)
 are loaded against each revision's library, in a fresh subprocess per round
 with ``PYTHONPATH`` set to that revision's ``src``. Rounds alternate
 (BASE, HEAD, then HEAD, BASE, ...), so drift on a loaded machine hits both
@@ -126,7 +126,7 @@ def compare(args: argparse.Namespace) -> None:
     order: list[str] = []
     with worktrees(repo, revisions) as trees:
         head_root = trees[1] if args.head else repo
-        bench_py = head_root / "src" / "sqlkv" / "bench.py"
+        bench_py = bench_file(head_root / "src")
         sides = {"base": trees[0] / "src", "head": head_root / "src"}
         start = time.monotonic()
         for round_no in range(args.rounds):
@@ -182,18 +182,53 @@ def report(order: list[str], samples: dict[str, dict[str, list[float]]],
 # -- the child: one round of one job, on whatever sqlkv PYTHONPATH gives ------------
 
 
+# Where issue 23 moved the modules this file and the workloads import (new name: old
+# name), so HEAD's bench.py runs on a library of either layout, before or after the move.
+MOVED = {
+    "sqlkv.stores.latency": "sqlkv.latency",
+    "sqlkv.stores.contract": "sqlkv.store",
+    "sqlkv.stores.urls": "sqlkv.urls",
+    "sqlkv.format.layout": "sqlkv.layout",
+    "sqlkv.runtime.database": "sqlkv.database",
+    "sqlkv.runtime.connection": "sqlkv.sync",
+}
+
+
+def bench_file(src: Path) -> Path:
+    """The workloads' module in the tree ``src``: ``tools/bench.py``, or before the move ``bench.py``."""
+    moved = src / "sqlkv" / "tools" / "bench.py"
+    return moved if moved.is_file() else src / "sqlkv" / "bench.py"
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # its package is missing
+        return False
+
+
+def alias_moved_modules() -> None:
+    """Make each module of ``MOVED`` importable by both names, whichever the library has."""
+    for new, old in MOVED.items():
+        have_new, have_old = _importable(new), _importable(old)
+        if have_new != have_old:
+            present, missing = (new, old) if have_new else (old, new)
+            sys.modules[missing] = importlib.import_module(present)
+
+
 def load_bench(bench_py: Path) -> Any:
-    """HEAD's ``bench.py`` as ``sqlkv.bench`` of the library on the path, so both
+    """HEAD's ``bench.py`` as the workloads' module of the library on the path, so both
     revisions run the same workload code. A name it imports only for its type
     hints, which the first releases lacked, is supplied as ``object``."""
-    import sqlkv.store
-
-    if not hasattr(sqlkv.store, "AnyKvStore"):
-        sqlkv.store.AnyKvStore = object  # type: ignore[attr-defined]
-    spec = importlib.util.spec_from_file_location("sqlkv.bench", bench_py)
+    alias_moved_modules()
+    contract = importlib.import_module("sqlkv.stores.contract")
+    if not hasattr(contract, "AnyKvStore"):
+        contract.AnyKvStore = object
+    name = "sqlkv.tools.bench" if bench_py.parent.name == "tools" else "sqlkv.bench"
+    spec = importlib.util.spec_from_file_location(name, bench_py)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    sys.modules["sqlkv.bench"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 
@@ -214,7 +249,7 @@ def child_group(small: bool) -> None:
     import asyncio
 
     import sqlkv
-    from sqlkv.latency import metered
+    from sqlkv.stores.latency import metered
 
     writers, each = (64, 10) if small else (64, 40)
 
@@ -301,6 +336,7 @@ def child_overhead(small: bool) -> None:
 
 
 def child(job: dict[str, Any], bench_py: Path) -> None:
+    alias_moved_modules()
     kind = job["kind"]
     if kind == "workloads":
         child_workloads(load_bench(bench_py), job["store"], job["api"])

@@ -3,7 +3,7 @@
     python benchmarks/group_commit.py [--rounds 5] [--async-store]
 
 Three cases, each on one database (async API, MemoryStore behind
-:func:`sqlkv.latency.metered`, which sleeps ``latency`` ms in every store call,
+:func:`sqlkv.stores.latency.metered`, which sleeps ``latency`` ms in every store call,
 writer with its lease), each round a new database:
 
 - ``many``: 64 coroutines each doing 40 autocommit single-row INSERTs at 1 ms;
@@ -33,9 +33,9 @@ import statistics
 import time
 
 import sqlkv
-from sqlkv.latency import metered
-from sqlkv.store import AnyKvStore
-from sqlkv.wrapper import AsyncStoreWrapper
+from sqlkv.stores.contract import AnyKvStore
+from sqlkv.stores.latency import metered
+from sqlkv.stores.wrapper import AsyncStoreWrapper
 
 CASES = {"many": (64, 40, 1.0), "lone-1ms": (1, 300, 1.0), "lone-0ms": (1, 3000, 0.0)}
 

@@ -34,7 +34,7 @@ from collections import Counter
 import apsw
 
 import sqlkv
-from sqlkv.wrapper import StoreWrapper
+from sqlkv.stores.wrapper import StoreWrapper
 
 
 class CountedMemoryStore(StoreWrapper):

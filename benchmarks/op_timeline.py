@@ -17,7 +17,7 @@ import statistics
 import time
 
 import sqlkv
-from sqlkv.bench import CREATE_TABLE, insert_sql
+from sqlkv.tools.bench import CREATE_TABLE, insert_sql
 
 SPANS = ("loop to worker", "SQLite before the commit", "store call", "after the store call",
          "worker to loop", "whole op")

@@ -18,7 +18,7 @@ import asyncio
 
 from pyinstrument import Profiler
 
-from sqlkv import bench
+from sqlkv.tools import bench
 
 
 class ProfiledSession(bench.SqlkvSession):

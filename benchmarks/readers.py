@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import sqlkv
-from sqlkv.bench import ROWS_16MIB, point_select_key, setup_16mib_sql
+from sqlkv.tools.bench import ROWS_16MIB, point_select_key, setup_16mib_sql
 
 
 def write_steadily(url: str, rate: float, stop: multiprocessing.synchronize.Event) -> None:

@@ -25,7 +25,7 @@ from pathlib import Path
 import apsw
 
 import sqlkv
-from sqlkv import bench
+from sqlkv.tools import bench
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -37,7 +37,7 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 def backends() -> tuple[str, ...]:
     found = ["pages"]
-    if importlib.util.find_spec("sqlkv.engine_snapshot") is not None:
+    if importlib.util.find_spec("sqlkv.engine.snapshot") is not None:
         found.append("snapshot")
     return tuple(found)
 

@@ -24,8 +24,8 @@ import statistics
 import time
 
 import sqlkv
-from sqlkv.store import AnyKvStore
-from sqlkv.wrapper import AsyncStoreWrapper
+from sqlkv.stores.contract import AnyKvStore
+from sqlkv.stores.wrapper import AsyncStoreWrapper
 
 ROWS = 20_000
 

@@ -9,8 +9,8 @@ import os
 from collections import Counter
 
 import sqlkv
-from sqlkv.bench import setup_16mib_sql
-from sqlkv.wrapper import AsyncStoreWrapper, StoreWrapper, call_parts
+from sqlkv.stores.wrapper import AsyncStoreWrapper, StoreWrapper, call_parts
+from sqlkv.tools.bench import setup_16mib_sql
 
 
 class CountingStore(StoreWrapper):
@@ -170,7 +170,7 @@ def content(db) -> dict:
 
 def is_version_key(key: bytes) -> bool:
     """Whether ``key`` is one of sqlkv's version keys (layout seed): the version
-    record or a version-log entry, which stay beside a database (versions.py)."""
+    record or a version-log entry, which stay beside a database (storage/versions.py)."""
     if len(key) < 4 or key[1] != 0x02:
         return False
     end = key.find(b"\x00", 2)

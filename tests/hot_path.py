@@ -40,7 +40,7 @@ from types import FrameType
 from typing import Any
 
 import sqlkv
-from sqlkv import bench
+from sqlkv.tools import bench
 
 BASELINE = Path(__file__).resolve().parent.parent / "benchmarks" / "baseline_counts.json"
 #: How far a per-op count may move from the baseline: this fraction, plus :data:`SLACK`.

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import sqlkv
-from sqlkv import cli
-from sqlkv.backends import ENV_VAR, resolve_backend
+from sqlkv.cli import main as cli
+from sqlkv.engine.backends import ENV_VAR, resolve_backend
 
 SRC = Path(__file__).resolve().parent.parent / "src"
 
@@ -140,7 +140,7 @@ NO_DEPENDENCIES = textwrap.dedent(
         "backend": backend,
         "resolved": sqlkv.resolve_backend(),
         "rows": [[i, v if isinstance(v, str) else v.hex()] for i, v in rows],
-        "loaded": sorted(m for m in ("apsw", "sqlkv.engine_pages", "sqlkv.vfs") if sys.modules.get(m)),
+        "loaded": sorted(m for m in ("apsw", "sqlkv.engine.pages", "sqlkv.engine.vfs") if sys.modules.get(m)),
         "lmdb": lmdb,
     }))
     """
@@ -168,7 +168,7 @@ def test_without_apsw_the_package_imports_selects_snapshot_and_works(tmp_path):
 def test_without_apsw_the_cli_says_snapshot_and_runs_sql(tmp_path):
     script = (
         "import sys; sys.modules['apsw'] = None\n"
-        "from sqlkv import cli\n"
+        "from sqlkv.cli import main as cli\n"
         "assert cli.main(['--version']) == 0\n"
         "sys.exit(cli.main(['exec', '--store', 'memory://', 'x.db', \"SELECT 'it works' AS answer\"]))\n"
     )

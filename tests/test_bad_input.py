@@ -8,9 +8,9 @@ import pytest
 from helpers import CountingStore, FiveCallStore
 
 import sqlkv
-from sqlkv.commit import CommitRecord
-from sqlkv.layout import EXT_COMMIT_RECORD, EXT_STAGED_MANIFEST, SeedLayout, decode_file_meta, encode_file_meta
-from sqlkv.wrapper import call_parts
+from sqlkv.format.layout import EXT_COMMIT_RECORD, EXT_STAGED_MANIFEST, SeedLayout, decode_file_meta, encode_file_meta
+from sqlkv.storage.commit import CommitRecord
+from sqlkv.stores.wrapper import call_parts
 
 
 def test_corrupt_database_opens_and_integrity_check_reports_it(backend):
@@ -304,7 +304,7 @@ def test_a_reader_whose_size_check_meets_a_commit_opens_again():
 def test_snapshot_refuses_a_database_larger_than_it_can_hold(monkeypatch):
     """A real database past what SQLite holds in memory is a clear error that
     names the way out, before any chunk but the last is read."""
-    from sqlkv import engine_snapshot
+    from sqlkv.engine import snapshot as engine_snapshot
 
     monkeypatch.setattr(engine_snapshot, "MAX_IMAGE_BYTES", 8192)
     store = _database_of_rows("snapshot")
@@ -389,9 +389,9 @@ def test_a_huge_super_journal_name_length_is_not_read():
     super-journal name of 2^32 - 1 bytes made the hot-journal check read that
     much (a journal's missing chunks read as zeros). A name that long is no
     super-journal SQLite wrote."""
-    from sqlkv.journal import MAGIC, super_journal_name
-    from sqlkv.storage import Storage
-    from sqlkv.store import StoreClient
+    from sqlkv.storage.journal import MAGIC, super_journal_name
+    from sqlkv.storage.storage import Storage
+    from sqlkv.stores.contract import StoreClient
 
     store = sqlkv.MemoryStore()
     size = 2**33

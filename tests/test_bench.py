@@ -13,7 +13,8 @@ import json
 
 import pytest
 
-from sqlkv import bench, cli
+from sqlkv.cli import main as cli
+from sqlkv.tools import bench
 
 REQUIRED_FIELDS = {
     "system": str,
@@ -143,7 +144,7 @@ def test_bench_on_lmdb_names_the_store(capsys, tmp_path):
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("sqlkv.engine_snapshot") is None, reason="backend snapshot not built"
+    importlib.util.find_spec("sqlkv.engine.snapshot") is None, reason="backend snapshot not built"
 )
 def test_bench_runs_backend_snapshot(capsys):
     code, out, _ = run_cli(capsys, "--backend", "snapshot", "--workload", "insert-batched-100")

@@ -14,8 +14,8 @@ import sys
 import time
 
 import sqlkv
-from sqlkv import cli
-from sqlkv.cli import main
+from sqlkv.cli import main as cli
+from sqlkv.cli.main import main
 
 
 def run_cli(*args: str, cwd=None, env=None, input: str | None = None) -> subprocess.CompletedProcess:
@@ -290,7 +290,7 @@ def test_check_exits_5_on_a_problem_and_0_after_repair(tmp_path):
 def test_check_repair_says_what_it_will_do_first_and_keeps_every_chunk(tmp_path, capsys):
     """check --repair deleted every chunk of a database whose FileMeta was missing,
     and the chunks past a FileMeta claiming half the size (issue 20, item 4)."""
-    from sqlkv.layout import SeedLayout, encode_file_meta
+    from sqlkv.format.layout import SeedLayout, encode_file_meta
 
     layout = SeedLayout(9)
     for how in ("missing", "half the size", "no evidence"):
@@ -332,7 +332,7 @@ def test_ls_check_repair_and_rm_of_a_file_meta_claiming_2_to_the_40(tmp_path, ca
     with the open's CorruptError, ls showed the database as sound, and check
     --repair failed with "cannot open the database" although the header and the
     chunks agree (issue 20, items 4 and 8 together)."""
-    from sqlkv.layout import SeedLayout, encode_file_meta
+    from sqlkv.format.layout import SeedLayout, encode_file_meta
 
     meta_key = SeedLayout(9).meta_key("a.db")
     url = f"lmdb://{tmp_path / 'st'}"
@@ -374,7 +374,7 @@ def test_check_repair_and_rm_replace_an_unreadable_lease(tmp_path, capsys):
     (exit 5, the open's CorruptError) although check offered "unreadable lease:
     replaced and released". A normal open still refuses it, in one line naming
     the key and the repair."""
-    from sqlkv.layout import EXT_LEASE, SeedLayout
+    from sqlkv.format.layout import EXT_LEASE, SeedLayout
 
     lease_key = SeedLayout(9).ext_key("a.db", EXT_LEASE)
     url = f"lmdb://{tmp_path / 'st'}"
@@ -526,7 +526,7 @@ def test_the_command_line_works_without_rich(tmp_path):
     code = (
         "import sys\n"
         "sys.modules['rich'] = None\n"  # import rich now fails, as when it is not installed
-        "from sqlkv.cli import main\n"
+        "from sqlkv.cli.main import main\n"
         "sys.exit(main(sys.argv[1:]))\n"
     )
     result = subprocess.run(

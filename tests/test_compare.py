@@ -15,7 +15,7 @@ COMPARE = ROOT / "benchmarks" / "compare.py"
 def _round(job: dict) -> list[dict]:
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     proc = subprocess.run(
-        [sys.executable, str(COMPARE), "--child", json.dumps(job), "--bench-py", str(ROOT / "src" / "sqlkv" / "bench.py")],
+        [sys.executable, str(COMPARE), "--child", json.dumps(job), "--bench-py", str(ROOT / "src" / "sqlkv" / "tools" / "bench.py")],
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr

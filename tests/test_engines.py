@@ -15,7 +15,7 @@ import pytest
 from helpers import CountingStore, copy_store, integrity, stored_size
 
 import sqlkv
-from sqlkv.vfs import MAX_NAME_BYTES
+from sqlkv.engine.vfs import MAX_NAME_BYTES
 
 # -- pinned settings, pragmas, statements --------------------------------------
 

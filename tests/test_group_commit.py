@@ -1,4 +1,4 @@
-"""Group commit (group.py): calls queued on one database share each commit.
+"""Group commit (runtime/group.py): calls queued on one database share each commit.
 
 Most tests make the grouping deterministic with :class:`GatedStore`: the first
 caller's commit is held at the store until every other caller's call is
@@ -16,9 +16,9 @@ import pytest
 from helpers import FiveCallStore, MangledAnswers
 
 import sqlkv
-from sqlkv.latency import metered
+from sqlkv.stores.latency import metered
+from sqlkv.stores.wrapper import AsyncStoreWrapper, StoreWrapper
 from sqlkv.testing import FaultyStore
-from sqlkv.wrapper import AsyncStoreWrapper, StoreWrapper
 
 #: Bound on every wait of these tests.
 WAIT_S = 10.0
@@ -163,7 +163,7 @@ async def test_a_group_whose_commit_fails_after_its_commit_point_is_committed_fo
     manifest piece is answered garbled while the chunks are moved into place.
     Every held call hears "committed" (OutcomeUnknownError, committed=True),
     not a plain StoreError ("nothing of it is visible": a retry doubles it)."""
-    from sqlkv.layout import EXT_COMMIT_RECORD, SeedLayout
+    from sqlkv.format.layout import EXT_COMMIT_RECORD, SeedLayout
 
     record_key = SeedLayout(9).ext_key("app.db", EXT_COMMIT_RECORD)
     mangling = MangledAnswers(

@@ -10,9 +10,9 @@ import pytest
 from helpers import CountingStore, is_version_key, unique_namespace
 
 import sqlkv
-from sqlkv.commit import encode_piece
-from sqlkv.layout import SeedLayout, encode_file_meta
-from sqlkv.wrapper import StoreWrapper
+from sqlkv.format.layout import SeedLayout, encode_file_meta
+from sqlkv.storage.commit import encode_piece
+from sqlkv.stores.wrapper import StoreWrapper
 
 STORE_KINDS = ["memory", "lmdb", "redis", "redis-cluster"]
 LAYOUT = SeedLayout(9)

@@ -9,7 +9,7 @@ import pytest
 from helpers import is_version_key
 
 import sqlkv
-from sqlkv.layout import (
+from sqlkv.format.layout import (
     EXT_COMMIT_RECORD,
     EXT_LEASE,
     EXT_STAGED_CHUNK,
@@ -21,7 +21,7 @@ from sqlkv.layout import (
     decode_file_meta,
     encode_file_meta,
 )
-from sqlkv.versions import log_key, version_key
+from sqlkv.storage.versions import log_key, version_key
 
 
 def test_seed_test_vectors():
@@ -100,7 +100,7 @@ def test_data_written_by_another_implementation_opens(connect_db, backend):
     """A database whose chunks were put in the store by hand, as another
     implementation of the layout would, opens here. A chunk missing inside
     the file is not read as zeros (LAYOUT.md's rule): for the database file it
-    is damage, named by its key (see kvfile.py for why)."""
+    is damage, named by its key (see storage/kvfile.py for why)."""
     import sqlite3
 
     source = sqlite3.connect(":memory:")
@@ -173,7 +173,7 @@ def test_rivet_v2_names_only_label_the_one_database_per_key_space(connect_db):
 
 
 def test_the_vectors_of_docs_layout_md_are_the_keys_the_code_makes():
-    """docs/layout.md gives test vectors; each must be what layout.py computes."""
+    """docs/layout.md gives test vectors; each must be what format/layout.py computes."""
     text = (Path(__file__).resolve().parent.parent / "docs" / "layout.md").read_text()
     seed, rivet = SeedLayout(9), RivetV2Layout("actor.db")
     u32 = struct.Struct(">I").pack
@@ -201,7 +201,7 @@ def test_the_vectors_of_docs_layout_md_are_the_keys_the_code_makes():
 
 
 def test_a_version_log_entry_round_trips_and_says_every_chunk_past_its_limit():
-    from sqlkv.versions import MAX_LOGGED_CHUNKS, decode_log, encode_log
+    from sqlkv.storage.versions import MAX_LOGGED_CHUNKS, decode_log, encode_log
 
     key = log_key(SeedLayout(9), "app.db", 7)
     entry = encode_log(key, 7, {3, 1, 2})
@@ -231,8 +231,8 @@ def test_chunk_spans_say_which_chunks_a_range_touches(offset, length, spans):
 def test_version_records_and_log_entries_of_the_format_without_head_ids_are_still_read():
     """A record without a head id (5 to 12 bytes) and a log entry without a parent,
     written by the release before heads had ids, are read; new ones carry both."""
-    from sqlkv.sealed import seal
-    from sqlkv.versions import Head, encode_version, read_head, read_log
+    from sqlkv.format.sealed import seal
+    from sqlkv.storage.versions import Head, encode_version, read_head, read_log
 
     layout = SeedLayout(9)
     vkey = version_key(layout, "app.db")
@@ -248,7 +248,7 @@ def test_version_records_and_log_entries_of_the_format_without_head_ids_are_stil
     old_entry = body + seal(lkey + (7).to_bytes(8, "big"), body, 4)[len(body):]
     entry = read_log(old_entry, lkey, 7)
     assert entry is not None and entry.changed == frozenset({5}) and entry.parent is None
-    from sqlkv.versions import encode_log
+    from sqlkv.storage.versions import encode_log
 
     entry = read_log(encode_log(lkey, 7, {5}, b"\xbb" * 8), lkey, 7)
     assert entry is not None and entry.changed == frozenset({5}) and entry.parent == b"\xbb" * 8

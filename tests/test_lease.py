@@ -13,11 +13,11 @@ from helpers import CountingStore, integrity, unique_namespace
 from processes import Worker
 
 import sqlkv
-from sqlkv.layout import EXT_LEASE, SeedLayout
-from sqlkv.lease import Leaser
-from sqlkv.store import StoreClient
+from sqlkv.format.layout import EXT_LEASE, SeedLayout
+from sqlkv.storage.lease import Leaser
+from sqlkv.stores.contract import StoreClient
+from sqlkv.stores.wrapper import AsyncStoreWrapper
 from sqlkv.testing import FaultyStore, InjectedFault
-from sqlkv.wrapper import AsyncStoreWrapper
 
 LAYOUT = SeedLayout(9)
 GEN_KEY = LAYOUT.ext_key("app.db", EXT_LEASE)

@@ -9,7 +9,7 @@ import textwrap
 import pytest
 
 import sqlkv
-from sqlkv import lmdbstore
+from sqlkv.stores import lmdbstore
 
 
 def run_python(code: str, timeout: float = 120) -> str:
@@ -91,7 +91,7 @@ def test_a_map_grown_by_another_process_is_adopted(tmp_path, monkeypatch):
         run_python(
             f"""
             import sqlkv
-            from sqlkv import lmdbstore
+            from sqlkv.stores import lmdbstore
             lmdbstore._INITIAL_MAP_SIZE = 256 * 1024
             store = sqlkv.LmdbStore({str(path)!r})
             store.put_batch([(b"big%d" % i, b"x" * 4000) for i in range(1000)])
@@ -159,7 +159,7 @@ def test_longest_key_bytes_is_the_longest_key_sqlkv_writes():
     chunks, FileMeta, a staged commit's pieces and chunks, lease and version keys."""
     from helpers import CountingStore
 
-    from sqlkv.layout import SeedLayout, longest_key_bytes
+    from sqlkv.format.layout import SeedLayout, longest_key_bytes
 
     store = CountingStore(write_batch=True)
     name = "app.db"

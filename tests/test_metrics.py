@@ -1,6 +1,6 @@
 """What a database cost: ``db.stats``, ``PRAGMA sqlkv_stats``, and the metered store.
 
-The store's own door (:mod:`sqlkv.latency`) and the database's counters are
+The store's own door (:mod:`sqlkv.stores.latency`) and the database's counters are
 counted apart; they must agree.
 """
 
@@ -12,7 +12,7 @@ import pytest
 from helpers import AsyncMemoryStore, CountingStore, copy_store
 
 import sqlkv
-from sqlkv.latency import AsyncMeteredStore, MeteredStore, metered
+from sqlkv.stores.latency import AsyncMeteredStore, MeteredStore, metered
 
 
 def same_counts(stats: sqlkv.Stats, meter: sqlkv.Stats) -> None:
@@ -108,7 +108,7 @@ def test_metered_store_counts_chunks_apart_from_file_meta():
     with sqlkv.connect(store, "app.db", backend="pages") as db:
         store.meter.reset()
         db.exec("CREATE TABLE t(x)")
-    # One FileMeta, and the version record and log entry of the commit (versions.py).
+    # One FileMeta, and the version record and log entry of the commit (storage/versions.py).
     assert store.meter.keys_written == store.meter.chunks_written + 1 + 2
 
 

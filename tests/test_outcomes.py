@@ -14,7 +14,7 @@ import pytest
 from helpers import FiveCallStore, MangledAnswers, staging_keys
 
 import sqlkv
-from sqlkv.layout import EXT_COMMIT_RECORD, EXT_LEASE, SeedLayout
+from sqlkv.format.layout import EXT_COMMIT_RECORD, EXT_LEASE, SeedLayout
 from sqlkv.testing import FaultyStore, InjectedFault
 
 LAYOUT = SeedLayout(9)

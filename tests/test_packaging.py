@@ -7,7 +7,7 @@ import tomllib
 from pathlib import Path
 
 import sqlkv
-from sqlkv import cli
+from sqlkv.cli import main as cli
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
@@ -16,7 +16,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 def test_the_version_is_written_in_one_place(capsys):
     project = PYPROJECT["project"]
     assert "version" not in project and "version" in project["dynamic"]
-    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "sqlkv.__version__"}
+    assert PYPROJECT["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "sqlkv.version.__version__"}
     assert re.fullmatch(r"\d+\.\d+\.\d+", sqlkv.__version__)
     assert cli.main(["--version"]) == 0
     assert capsys.readouterr().out.startswith(f"sqlkv {sqlkv.__version__} (backend: ")

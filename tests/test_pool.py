@@ -10,8 +10,8 @@ import threading
 import pytest
 
 import sqlkv
-from sqlkv.worker import pool_of
-from sqlkv.wrapper import StoreWrapper
+from sqlkv.runtime.pool import pool_of
+from sqlkv.stores.wrapper import StoreWrapper
 
 WAIT = 30
 

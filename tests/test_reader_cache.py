@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 import sqlkv
-from sqlkv.redis_store import REDIS_LIMITS
-from sqlkv.wrapper import StoreWrapper, call_parts
+from sqlkv.stores.redis_store import REDIS_LIMITS
+from sqlkv.stores.wrapper import StoreWrapper, call_parts
 
 #: The commit record of app.db (prefix 9, layout seed): a staged commit's commit point.
 RECORD_KEY = b"\x09\x02app.db\x00c"

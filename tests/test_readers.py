@@ -14,7 +14,7 @@ import pytest
 from helpers import CountingStore, copy_store, is_version_key, staging_keys, unique_namespace
 
 import sqlkv
-from sqlkv.wrapper import StoreWrapper, call_parts
+from sqlkv.stores.wrapper import StoreWrapper, call_parts
 
 BANK = str(Path(__file__).resolve().parent / "bank_process.py")
 ACCOUNTS = 3000
@@ -160,7 +160,7 @@ def test_max_staleness_serves_from_the_cache_and_min_version_catches_up(backend,
     # Read your own writes through the reader.
     assert reader.query("SELECT count(*) FROM t", min_version=version).rows == [(2,)]
     assert reader.version == version
-    monkeypatch.setattr(sqlkv.engine, "MIN_VERSION_TIMEOUT", 0.05)
+    monkeypatch.setattr(sqlkv.engine.common, "MIN_VERSION_TIMEOUT", 0.05)
     with pytest.raises(sqlkv.StaleError, match=f"did not reach version {version + 1}"):
         reader.query("SELECT 1", min_version=version + 1)
     with pytest.raises(sqlkv.StaleError, match="below min_version"):

@@ -9,10 +9,10 @@ import pytest
 from helpers import CountingStore, FiveCallStore, MangledAnswers, copy_store, mangled, staging_keys, staging_kind
 
 import sqlkv
-from sqlkv.commit import CommitRecord, Committer, Staging, record_key
-from sqlkv.layout import SeedLayout, encode_file_meta
-from sqlkv.redis_store import REDIS_LIMITS
-from sqlkv.store import StoreClient
+from sqlkv.format.layout import SeedLayout, encode_file_meta
+from sqlkv.storage.commit import CommitRecord, Committer, Staging, record_key
+from sqlkv.stores.contract import StoreClient
+from sqlkv.stores.redis_store import REDIS_LIMITS
 from sqlkv.testing import FaultyStore, StoreCrashed
 
 LAYOUT = SeedLayout(9)
@@ -358,7 +358,7 @@ class StopsAfterKey(FiveCallStore):
 def interrupted_after_its_commit_point(backend: str) -> sqlkv.MemoryStore:
     """A database whose last transaction (150 rows, spilled while it ran) stored
     its commit record and was interrupted before any chunk was moved into place."""
-    from sqlkv.commit import record_key as commit_record_key
+    from sqlkv.storage.commit import record_key as commit_record_key
 
     inner = sqlkv.MemoryStore()
     store = StopsAfterKey(inner, commit_record_key(LAYOUT, "app.db"))
@@ -449,7 +449,7 @@ def test_a_garbled_commit_record_is_refused_by_name_and_discarded_by_repair(back
     and ``check --repair``. Repair, which failed on the same checksum, now
     discards it (read twice alike) with its staging area, and the database is
     writable again, at the state before that transaction."""
-    from sqlkv.commit import record_key as commit_record_key
+    from sqlkv.storage.commit import record_key as commit_record_key
 
     store = interrupted_after_its_commit_point(backend)
     key = commit_record_key(LAYOUT, "app.db")
@@ -476,7 +476,7 @@ def test_a_garbled_commit_record_is_refused_by_name_and_discarded_by_repair(back
 def test_repair_discards_no_record_that_was_only_answered_garbled(backend):
     """A record answered garbled once, but stored intact, is not discarded:
     repair reads it twice, and the commit it records is rolled forward."""
-    from sqlkv.commit import record_key as commit_record_key
+    from sqlkv.storage.commit import record_key as commit_record_key
 
     stored = interrupted_after_its_commit_point(backend)
     key = commit_record_key(LAYOUT, "app.db")
@@ -487,8 +487,8 @@ def test_repair_discards_no_record_that_was_only_answered_garbled(backend):
     store.at = 2  # the repair's open is answered garbled, its second read not
     store.hits = 1
     store.mangled = 0
-    from sqlkv.files import open_file
-    from sqlkv.options import Options
+    from sqlkv.storage.files import open_file
+    from sqlkv.storage.options import Options
 
     with pytest.raises(sqlkv.CorruptError, match="answered differently by two reads"):
         with open_file(store, "app.db", Options(lease_seconds=None), readonly=False, salvage=True):
@@ -501,7 +501,7 @@ def test_repair_discards_no_record_that_was_only_answered_garbled(backend):
 def test_a_commit_staged_by_an_earlier_sqlkv_without_digests_still_rolls_forward(backend):
     """Pieces of an earlier sqlkv list indices only (no digests): an interrupted
     commit it left past its commit point is still finished, unchecked as before."""
-    from sqlkv.commit import encode_piece
+    from sqlkv.storage.commit import encode_piece
 
     store = _rows_database(backend)
     size = int.from_bytes(store.get(LAYOUT.meta_key("app.db"))[2:], "little")

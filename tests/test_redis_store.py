@@ -8,8 +8,8 @@ from helpers import integrity, unique_namespace
 from redis_servers import free_port
 
 import sqlkv
-from sqlkv.layout import EXT_LEASE, RivetV2Layout, SeedLayout, database_of
-from sqlkv.redis_store import REDIS_LIMITS, WRITE_BATCH_SHA, KeySpace
+from sqlkv.format.layout import EXT_LEASE, RivetV2Layout, SeedLayout, database_of
+from sqlkv.stores.redis_store import REDIS_LIMITS, WRITE_BATCH_SHA, KeySpace
 
 #: No renewal runs during these tests: every command the server sees is a commit's.
 LONG_LEASE = 600
@@ -242,9 +242,9 @@ def test_an_open_after_an_interrupted_staged_commit_asks_redis_for_few_keys(stor
     """Reproduction (issue 20, item 3): on Redis the open after a staged commit
     interrupted before its commit point counted the pieces with one MGET of
     8,388,608 keys (67.5 s, 3.9 GB). Every get_batch now asks for what it needs."""
-    from sqlkv.commit import Committer, Staging
-    from sqlkv.store import StoreClient
-    from sqlkv.wrapper import StoreWrapper
+    from sqlkv.storage.commit import Committer, Staging
+    from sqlkv.stores.contract import StoreClient
+    from sqlkv.stores.wrapper import StoreWrapper
 
     class Largest(StoreWrapper):
         def __init__(self, inner) -> None:

@@ -12,8 +12,8 @@ from collections import Counter
 import pytest
 
 import sqlkv
-from sqlkv import renewer
-from sqlkv.wrapper import StoreWrapper
+from sqlkv.storage import renewer
+from sqlkv.stores.wrapper import StoreWrapper
 
 
 class CountingStore(StoreWrapper):

@@ -24,7 +24,7 @@ import pytest
 from helpers import integrity
 
 import sqlkv
-from sqlkv.wrapper import StoreWrapper
+from sqlkv.stores.wrapper import StoreWrapper
 
 #: Long enough that no renewal runs during a test: the writer's calls are all counted.
 LEASE = 3600.0

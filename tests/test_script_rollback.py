@@ -1,7 +1,7 @@
 """A script's shared commit carries only committed transactions (issue 20, item 2).
 
 The transactions of a script's statements are deferred and land together when
-it ends (engine.py). A later statement of the same script may have begun a
+it ends (engine/common.py). A later statement of the same script may have begun a
 transaction that SQLite spilled pages of (a change larger than its page cache)
 and that is then rolled back: after a failing statement, or because the script
 ended inside it. Those pages must never reach the store: not with the script's

@@ -9,11 +9,11 @@ import pytest
 from helpers import CountingStore, copy_store, is_version_key, stored_chunks, stored_size
 
 import sqlkv
-from sqlkv.engine_snapshot import changed_chunks
-from sqlkv.layout import encode_file_meta
-from sqlkv.options import Options
-from sqlkv.storage import Storage
-from sqlkv.store import StoreClient
+from sqlkv.engine.snapshot import changed_chunks
+from sqlkv.format.layout import encode_file_meta
+from sqlkv.storage.options import Options
+from sqlkv.storage.storage import Storage
+from sqlkv.stores.contract import StoreClient
 
 
 def _engine(db):

@@ -34,11 +34,13 @@ def _declared_entry_points() -> dict[str, str]:
 
 
 def _register_if_not_installed() -> None:
-    """A checkout whose installed metadata predates the entry points still finds the dialects."""
-    installed = {ep.name for ep in importlib.metadata.entry_points(group="sqlalchemy.dialects")}
-    for name, cls in DIALECTS.items():
-        if name not in installed:
-            registry.register(name, "sqlkv.dialect", cls)
+    """A checkout whose installed metadata predates the entry points, or names the modules
+    they were in before a move, still finds the dialects where pyproject.toml says."""
+    installed = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="sqlalchemy.dialects")}
+    for name, target in _declared_entry_points().items():
+        if installed.get(name) != target:
+            module, _, cls = target.partition(":")
+            registry.register(name, module, cls)
 
 
 _register_if_not_installed()
@@ -46,8 +48,8 @@ _register_if_not_installed()
 
 def test_entry_points_name_the_dialects() -> None:
     declared = _declared_entry_points()
-    assert declared == {name: f"sqlkv.dialect:{cls}" for name, cls in DIALECTS.items()}
-    from sqlkv import dialect
+    assert declared == {name: f"sqlkv.dbapi2.dialect:{cls}" for name, cls in DIALECTS.items()}
+    from sqlkv.dbapi2 import dialect
 
     for target in declared.values():
         assert getattr(dialect, target.split(":")[1]).driver.startswith("sqlkv")
@@ -147,7 +149,7 @@ def test_url_options_are_checked() -> None:
         create_engine("sqlkv:///a.db?store=memory%3A%2F%2F&readonly=maybe").connect()
     with pytest.raises(sqlalchemy.exc.ArgumentError, match="no host"):
         create_engine("sqlkv://somehost/a.db").connect()
-    from sqlkv.dialect import connect_args
+    from sqlkv.dbapi2.dialect import connect_args
 
     args = connect_args(sqlalchemy.engine.make_url(
         "sqlkv:///a.db?store=lmdb%3A%2F%2F.%2Fd&readonly=true&chunk_size=8192&lease_seconds=none"

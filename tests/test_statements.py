@@ -1,7 +1,7 @@
 """Statement boundaries come from SQLite: issue 9 item 1 (and the NUL of item 10).
 
 Regression tests run on both backends; the property test holds
-:func:`sqlkv.statements.split_statements` to what SQLite itself prepares when
+:func:`sqlkv.engine.statements.split_statements` to what SQLite itself prepares when
 stdlib ``sqlite3`` runs the same script.
 """
 
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import sqlkv
-from sqlkv.statements import is_blank_sql, split_statements
+from sqlkv.engine.statements import is_blank_sql, split_statements
 
 
 def test_an_insert_after_a_block_comment_writes_its_row(connect_db, new_store):

@@ -25,8 +25,8 @@ import pytest
 from helpers import AsyncMemoryStore, CountingStore, FiveCallStore, unique_namespace
 
 import sqlkv
-from sqlkv.latency import MeteredStore
-from sqlkv.layout import SeedLayout
+from sqlkv.format.layout import SeedLayout
+from sqlkv.stores.latency import MeteredStore
 from sqlkv.testing import FaultyStore
 
 KINDS = [

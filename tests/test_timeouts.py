@@ -20,7 +20,7 @@ import pytest
 from redis_servers import RedisServer
 
 import sqlkv
-from sqlkv.wrapper import AsyncStoreWrapper, StoreWrapper
+from sqlkv.stores.wrapper import AsyncStoreWrapper, StoreWrapper
 
 #: The tests' own bound on anything that must not hang (seconds); far above store_timeout.
 BOUND = 10.0
@@ -90,7 +90,7 @@ def hanging():
 
 
 def test_store_timeout_is_an_option_of_both_apis_checked_at_once():
-    from sqlkv.options import DEFAULT_STORE_TIMEOUT
+    from sqlkv.storage.options import DEFAULT_STORE_TIMEOUT
 
     assert sqlkv.SqliteVfs().options.store_timeout == DEFAULT_STORE_TIMEOUT
     assert sqlkv.SqliteVfs(store_timeout=None).options.store_timeout is None
@@ -328,7 +328,7 @@ def test_redis_that_stops_answering_times_out_by_the_urls_timeout(stoppable_redi
 
 def test_redis_url_timeout_sets_both_socket_timeouts_and_is_checked():
     pytest.importorskip("redis")
-    from sqlkv.redis_store import parse_redis_url
+    from sqlkv.stores.redis_store import parse_redis_url
 
     target = parse_redis_url("redis://127.0.0.1:1/0?timeout=2.5")
     assert "socket_timeout=2.5" in target.client_url and "socket_connect_timeout=2.5" in target.client_url
@@ -363,7 +363,7 @@ def test_sqlalchemy_urls_take_store_timeout():
     pytest.importorskip("sqlalchemy")
     from sqlalchemy.engine import make_url
 
-    from sqlkv.dialect import connect_args
+    from sqlkv.dbapi2.dialect import connect_args
 
     assert connect_args(make_url("sqlkv:///a.db?store=memory://&store_timeout=2"))["store_timeout"] == 2.0
     assert connect_args(make_url("sqlkv:///a.db?store=memory://&store_timeout=none"))["store_timeout"] is None

@@ -9,8 +9,8 @@ import pytest
 from helpers import AsyncWritesIgnored, CountingStore
 
 import sqlkv
-from sqlkv.redis_store import REDIS_LIMITS
-from sqlkv.store import DEFAULT_RUN_KEYS, KEY_BYTES_ALLOWANCE, READ_BYTES_BOUND, StoreClient
+from sqlkv.stores.contract import DEFAULT_RUN_KEYS, KEY_BYTES_ALLOWANCE, READ_BYTES_BOUND, StoreClient
+from sqlkv.stores.redis_store import REDIS_LIMITS
 from sqlkv.testing import FaultyStore
 
 LIMITS = sqlkv.StoreLimits(atomic_batches=True, max_batch_keys=10, max_batch_bytes=1000)

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 import sqlkv
-from sqlkv import worker as worker_module
-from sqlkv.worker import Worker, pool_of
+from sqlkv.runtime import pool as worker_module
+from sqlkv.runtime.pool import Worker, pool_of
 
 
 async def test_calls_run_one_at_a_time_in_the_order_made():

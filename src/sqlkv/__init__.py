@@ -10,9 +10,8 @@ Sync twin::
     db = sqlkv.connect(store, "app.db")
 """
 
-from .backends import resolve_backend
-from .database import Database, SqliteVfs
-from .engine import QueryResult, RunResult
+from .engine.backends import resolve_backend
+from .engine.common import QueryResult, RunResult
 from .errors import (
     ClosedError,
     ConcurrentCommitError,
@@ -36,7 +35,23 @@ from .errors import (
     TransactionError,
     UnusableError,
 )
-from .inventory import (
+from .metrics import Stats
+from .runtime.connection import Connection, connect
+from .runtime.database import Database, SqliteVfs
+from .runtime.transaction import AsyncTransaction, Transaction
+from .stores.contract import (
+    RIVET_ACTOR_LIMITS,
+    AnyKvStore,
+    AsyncKvStore,
+    KvStore,
+    StoreCapabilities,
+    StoreLimits,
+    store_capabilities,
+)
+from .stores.lmdbstore import LmdbStore
+from .stores.memory import MemoryStore
+from .stores.urls import open_store
+from .tools.inventory import (
     CheckReport,
     DatabaseInfo,
     LeaseInfo,
@@ -46,24 +61,8 @@ from .inventory import (
     list_databases,
     remove_database,
 )
-from .lmdbstore import LmdbStore
-from .memory import MemoryStore
-from .metrics import Stats
-from .store import (
-    RIVET_ACTOR_LIMITS,
-    AnyKvStore,
-    AsyncKvStore,
-    KvStore,
-    StoreCapabilities,
-    StoreLimits,
-    store_capabilities,
-)
-from .sync import Connection, connect
-from .transaction import AsyncTransaction, Transaction
-from .transfer import SourceFileError, TransferResult, copy_database, export_database, import_database
-from .urls import open_store
-
-__version__ = "0.1.0"
+from .tools.transfer import SourceFileError, TransferResult, copy_database, export_database, import_database
+from .version import __version__ as __version__
 
 _REDIS_NAMES = ("AsyncRedisStore", "RedisStore")
 
@@ -71,7 +70,7 @@ _REDIS_NAMES = ("AsyncRedisStore", "RedisStore")
 def __getattr__(name: str):
     # The Redis stores import redis (the optional extra [redis]) only when asked for.
     if name in _REDIS_NAMES:
-        from . import redis_store
+        from .stores import redis_store
 
         return getattr(redis_store, name)
     raise AttributeError(f"module 'sqlkv' has no attribute {name!r}")

@@ -5,13 +5,13 @@ sets one before opening a database is heard. A value that cannot be used is a
 :class:`ConfigError` naming the variable, never silently replaced by the default.
 
 ==============================  ===============================================
-``SQLKV_BACKEND``               engine when ``backend=`` is not given (backends.py)
+``SQLKV_BACKEND``               engine when ``backend=`` is not given (engine/backends.py)
 ``SQLKV_STORE``                 store URL of the CLI and the DB-API ``connect``
 ``SQLKV_HISTORY``               the shell's history file
-``SQLKV_ASYNC_SPIN_US``         how long the loop looks for an answer before sleeping (worker.py)
-``SQLKV_WORKER_FOLLOWS_LOOP``   ``0``: pool threads are not placed on the loop's core (worker.py)
-``SQLKV_POOL_SIZE``             threads of each event loop's pool (worker.py)
-``SQLKV_SQLITE_LOOKASIDE``      ``1``: leave SQLite's lookaside on (engine_pages.py)
+``SQLKV_ASYNC_SPIN_US``         how long the loop looks for an answer before sleeping (runtime/pool.py)
+``SQLKV_WORKER_FOLLOWS_LOOP``   ``0``: pool threads are not placed on the loop's core (runtime/pool.py)
+``SQLKV_POOL_SIZE``             threads of each event loop's pool (runtime/pool.py)
+``SQLKV_SQLITE_LOOKASIDE``      ``1``: leave SQLite's lookaside on (engine/pages.py)
 ==============================  ===============================================
 """
 
@@ -35,7 +35,7 @@ def _raw(name: str) -> str | None:
 
 
 def backend() -> str | None:
-    """``$SQLKV_BACKEND``, checked by :func:`sqlkv.backends.resolve_backend`."""
+    """``$SQLKV_BACKEND``, checked by :func:`sqlkv.engine.backends.resolve_backend`."""
     return _raw(BACKEND_VAR)
 
 

@@ -38,8 +38,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from .store import KvStore, StoreLimits, store_capabilities
-from .wrapper import CallParts, StoreWrapper, call_parts
+from .stores.contract import KvStore, StoreLimits, store_capabilities
+from .stores.wrapper import CallParts, StoreWrapper, call_parts
 
 
 class InjectedFault(Exception):

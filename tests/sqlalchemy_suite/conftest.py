@@ -14,7 +14,7 @@ from sqlalchemy import pool
 from sqlalchemy.dialects import registry
 
 from sqlkv import dbapi2
-from sqlkv.dialect import SQLKVDialect
+from sqlkv.dbapi2.dialect import SQLKVDialect
 
 
 class _SharedConnection:
