@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from redis_servers import ReplicatedRedis
 
-from sqlkv.bench import Plan, Result, run_sync
+from sqlkv.tools.bench import Plan, Result, run_sync
 
 WORKLOADS = ("insert-autocommit", "insert-batched-100", "update-16MiB")
 SETTINGS = {"none": "", "replicas=1": "&replicas=1&replica_timeout=1"}

@@ -36,7 +36,7 @@ from redis_servers import (
 
 import sqlkv
 from sqlkv.errors import RewoundError
-from sqlkv.redis_store import AsyncRedisStore, NotReplicatedError, RedisStore, parse_redis_url
+from sqlkv.stores.redis_store import AsyncRedisStore, NotReplicatedError, RedisStore, parse_redis_url
 
 #: No renewal runs during these tests: the lease is written at open and close only.
 LONG_LEASE = 600

@@ -51,6 +51,7 @@ from .stores.contract import (
 from .stores.lmdbstore import LmdbStore
 from .stores.memory import MemoryStore
 from .stores.urls import open_store
+from .stores.wrapper import AsyncStoreWrapper, StoreWrapper
 from .tools.inventory import (
     CheckReport,
     DatabaseInfo,
@@ -80,6 +81,7 @@ __all__ = [
     "AsyncKvStore",
     "AsyncRedisStore",
     "CheckReport",
+    "AsyncStoreWrapper",
     "AsyncTransaction",
     "ClosedError",
     "ConcurrentCommitError",
@@ -116,6 +118,7 @@ __all__ = [
     "StoreLimitError",
     "StoreLimits",
     "StoreProtocolError",
+    "StoreWrapper",
     "StoreTimeoutError",
     "TransferResult",
     "Transaction",

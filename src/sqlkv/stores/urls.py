@@ -1,6 +1,6 @@
 """Stores by URL: ``memory://``, ``lmdb://PATH[?options]``, ``redis://``, ``rediss://``,
 ``redis+cluster://``, ``rediss+cluster://``, ``redis+sentinel://``, ``rediss+sentinel://``
-(the Redis ones are parsed by :func:`sqlkv.redis_store.parse_redis_url`).
+(the Redis ones are parsed by :func:`sqlkv.stores.redis_store.parse_redis_url`).
 
 ``lmdb://`` takes the options ``map_size`` (initial map size in bytes),
 ``readonly`` and ``create`` (``1``/``true`` or ``0``/``false``); see
