@@ -68,7 +68,7 @@ from .version import __version__ as __version__
 _REDIS_NAMES = ("AsyncRedisStore", "RedisStore")
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> object:
     # The Redis stores import redis (the optional extra [redis]) only when asked for.
     if name in _REDIS_NAMES:
         from .stores import redis_store

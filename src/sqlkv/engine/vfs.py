@@ -189,7 +189,10 @@ class KvVfs(apsw.VFS):
         token, name = _split(path)
         return self._mounts.get(token), name
 
-    def xOpen(self, name, flags):
+    # APSW takes any object with the file methods; its stub names only its own VFSFile.
+    def xOpen(  # type: ignore[override]
+        self, name: str | apsw.URIFilename | None, flags: list[int]
+    ) -> apsw.VFSFile | KvVfsFile:
         wanted = flags[0]
         if name is None or wanted & _LOCAL_FILES:
             return apsw.VFSFile("", name, flags)

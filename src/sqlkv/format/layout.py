@@ -31,7 +31,7 @@ knowledge of the layouts' bytes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from ..errors import ConfigError, CorruptError
 
@@ -165,7 +165,7 @@ class Layout:
         """A key of sqlkv's own beside ``file_name`` (see the module docstring)."""
         raise NotImplementedError
 
-    def chunk_keys(self, file_name: str, indices) -> list[bytes]:
+    def chunk_keys(self, file_name: str, indices: Iterable[int]) -> list[bytes]:
         return [self.chunk_key(file_name, i) for i in indices]
 
 
@@ -191,7 +191,7 @@ class SeedLayout(Layout):
     def chunk_key(self, file_name: str, index: int) -> bytes:
         return self.prefix + b"\x01" + self._name(file_name) + b"\x00" + _INDEX.pack(index)
 
-    def chunk_keys(self, file_name: str, indices) -> list[bytes]:
+    def chunk_keys(self, file_name: str, indices: Iterable[int]) -> list[bytes]:
         head = self.prefix + b"\x01" + self._name(file_name) + b"\x00"
         pack = _INDEX.pack
         return [head + pack(i) for i in indices]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 try:
     import lmdb
@@ -20,6 +21,8 @@ except ImportError as exc:  # sqlkv imports and works without it; only this stor
 
 from ..errors import ConfigError, StoreError, StoreLimitError
 from .contract import StoreLimits, expectations_hold
+
+_T = TypeVar("_T")
 
 _INITIAL_MAP_SIZE = 64 * 1024 * 1024
 _MAX_KEY_SIZE = 511  # LMDB's default compile-time key limit
@@ -134,7 +137,7 @@ class LmdbStore:
 
     # -- transactions that survive map growth ----------------------------------
 
-    def _run(self, write: bool, body):
+    def _run(self, write: bool, body: Callable[[Any], _T]) -> _T:
         shared = self._shared
         if self._closed:
             raise StoreError(f"LmdbStore at {self.path} is closed")
@@ -205,14 +208,14 @@ class LmdbStore:
         for k, _ in entries:
             self._check_key(k)
 
-        def body(txn):
+        def body(txn: Any) -> None:
             for k, v in entries:
                 txn.put(k, v)
 
         self._run(True, body)
 
     def delete_batch(self, keys: list[bytes]) -> None:
-        def body(txn):
+        def body(txn: Any) -> None:
             for k in keys:
                 txn.delete(k)
 
@@ -228,7 +231,7 @@ class LmdbStore:
         for k, _ in puts:
             self._check_key(k)
 
-        def body(txn):
+        def body(txn: Any) -> bool:
             if not expectations_hold(txn.get, expect):
                 return False
             for k in deletes:
@@ -242,7 +245,7 @@ class LmdbStore:
     def scan(self, prefix: bytes) -> Iterator[bytes]:
         """The keys that start with ``prefix``, in byte order."""
 
-        def body(txn):
+        def body(txn: Any) -> list[bytes]:
             keys = []
             cursor = txn.cursor()
             if cursor.set_range(prefix):
