@@ -708,7 +708,7 @@ class KvFile:
             self._deferred = _Deferred(dict(self.dirty), self.size, self._low_water)
             self._low_since_deferred = self.size
             return
-        self.commit_now()
+        self._land(self.dirty, self.size, self._low_water)  # commit_now, checked above
 
     def commit_now(self) -> None:
         """Commit every change since the last commit (deferred ones included), atomically."""
@@ -746,7 +746,7 @@ class KvFile:
         new_chunks = -(-size // cs)
         # The buffer is moved, not copied, into the commit: memory stays at one copy.
         chunks: dict[int, bytes] = {}
-        for i in sorted(dirty):
+        for i in sorted(dirty) if len(dirty) > 1 else list(dirty):
             chunk = dirty.pop(i)
             if i >= new_chunks:
                 continue
@@ -756,13 +756,15 @@ class KvFile:
             elif len(chunk) < want:
                 chunk = bytes(chunk) + bytes(want - len(chunk))
             chunks[i] = chunk if type(chunk) is bytes else bytes(chunk)
-        old_chunks = chunk_count(self.committed_size, cs)
-        first_gone = chunk_count(min(self._low_water, size), cs)
-        staged = set(self.staging.indices)
-        zeros = bytes(cs)
-        for i in range(first_gone, new_chunks):
-            if i not in chunks and i not in staged:
-                chunks[i] = zeros if i < new_chunks - 1 else bytes(size - i * cs)
+        old_chunks = -(-self.committed_size // cs)  # chunk_count, inline: once per commit
+        first_gone = -(-min(low_water, size) // cs)
+        staging = self.staging
+        staged = staging.indices
+        if first_gone < new_chunks:
+            zeros = bytes(cs)
+            for i in range(first_gone, new_chunks):
+                if i not in chunks and i not in staged:
+                    chunks[i] = zeros if i < new_chunks - 1 else bytes(size - i * cs)
         try:
             self.committer.commit(
                 self.name,
@@ -770,20 +772,24 @@ class KvFile:
                 size,
                 first_gone,
                 old_chunks,
-                self.staging if self.staging else None,
+                staging if staging else None,
                 self._base_state,
             )
         except BaseException as exc:
             self.failed = exc
             raise
+        cache = self.cache
         for i in range(first_gone, old_chunks):
-            self.cache.discard(i)
+            cache.discard(i)
         for i in staged:
-            self.cache.discard(i)
+            cache.discard(i)
         self.committed_size = self._low_water = size
         self._meta_value = encode_file_meta(size)
         self.exists = True
-        self.staging = Staging()
+        if staging or staged:
+            # A staging area never written to is kept: its random commit id was never
+            # stored, so the next commit may use it (no os.urandom per commit).
+            self.staging = Staging()
         self._deferred = None
         for i, value in chunks.items():
-            self.cache.put(i, value)
+            cache.put(i, value)

@@ -242,6 +242,8 @@ class VersionLog:
         head = read_head(version_value, self.key) or Head(0, None)
         #: The head of the last commit this writer made or found at open.
         self.head = WrittenHead(head.number, head.id, version_value)
+        #: The log's keys by slot, made once each: a commit asks for one.
+        self._log_keys: dict[int, bytes] = {}
 
     @property
     def version(self) -> int:
@@ -262,7 +264,9 @@ class VersionLog:
 
         ``head_id``: the new head's id (default: random); ``parent``: the id of
         the head it is built on (default: this writer's head's)."""
-        log = log_key(self.layout, self.name, version)
+        log = self._log_keys.get(version % LOG_SLOTS)
+        if log is None:
+            log = self._log_keys[version % LOG_SLOTS] = log_key(self.layout, self.name, version)
         head_id = head_id if head_id is not None else os.urandom(HEAD_ID_BYTES)
         record = encode_version(self.key, version, meta_value, head_id)
         parent = parent if parent is not None else self.head.id
