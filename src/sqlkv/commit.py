@@ -375,13 +375,20 @@ class Committer:
         puts: Sequence[Entry],
         deletes: Iterable[bytes] = (),
         expect: dict[bytes, bytes | None] | None = None,
+        one_call: bool = False,
     ) -> None:
         """Write and delete, fenced (and expecting ``expect``), in as few calls as
         the store allows (see :meth:`StoreClient.write`); :class:`FencedError` if
         the lease failed, :class:`RewoundError` if the store's state is not the
-        one this writer built on."""
+        one this writer built on. ``one_call``: the caller knows they fit one
+        atomic ``write_batch`` (a commit point), so it is made at once."""
         expected = self.expectations(expect)
-        if not self.transport.write(puts, deletes, expected):
+        transport = self.transport
+        if one_call:
+            applied = transport.write_batch(puts, deletes, expected)
+        else:
+            applied = transport.write(puts, deletes, expected)
+        if not applied:
             raise self._refused(expected or {})
 
     def check_state(self, more: dict[bytes, bytes | None] | None = None) -> None:
@@ -496,9 +503,9 @@ class Committer:
             )
             if self.transport.unbounded or self.transport.fits_one_write(puts, deletes):
                 if self._conditional or not deletes:
-                    self._commit_point(puts, deletes)
+                    self._commit_point(puts, deletes, one_call=True)
                 else:  # put_batch commits; the delete_batch after it only cleans up
-                    self._commit_point(puts)
+                    self._commit_point(puts, one_call=True)
                     with self._committed(f"FileMeta at key {meta[0].hex()}"):
                         self.write([], deletes)
                 if versions is not None and head is not None:
@@ -529,13 +536,14 @@ class Committer:
         puts: Sequence[Entry],
         deletes: Sequence[bytes] = (),
         expect: dict[bytes, bytes | None] | None = None,
+        one_call: bool = False,
     ) -> None:
         """The write that commits: refused (FencedError, or a StoreLimitError the
         store raised before writing anything: nothing of it is visible), done, or
         failed with its outcome unknown. ``expect``: what it expects beyond the
-        fence (a staged commit: its last manifest piece)."""
+        fence (a staged commit: its last manifest piece); ``one_call``: see :meth:`write`."""
         try:
-            self.write(puts, deletes, expect)
+            self.write(puts, deletes, expect, one_call)
         except (FencedError, StoreLimitError):
             raise  # refused before the store wrote anything: nothing of it is visible
         except StoreError as exc:

@@ -501,7 +501,8 @@ class KvFile:
 
     def read(self, amount: int, offset: int) -> bytes:
         """Up to ``amount`` bytes at ``offset``; fewer at the end of the file."""
-        self._check()
+        if self.failed is not None:  # _check, called only when it raises
+            self._check()
         end = min(offset + amount, self.size)
         if offset >= end:
             return b""
@@ -583,7 +584,8 @@ class KvFile:
 
     def write(self, data: bytes, offset: int) -> None:
         """Buffer ``data`` at ``offset``; nothing becomes visible before :meth:`sync`."""
-        self._check()
+        if self.failed is not None:  # _check, called only when it raises
+            self._check()
         cs = self.chunk_size
         end = offset + len(data)
         spans = list(chunk_spans(offset, len(data), cs))
@@ -701,7 +703,8 @@ class KvFile:
         says to leave it to a later commit (group commit: the changes stay
         buffered, and the next commit carries them with its own, or
         :meth:`commit_deferred` lands them)."""
-        self._check()
+        if self.failed is not None:  # _check, called only when it raises
+            self._check()
         if not self.pending:
             return
         if self.defer is not None and self.defer():
@@ -772,7 +775,7 @@ class KvFile:
                 size,
                 first_gone,
                 old_chunks,
-                staging if staging else None,
+                staging if staging.pieces else None,  # pieces: Staging.__bool__, without its call
                 self._base_state,
             )
         except BaseException as exc:
@@ -786,7 +789,7 @@ class KvFile:
         self.committed_size = self._low_water = size
         self._meta_value = encode_file_meta(size)
         self.exists = True
-        if staging or staged:
+        if staging.pieces or staged:
             # A staging area never written to is kept: its random commit id was never
             # stored, so the next commit may use it (no os.urandom per commit).
             self.staging = Staging()
