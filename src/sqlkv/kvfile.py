@@ -589,13 +589,14 @@ class KvFile:
         cs = self.chunk_size
         end = offset + len(data)
         spans = list(chunk_spans(offset, len(data), cs))
-        # Chunks the write covers only in part need their current bytes first.
+        # Chunks the write covers only in part need their current bytes first (whether
+        # it covers a chunk whole asked first: SQLite's page writes need no more).
         partial = [
             i
             for i, lo, hi in spans
-            if i not in self.dirty
+            if (lo > 0 or hi < min(cs, self.size - i * cs))
+            and i not in self.dirty
             and (i in self.staging.indices or self._has_committed_bytes(i))
-            and (lo > 0 or hi < min(cs, self.size - i * cs))
         ]
         base = self._current(partial) if partial else {}
         for i, lo, hi in spans:

@@ -111,6 +111,7 @@ HEAD_ID_BYTES = 8
 _NO_ID = bytes(HEAD_ID_BYTES)
 #: The last body byte of a log entry that names its parent head.
 _LOG_WITH_PARENT = 1
+_WITH_PARENT = bytes([_LOG_WITH_PARENT])
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 
@@ -175,10 +176,14 @@ def encode_log(
     """The log entry of ``version``: the chunks it changed (``None``: every chunk),
     built on the head whose id is ``parent`` (``None``: a head without id)."""
     if changed is None or len(changed) > MAX_LOGGED_CHUNKS:
-        indices = [_EVERY_CHUNK]
+        packed = _U32.pack(_EVERY_CHUNK)
+    elif len(changed) == 1:  # the usual commit of one page: no sort, no format string
+        (only,) = changed
+        packed = _U32.pack(only)
     else:
         indices = sorted(changed)
-    body = struct.pack(f">{len(indices)}I", *indices) + (parent or _NO_ID) + bytes([_LOG_WITH_PARENT])
+        packed = struct.pack(f">{len(indices)}I", *indices)
+    body = packed + (parent or _NO_ID) + _WITH_PARENT
     return body + seal(key + _U64.pack(version), body, _CHECK)[len(body) :]
 
 
