@@ -311,7 +311,8 @@ class EngineBase:
                 try:
                     results.append(self._run_one(statement, params, single is not None))
                 finally:
-                    self._after_statement()
+                    if self._runs_after_statement:
+                        self._after_statement()
         finally:
             self._script_goes_on = False
             if self.defer_commits is None and self._may_hold_deferred:  # no group commit to land them
@@ -333,7 +334,11 @@ class EngineBase:
         raise NotImplementedError
 
     def _after_statement(self) -> None:
-        """Called after each statement, whether it succeeded or not."""
+        """Called after each statement, whether it succeeded or not, by an engine
+        whose :attr:`_runs_after_statement` says so."""
+
+    #: Whether :meth:`_after_statement` does anything (a call per statement otherwise saved).
+    _runs_after_statement = False
 
     def _last_run(self) -> RunResult:
         raise NotImplementedError

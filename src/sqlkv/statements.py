@@ -95,7 +95,10 @@ def split_statements(sql: str) -> list[str]:
         piece = sql[start : at + 1]
         # A blank piece (only comments and ";") stays in front of the next
         # statement's text, as SQLite keeps it in the text it prepares.
-        if complete_statement(piece) and not _is_blank(piece[:-1]):
+        # _is_blank's common case (a statement's tokens) asked first, without its call.
+        if complete_statement(piece) and (
+            complete_statement(piece[:-1] + _NOT_FROM_NOTHING_OR_TRIGGER) or not _is_blank(piece[:-1])
+        ):
             statements.append(piece)
             start = at + 1
         at = sql.find(";", at + 1)
