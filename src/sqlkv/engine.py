@@ -361,8 +361,12 @@ class EngineBase:
     def _statements(
         self, sql: str, params: Any, single: str | None, min_version: int | None = None
     ) -> list[QueryResult]:
-        check_sql(sql)
-        self._ready()
+        # check_sql and _ready called only when they have something to do (their
+        # first tests, without two calls per call otherwise).
+        if type(sql) is not str or "\x00" in sql:
+            check_sql(sql)
+        if self._asleep or self._broken is not None:
+            self._ready()
         if min_version is not None:
             self.wait_for_version(min_version)
         return self._execute(sql, params, single)
