@@ -397,7 +397,14 @@ class KvFile:
             self._refetch.update(indices)
             raise
         self._refetch.difference_update(indices)
+        cs, size, overlay, cache = self.chunk_size, self.committed_size, self._overlay, self.cache
         for i, key, value in zip(indices, keys, values):
+            # The usual chunk, at the length the file size asks (what _intact and
+            # _committed check) and not overlaid (_keep's rule): cached without a call.
+            if value is not None and min(cs, size - i * cs) <= len(value) <= cs and i not in overlay:
+                cache.put(i, value)
+                out[i] = value
+                continue
             if i not in requested and not self._intact(i, value):
                 continue  # a damaged chunk read ahead fails when it is read
             value = self._committed(i, key, value)
