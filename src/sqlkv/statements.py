@@ -95,9 +95,13 @@ def split_statements(sql: str) -> list[str]:
         piece = sql[start : at + 1]
         # A blank piece (only comments and ";") stays in front of the next
         # statement's text, as SQLite keeps it in the text it prepares.
-        # _is_blank's common case (a statement's tokens) asked first, without its call.
+        # Not blank, asked cheapest first: a piece whose first non-space character is a
+        # letter starts with a keyword or name, a token (neither white space nor a
+        # comment); then _is_blank's common case, without its call; then _is_blank.
         if complete_statement(piece) and (
-            complete_statement(piece[:-1] + _NOT_FROM_NOTHING_OR_TRIGGER) or not _is_blank(piece[:-1])
+            piece.lstrip()[:1].isalpha()
+            or complete_statement(piece[:-1] + _NOT_FROM_NOTHING_OR_TRIGGER)
+            or not _is_blank(piece[:-1])
         ):
             statements.append(piece)
             start = at + 1
