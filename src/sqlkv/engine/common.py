@@ -202,6 +202,9 @@ class EngineBase:
         #: While a script's statements run, whether more follow the current one
         #: (their commits are left to the script's end, see :meth:`_execute`).
         self._script_goes_on = False
+        #: Whether a commit may have been deferred since :meth:`commit_deferred` last
+        #: found none: a call's end asks the file only then (three calls fewer per call).
+        self._may_hold_deferred = False
         conflicts = 0
         while True:
             try:
@@ -234,10 +237,11 @@ class EngineBase:
         return main
 
     def _may_defer(self) -> bool:
-        if self._script_goes_on:
-            return True
         defer = self.defer_commits
-        return defer is not None and defer()
+        if self._script_goes_on or (defer is not None and defer()):
+            self._may_hold_deferred = True
+            return True
+        return False
 
     # -- group commit (see group.py) ----------------------------------------------
 
@@ -267,6 +271,7 @@ class EngineBase:
         callers need not roll back first: a script's end, a group, ``close``.
         """
         if not self.deferred:
+            self._may_hold_deferred = False
             return
         try:
             self.storage.main.commit_deferred()  # type: ignore[union-attr]
@@ -274,6 +279,7 @@ class EngineBase:
             if self._broken is None:
                 self._broken = exc
             raise
+        self._may_hold_deferred = False
 
     def _open(self) -> None:
         raise NotImplementedError
@@ -305,10 +311,11 @@ class EngineBase:
                 try:
                     results.append(self._run_one(statement, params, single is not None))
                 finally:
-                    self._after_statement()
+                    if self._runs_after_statement:
+                        self._after_statement()
         finally:
             self._script_goes_on = False
-            if self.defer_commits is None:  # no group commit to land them (group.py)
+            if self.defer_commits is None and self._may_hold_deferred:  # no group commit to land them
                 self.commit_deferred()
         return results
 
@@ -327,7 +334,11 @@ class EngineBase:
         raise NotImplementedError
 
     def _after_statement(self) -> None:
-        """Called after each statement, whether it succeeded or not."""
+        """Called after each statement, whether it succeeded or not, by an engine
+        whose :attr:`_runs_after_statement` says so."""
+
+    #: Whether :meth:`_after_statement` does anything (a call per statement otherwise saved).
+    _runs_after_statement = False
 
     def _last_run(self) -> RunResult:
         raise NotImplementedError
@@ -350,8 +361,12 @@ class EngineBase:
     def _statements(
         self, sql: str, params: Any, single: str | None, min_version: int | None = None
     ) -> list[QueryResult]:
-        check_sql(sql)
-        self._ready()
+        # check_sql and _ready called only when they have something to do (their
+        # first tests, without two calls per call otherwise).
+        if type(sql) is not str or "\x00" in sql:
+            check_sql(sql)
+        if self._asleep or self._broken is not None:
+            self._ready()
         if min_version is not None:
             self.wait_for_version(min_version)
         return self._execute(sql, params, single)

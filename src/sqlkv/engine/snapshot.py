@@ -333,6 +333,8 @@ class SnapshotEngine(EngineBase):
     def _conn_in_transaction(self) -> bool:
         return self.conn.in_transaction
 
+    _runs_after_statement = True
+
     def _after_statement(self) -> None:
         self._commit_if_done()
 

@@ -86,7 +86,8 @@ def split_statements(sql: str) -> list[str]:
     comments and empty statements in between) to its own ``;``, exactly the
     text SQLite prepares for it; the last one may have no ``;``.
     """
-    check_sql(sql)
+    if type(sql) is not str or "\x00" in sql:  # check_sql's cases, without its call when fine
+        check_sql(sql)
     statements = []
     start = 0
     at = sql.find(";")
@@ -94,12 +95,20 @@ def split_statements(sql: str) -> list[str]:
         piece = sql[start : at + 1]
         # A blank piece (only comments and ";") stays in front of the next
         # statement's text, as SQLite keeps it in the text it prepares.
-        if complete_statement(piece) and not _is_blank(piece[:-1]):
+        # Not blank, asked cheapest first: a piece whose first non-space character is a
+        # letter starts with a keyword or name, a token (neither white space nor a
+        # comment); then _is_blank's common case, without its call; then _is_blank.
+        if complete_statement(piece) and (
+            piece.lstrip()[:1].isalpha()
+            or complete_statement(piece[:-1] + _NOT_FROM_NOTHING_OR_TRIGGER)
+            or not _is_blank(piece[:-1])
+        ):
             statements.append(piece)
             start = at + 1
         at = sql.find(";", at + 1)
     rest = sql[start:]
-    if not _is_blank(rest):
+    # _is_blank's common case (a statement's tokens) first, without its call.
+    if complete_statement(rest + _NOT_FROM_NOTHING_OR_TRIGGER) or not _is_blank(rest):
         statements.append(rest)
     return statements
 

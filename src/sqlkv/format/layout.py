@@ -76,9 +76,15 @@ def chunk_spans(offset: int, length: int, chunk_size: int) -> Iterator[tuple[int
     The one place that does this arithmetic, for reads and writes alike.
     """
     end = offset + length
-    for index in range(offset // chunk_size, (end - 1) // chunk_size + 1 if length > 0 else 0):
-        start = index * chunk_size
-        yield index, max(offset, start) - start, min(end, start + chunk_size) - start
+    first = offset // chunk_size
+    if length > 0 and (end - 1) // chunk_size == first:  # within one chunk: SQLite's page writes
+        start = first * chunk_size
+        return iter(((first, offset - start, end - start),))
+    return iter([
+        (index, max(offset, index * chunk_size) - index * chunk_size,
+         min(end, (index + 1) * chunk_size) - index * chunk_size)
+        for index in range(first, (end - 1) // chunk_size + 1 if length > 0 else 0)
+    ])
 
 
 def decode_file_meta(value: bytes, chunk_size: int, key: bytes) -> int:

@@ -339,6 +339,10 @@ class Committer:
         self.lease = lease if fence is not None else None
         self.atomic = transport.limits.atomic_batches
         self.max_value = transport.limits.max_value_bytes
+        #: Per-database constants, asked for at every commit: whether a write can be
+        #: conditional, and each file's FileMeta key.
+        self._conditional = transport.can_write_batch
+        self._meta_keys: dict[str, bytes] = {}
 
     # -- keys ------------------------------------------------------------------
 
@@ -356,12 +360,14 @@ class Committer:
     def expectations(self, more: dict[bytes, bytes | None] | None = None) -> dict[bytes, bytes | None] | None:
         """What a write expects of the store: the lease, the head this writer last
         wrote or read (where the store can make a write conditional), and ``more``."""
-        if not self.transport.can_write_batch:
+        if not self._conditional:
             return self.fence  # no conditional writes: nothing can be fenced
-        expected = dict(self.fence or {})
-        if self.versions is not None:
-            expected[self.versions.key] = self.versions.head.value
-        expected.update(more or {})
+        expected = dict(self.fence) if self.fence else {}
+        versions = self.versions
+        if versions is not None:
+            expected[versions.key] = versions.head.value
+        if more:
+            expected.update(more)
         return expected or None
 
     def write(
@@ -369,13 +375,20 @@ class Committer:
         puts: Sequence[Entry],
         deletes: Iterable[bytes] = (),
         expect: dict[bytes, bytes | None] | None = None,
+        one_call: bool = False,
     ) -> None:
         """Write and delete, fenced (and expecting ``expect``), in as few calls as
         the store allows (see :meth:`StoreClient.write`); :class:`FencedError` if
         the lease failed, :class:`RewoundError` if the store's state is not the
-        one this writer built on."""
+        one this writer built on. ``one_call``: the caller knows they fit one
+        atomic ``write_batch`` (a commit point), so it is made at once."""
         expected = self.expectations(expect)
-        if not self.transport.write(puts, deletes, expected):
+        transport = self.transport
+        if one_call:
+            applied = transport.write_batch(puts, deletes, expected)
+        else:
+            applied = transport.write(puts, deletes, expected)
+        if not applied:
             raise self._refused(expected or {})
 
     def check_state(self, more: dict[bytes, bytes | None] | None = None) -> None:
@@ -466,23 +479,33 @@ class Committer:
         ``base``: the file's committed size and chunk 0 before this commit,
         asked for only by a staged commit's record.
         """
-        self._check_values(chunks)
+        if self.max_value is not None:
+            self._check_values(chunks)
         layout = self.layout
-        meta = (layout.meta_key(name), encode_file_meta(new_size))
-        versions = self._versions_of(name)
+        meta_key = self._meta_keys.get(name)
+        if meta_key is None:
+            meta_key = self._meta_keys[name] = layout.meta_key(name)
+        meta = (meta_key, encode_file_meta(new_size))
+        versions = self.versions
+        if versions is not None and versions.name != name:  # _versions_of, inline
+            versions = None
         if not staging:
-            puts = [(layout.chunk_key(name, i), v) for i, v in chunks.items()]
+            puts = list(zip(layout.chunk_keys(name, chunks), chunks.values()))
             puts.append(meta)
             head: WrittenHead | None = None
             if versions is not None:  # in the same batch: the version moves with the chunks
                 entries, head = versions.entries(versions.version + 1, meta[1], chunks.keys())
                 puts += entries
-            deletes = [layout.chunk_key(name, i) for i in range(first_gone, old_chunks) if i not in chunks]
-            if self.transport.fits_one_write(puts, deletes):
-                if self.transport.can_write_batch or not deletes:
-                    self._commit_point(puts, deletes)
+            deletes = (
+                [layout.chunk_key(name, i) for i in range(first_gone, old_chunks) if i not in chunks]
+                if first_gone < old_chunks
+                else []
+            )
+            if self.transport.unbounded or self.transport.fits_one_write(puts, deletes):
+                if self._conditional or not deletes:
+                    self._commit_point(puts, deletes, one_call=True)
                 else:  # put_batch commits; the delete_batch after it only cleans up
-                    self._commit_point(puts)
+                    self._commit_point(puts, one_call=True)
                     with self._committed(f"FileMeta at key {meta[0].hex()}"):
                         self.write([], deletes)
                 if versions is not None and head is not None:
@@ -513,13 +536,14 @@ class Committer:
         puts: Sequence[Entry],
         deletes: Sequence[bytes] = (),
         expect: dict[bytes, bytes | None] | None = None,
+        one_call: bool = False,
     ) -> None:
         """The write that commits: refused (FencedError, or a StoreLimitError the
         store raised before writing anything: nothing of it is visible), done, or
         failed with its outcome unknown. ``expect``: what it expects beyond the
-        fence (a staged commit: its last manifest piece)."""
+        fence (a staged commit: its last manifest piece); ``one_call``: see :meth:`write`."""
         try:
-            self.write(puts, deletes, expect)
+            self.write(puts, deletes, expect, one_call)
         except (FencedError, StoreLimitError):
             raise  # refused before the store wrote anything: nothing of it is visible
         except StoreError as exc:

@@ -397,7 +397,14 @@ class KvFile:
             self._refetch.update(indices)
             raise
         self._refetch.difference_update(indices)
+        cs, size, overlay, cache = self.chunk_size, self.committed_size, self._overlay, self.cache
         for i, key, value in zip(indices, keys, values):
+            # The usual chunk, at the length the file size asks (what _intact and
+            # _committed check) and not overlaid (_keep's rule): cached without a call.
+            if value is not None and min(cs, size - i * cs) <= len(value) <= cs and i not in overlay:
+                cache.put(i, value)
+                out[i] = value
+                continue
             if i not in requested and not self._intact(i, value):
                 continue  # a damaged chunk read ahead fails when it is read
             value = self._committed(i, key, value)
@@ -501,7 +508,8 @@ class KvFile:
 
     def read(self, amount: int, offset: int) -> bytes:
         """Up to ``amount`` bytes at ``offset``; fewer at the end of the file."""
-        self._check()
+        if self.failed is not None:  # _check, called only when it raises
+            self._check()
         end = min(offset + amount, self.size)
         if offset >= end:
             return b""
@@ -583,17 +591,19 @@ class KvFile:
 
     def write(self, data: bytes, offset: int) -> None:
         """Buffer ``data`` at ``offset``; nothing becomes visible before :meth:`sync`."""
-        self._check()
+        if self.failed is not None:  # _check, called only when it raises
+            self._check()
         cs = self.chunk_size
         end = offset + len(data)
         spans = list(chunk_spans(offset, len(data), cs))
-        # Chunks the write covers only in part need their current bytes first.
+        # Chunks the write covers only in part need their current bytes first (whether
+        # it covers a chunk whole asked first: SQLite's page writes need no more).
         partial = [
             i
             for i, lo, hi in spans
-            if i not in self.dirty
+            if (lo > 0 or hi < min(cs, self.size - i * cs))
+            and i not in self.dirty
             and (i in self.staging.indices or self._has_committed_bytes(i))
-            and (lo > 0 or hi < min(cs, self.size - i * cs))
         ]
         base = self._current(partial) if partial else {}
         for i, lo, hi in spans:
@@ -701,14 +711,15 @@ class KvFile:
         says to leave it to a later commit (group commit: the changes stay
         buffered, and the next commit carries them with its own, or
         :meth:`commit_deferred` lands them)."""
-        self._check()
+        if self.failed is not None:  # _check, called only when it raises
+            self._check()
         if not self.pending:
             return
         if self.defer is not None and self.defer():
             self._deferred = _Deferred(dict(self.dirty), self.size, self._low_water)
             self._low_since_deferred = self.size
             return
-        self.commit_now()
+        self._land(self.dirty, self.size, self._low_water)  # commit_now, checked above
 
     def commit_now(self) -> None:
         """Commit every change since the last commit (deferred ones included), atomically."""
@@ -746,7 +757,7 @@ class KvFile:
         new_chunks = -(-size // cs)
         # The buffer is moved, not copied, into the commit: memory stays at one copy.
         chunks: dict[int, bytes] = {}
-        for i in sorted(dirty):
+        for i in sorted(dirty) if len(dirty) > 1 else list(dirty):
             chunk = dirty.pop(i)
             if i >= new_chunks:
                 continue
@@ -756,13 +767,15 @@ class KvFile:
             elif len(chunk) < want:
                 chunk = bytes(chunk) + bytes(want - len(chunk))
             chunks[i] = chunk if type(chunk) is bytes else bytes(chunk)
-        old_chunks = chunk_count(self.committed_size, cs)
-        first_gone = chunk_count(min(self._low_water, size), cs)
-        staged = set(self.staging.indices)
-        zeros = bytes(cs)
-        for i in range(first_gone, new_chunks):
-            if i not in chunks and i not in staged:
-                chunks[i] = zeros if i < new_chunks - 1 else bytes(size - i * cs)
+        old_chunks = -(-self.committed_size // cs)  # chunk_count, inline: once per commit
+        first_gone = -(-min(low_water, size) // cs)
+        staging = self.staging
+        staged = staging.indices
+        if first_gone < new_chunks:
+            zeros = bytes(cs)
+            for i in range(first_gone, new_chunks):
+                if i not in chunks and i not in staged:
+                    chunks[i] = zeros if i < new_chunks - 1 else bytes(size - i * cs)
         try:
             self.committer.commit(
                 self.name,
@@ -770,20 +783,24 @@ class KvFile:
                 size,
                 first_gone,
                 old_chunks,
-                self.staging if self.staging else None,
+                staging if staging.pieces else None,  # pieces: Staging.__bool__, without its call
                 self._base_state,
             )
         except BaseException as exc:
             self.failed = exc
             raise
+        cache = self.cache
         for i in range(first_gone, old_chunks):
-            self.cache.discard(i)
+            cache.discard(i)
         for i in staged:
-            self.cache.discard(i)
+            cache.discard(i)
         self.committed_size = self._low_water = size
         self._meta_value = encode_file_meta(size)
         self.exists = True
-        self.staging = Staging()
+        if staging.pieces or staged:
+            # A staging area never written to is kept: its random commit id was never
+            # stored, so the next commit may use it (no os.urandom per commit).
+            self.staging = Staging()
         self._deferred = None
         for i, value in chunks.items():
-            self.cache.put(i, value)
+            cache.put(i, value)

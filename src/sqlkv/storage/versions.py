@@ -111,6 +111,7 @@ HEAD_ID_BYTES = 8
 _NO_ID = bytes(HEAD_ID_BYTES)
 #: The last body byte of a log entry that names its parent head.
 _LOG_WITH_PARENT = 1
+_WITH_PARENT = bytes([_LOG_WITH_PARENT])
 _U64 = struct.Struct(">Q")
 _U32 = struct.Struct(">I")
 
@@ -175,10 +176,14 @@ def encode_log(
     """The log entry of ``version``: the chunks it changed (``None``: every chunk),
     built on the head whose id is ``parent`` (``None``: a head without id)."""
     if changed is None or len(changed) > MAX_LOGGED_CHUNKS:
-        indices = [_EVERY_CHUNK]
+        packed = _U32.pack(_EVERY_CHUNK)
+    elif len(changed) == 1:  # the usual commit of one page: no sort, no format string
+        (only,) = changed
+        packed = _U32.pack(only)
     else:
         indices = sorted(changed)
-    body = struct.pack(f">{len(indices)}I", *indices) + (parent or _NO_ID) + bytes([_LOG_WITH_PARENT])
+        packed = struct.pack(f">{len(indices)}I", *indices)
+    body = packed + (parent or _NO_ID) + _WITH_PARENT
     return body + seal(key + _U64.pack(version), body, _CHECK)[len(body) :]
 
 
@@ -242,6 +247,8 @@ class VersionLog:
         head = read_head(version_value, self.key) or Head(0, None)
         #: The head of the last commit this writer made or found at open.
         self.head = WrittenHead(head.number, head.id, version_value)
+        #: The log's keys by slot, made once each: a commit asks for one.
+        self._log_keys: dict[int, bytes] = {}
 
     @property
     def version(self) -> int:
@@ -262,7 +269,9 @@ class VersionLog:
 
         ``head_id``: the new head's id (default: random); ``parent``: the id of
         the head it is built on (default: this writer's head's)."""
-        log = log_key(self.layout, self.name, version)
+        log = self._log_keys.get(version % LOG_SLOTS)
+        if log is None:
+            log = self._log_keys[version % LOG_SLOTS] = log_key(self.layout, self.name, version)
         head_id = head_id if head_id is not None else os.urandom(HEAD_ID_BYTES)
         record = encode_version(self.key, version, meta_value, head_id)
         parent = parent if parent is not None else self.head.id

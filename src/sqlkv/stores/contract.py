@@ -235,7 +235,11 @@ def expectations_hold(get: Callable[[bytes], bytes | None], expect: dict[bytes, 
 
     For stores implementing ``write_batch`` inside their own atomic step.
     """
-    return not expect or all(get(key) == value for key, value in expect.items())
+    if expect:
+        for key, value in expect.items():  # a loop, not a generator: no call per key
+            if get(key) != value:
+                return False
+    return True
 
 
 def _as_value(value: object, key: bytes, call: str) -> bytes | None:
@@ -385,19 +389,13 @@ class _InFlight:
     Shared by a client and its views, read from any thread."""
 
     def __init__(self) -> None:
-        self._calls: dict[int, tuple[str, float]] = {}
-
-    def begin(self, kind: str) -> int:
-        ident = threading.get_ident()
-        self._calls[ident] = (kind, time.monotonic())
-        return ident
-
-    def end(self, ident: int) -> None:
-        self._calls.pop(ident, None)
+        #: Thread id -> (kind, start): :meth:`StoreClient._wrapped` sets and pops its
+        #: entry itself (two calls fewer per store call than a begin/end pair would make).
+        self.calls: dict[int, tuple[str, float]] = {}
 
     def oldest(self) -> tuple[str, float] | None:
         """The kind and the start (``time.monotonic()``) of the oldest call in flight."""
-        calls = list(self._calls.values())  # one C-level copy: safe beside other threads
+        calls = list(self.calls.values())  # one C-level copy: safe beside other threads
         return min(calls, key=lambda call: call[1], default=None)
 
 
@@ -435,6 +433,11 @@ class StoreClient:
         self._owns_loop = True
         self._write_batch = (
             cast(SupportsWriteBatch, store).write_batch if capabilities.write_batch else None
+        )
+        #: Every write fits one atomic call (no batch limits): :meth:`fits_one_write`
+        #: need not be asked, per commit.
+        self.unbounded = self.limits.atomic_batches and (
+            self.limits.max_batch_keys is None and self.limits.max_batch_bytes is None
         )
 
     def apart(self) -> StoreClient:
@@ -510,11 +513,16 @@ class StoreClient:
     def _wrapped(self, kind: str, method: Any, *args: Any) -> Any:
         """``method(*args)``, awaited if need be; the store's exception as a :class:`StoreError`'s cause."""
         try:
-            ident = self._in_flight.begin(kind)
+            in_flight = self._in_flight.calls
+            ident = threading.get_ident()
+            in_flight[ident] = (kind, time.monotonic())
             try:
                 answer = method(*args)  # a synchronous store's whole call, or a coroutine made
             finally:
-                self._in_flight.end(ident)
+                in_flight.pop(ident, None)
+            # A sync store's usual answers need no _resolve call (see there).
+            if answer is None or type(answer) in _PLAIN_ANSWERS:
+                return answer
             return self._resolve(answer)
         except StoreTimeoutError as exc:
             raise StoreTimeoutError(f"store {kind} failed: {exc}") from exc.__cause__
@@ -643,7 +651,7 @@ class StoreClient:
         whole. Returns ``False`` at the first call whose expectations failed
         (the calls before it applied, none after it was made).
         """
-        if isinstance(deletes, Sequence) and self.fits_one_write(puts, deletes):
+        if isinstance(deletes, Sequence) and (self.unbounded or self.fits_one_write(puts, deletes)):
             return not (puts or deletes) or self.write_batch(puts, deletes, expect)
         for batch in self.entry_batches(puts):
             if not self.write_batch(batch, (), expect):
@@ -745,9 +753,9 @@ class StoreClient:
         ``delete_batch`` (two round trips when both are non-empty), and
         ``expect`` cannot be honoured.
         """
-        puts = list(puts)
-        deletes = list(deletes)
-        if self.can_write_batch:
+        puts = puts if type(puts) is list else list(puts)
+        deletes = deletes if type(deletes) is list else list(deletes)
+        if self._write_batch is not None:  # can_write_batch, without the property's call
             applied = self._call("write_batch", self._write_batch, puts, deletes, expect)
             if not isinstance(applied, bool):
                 raise StoreProtocolError(
