@@ -99,3 +99,14 @@ def test_lease_seconds_is_checked_once_per_open():
     with sqlkv.connect(sqlkv.MemoryStore(), "a.db", lease_seconds=_CountedSeconds(30)):
         opened = _CountedSeconds.compared
     assert opened == one_check
+
+
+def test_the_sqlalchemy_url_takes_every_declared_option_and_open_parameter():
+    from dataclasses import fields
+
+    pytest.importorskip("sqlalchemy")
+    from sqlkv.dbapi2.dialect import _URL_OPTIONS
+    from sqlkv.storage.options import OpenParams
+
+    declared = {field.name for field in (*fields(Options), *fields(OpenParams))}
+    assert set(_URL_OPTIONS) == declared | {"store"}

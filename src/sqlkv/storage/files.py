@@ -19,7 +19,7 @@ from ..format.layout import Layout, check_database_name, check_file_name
 from ..stores.contract import AnyKvStore, StoreClient
 from .kvfile import KvFile
 from .lease import Leaser, LeaseRequest, release_and_close
-from .options import OpenParams, Options, options_from
+from .options import OPEN_DEFAULTS, OpenParams, Options, options_from
 from .storage import Storage
 
 #: Called with (bytes done, bytes in all) as a long operation goes on.
@@ -70,7 +70,7 @@ def open_file(
     options: Options,
     *,
     readonly: bool,
-    lock_timeout: float = 0.0,
+    lock_timeout: float = OPEN_DEFAULTS.lock_timeout,
     salvage: bool = False,
 ) -> Iterator[KvFile]:
     """The database ``name`` in ``store`` as a :class:`KvFile`, open for this block.
@@ -94,7 +94,7 @@ def open_file(
 
 @contextmanager
 def writer_lease(
-    store: AnyKvStore, name: str, options: Options, lock_timeout: float = 0.0
+    store: AnyKvStore, name: str, options: Options, lock_timeout: float = OPEN_DEFAULTS.lock_timeout
 ) -> Iterator[tuple[StoreClient, dict[bytes, bytes | None] | None]]:
     """The writer's lease on database ``name``, held for this block, without opening
     the database: a client of ``store`` and the fence every write must carry
