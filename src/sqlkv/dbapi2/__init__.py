@@ -38,7 +38,7 @@ from .. import environment
 from .. import errors as _sqlkv_errors
 from ..engine.backends import apsw_available, open_engine
 from ..engine.common import Engine, split_statements
-from ..storage.options import options_from, unknown_options
+from ..storage.options import OPEN_DEFAULTS, OpenParams, options_from, unknown_options
 from ..stores.contract import AnyKvStore
 from ..stores.urls import open_store
 
@@ -390,9 +390,9 @@ def connect(
     *,
     isolation_level: str | None = "",
     autocommit: bool | int = LEGACY_TRANSACTION_CONTROL,
-    readonly: bool = False,
-    lock_timeout: float = 0.0,
-    max_staleness: float = 0.0,
+    readonly: bool = OPEN_DEFAULTS.readonly,
+    lock_timeout: float = OPEN_DEFAULTS.lock_timeout,
+    max_staleness: float = OPEN_DEFAULTS.max_staleness,
     factory: type[Connection] | None = None,
     **options: Any,
 ) -> Connection:
@@ -414,13 +414,11 @@ def connect(
         store = environment.store_url()
     with _translated(OperationalError):
         settings = options_from(options)
+        params = OpenParams(readonly, lock_timeout, max_staleness)
         owned = open_store(store) if isinstance(store, str) else None
         try:
             target: AnyKvStore = owned if owned is not None else store  # type: ignore[assignment]
-            engine = open_engine(
-                settings, target, database,
-                readonly=readonly, lock_timeout=lock_timeout, max_staleness=max_staleness,
-            )
+            engine = open_engine(settings, target, database, params)
         except BaseException:
             _close_store(owned)
             raise

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import fields
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
@@ -36,6 +37,7 @@ from sqlalchemy.util.concurrency import await_
 
 from .. import dbapi2
 from ..runtime.pool import Worker
+from ..storage.options import OpenParams, Options
 
 #: URL query options -> how their text becomes the value dbapi2.connect takes.
 _BOOL_TEXT = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
@@ -52,19 +54,25 @@ def _optional_float(name: str, text: str) -> float | None:
     return None if text.lower() == "none" else float(text)
 
 
+def _text(name: str, text: str) -> str:
+    return text
+
+
+#: How a URL's text becomes a value of each type an option or open parameter is declared with.
+_FROM_TEXT: dict[str, Callable[[str, str], Any]] = {
+    "bool": _bool,
+    "int": lambda name, text: int(text),
+    "float": lambda name, text: float(text),
+    "float | None": _optional_float,
+    "str": _text,
+    "str | None": _text,
+}
+
+#: The URL's query options: the store, and every option and open parameter, from their
+#: one declaration (a new one of a type not above fails here, at import).
 _URL_OPTIONS: dict[str, Callable[[str, str], Any]] = {
-    "store": lambda name, text: text,
-    "readonly": _bool,
-    "backend": lambda name, text: text,
-    "layout": lambda name, text: text,
-    "kv_prefix": lambda name, text: int(text),
-    "chunk_size": lambda name, text: int(text),
-    "cache_bytes": lambda name, text: int(text),
-    "max_dirty_bytes": lambda name, text: int(text),
-    "lease_seconds": _optional_float,
-    "store_timeout": _optional_float,
-    "lock_timeout": lambda name, text: float(text),
-    "max_staleness": lambda name, text: float(text),
+    "store": _text,
+    **{field.name: _FROM_TEXT[str(field.type)] for field in (*fields(Options), *fields(OpenParams))},
 }
 
 

@@ -13,19 +13,12 @@ import asyncio
 from .. import environment
 from ..errors import ConfigError
 from ..format.layout import check_file_name
-from ..storage.lease import Leaser, LeaseRequest, check_lease_options, release_and_close
-from ..storage.options import BACKENDS, Options
+from ..storage.lease import Leaser, LeaseRequest, release_and_close
+from ..storage.options import BACKENDS, OpenParams, Options
 from ..stores.contract import AnyKvStore, StoreClient
 from .common import Engine
 
 ENV_VAR = environment.BACKEND_VAR
-
-
-def check_max_staleness(value: object) -> float:
-    """``max_staleness`` if it is a number of seconds, 0 or more; else :class:`ConfigError`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
-        raise ConfigError(f"max_staleness must be a number of seconds, 0 or more, not {value!r}")
-    return float(value)
 
 
 def apsw_import_error() -> ImportError | None:
@@ -77,14 +70,13 @@ def open_engine(
     options: Options,
     store: AnyKvStore,
     file_name: str,
+    params: OpenParams,
     *,
-    readonly: bool = False,
     loop: asyncio.AbstractEventLoop | None = None,
-    lock_timeout: float = 0.0,
-    max_staleness: float = 0.0,
     client: StoreClient | None = None,
 ) -> Engine:
-    """Open ``file_name`` in ``store`` on the backend the options resolve to.
+    """Open ``file_name`` in ``store`` on the backend the options resolve to,
+    as ``params`` say (both checked when they were made).
 
     ``client``: the transport to ``store`` to use, for a caller that watches
     its calls (see :meth:`StoreClient.overdue`); made here when ``None``.
@@ -92,29 +84,28 @@ def open_engine(
     ``loop`` is the event loop an async store's calls are run on (the
     caller's, for the async API); without one a private loop is started when
     the store turns out to be async. A writer first takes the database's
-    lease (see lease.py), waiting up to ``lock_timeout`` seconds for it; its
+    lease (see lease.py), waiting up to ``params.lock_timeout`` seconds for it; its
     leaser works through the engine's transport (no second client, no second
     loop), and the engine releases the lease when it closes.
     """
     check_file_name(file_name)
-    check_lease_options(options.lease_seconds, lock_timeout)
-    check_max_staleness(max_staleness)
     backend = resolve_backend(options.backend)
     if client is None:
         client = StoreClient(store, loop=loop, timeout=options.store_timeout)
     lease = None
-    if not readonly and options.lease_seconds is not None:
+    if not params.readonly and options.lease_seconds is not None:
         lease = LeaseRequest(
-            Leaser(client), options.make_layout(file_name), file_name, options.lease_seconds, lock_timeout
+            Leaser(client), options.make_layout(file_name), file_name, options.lease_seconds,
+            params.lock_timeout,
         )
     try:
         if backend == "pages":
             from .pages import PagesEngine
 
-            return PagesEngine(client, options, file_name, readonly, lease, max_staleness)
+            return PagesEngine(client, options, file_name, params, lease)
         from .snapshot import SnapshotEngine
 
-        return SnapshotEngine(client, options, file_name, readonly, lease, max_staleness)
+        return SnapshotEngine(client, options, file_name, params, lease)
     except BaseException:
         release_and_close(lease, client)
         raise

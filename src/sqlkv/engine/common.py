@@ -16,7 +16,7 @@ from ..errors import ConfigError, ConflictError, Error, PinnedSettingError, SqlE
 from ..metrics import Stats
 from ..storage.kvfile import KvFile
 from ..storage.lease import LeaseRequest, release_and_close
-from ..storage.options import Options
+from ..storage.options import OpenParams, Options
 from ..storage.storage import Storage
 from ..stores.contract import StoreClient
 from .statements import check_sql, split_statements
@@ -180,17 +180,16 @@ class EngineBase:
         client: StoreClient,
         options: Options,
         name: str,
-        readonly: bool,
+        params: OpenParams,
         lease: LeaseRequest | None = None,
-        max_staleness: float = 0.0,
     ) -> None:
         self.client = client
-        self.max_staleness = max_staleness
+        self.params = params
         self._lease_request = lease
         self.stats = client.stats
         self.options = options
         self.name = name
-        self.readonly = readonly
+        self.readonly = params.readonly
         self._broken: BaseException | None = None
         #: Hibernating (see :meth:`hibernate`): no SQLite connection, no caches;
         #: the next call opens them again.
@@ -225,9 +224,8 @@ class EngineBase:
             self.name,
             options.chunk_size,
             options.cache_bytes,
-            readonly=self.readonly,
+            self.params,
             max_dirty_bytes=options.max_dirty_bytes,
-            max_staleness=self.max_staleness,
         )
         main = self.storage.open(self._lease_request)
         if self.readonly and not main.exists:

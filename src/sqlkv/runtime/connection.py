@@ -20,7 +20,7 @@ from typing import Any
 from ..engine.backends import open_engine
 from ..engine.common import Engine, QueryResult, RunResult
 from ..errors import StoreTimeoutError
-from ..storage.options import options_from
+from ..storage.options import OPEN_DEFAULTS, OpenParams, options_from
 from ..stores.contract import AnyKvStore
 from .database import OpenDatabase, warn_unclosed
 from .transaction import RowCallback, Transaction, call_for_each_row, direct_call_refused, run_call
@@ -32,25 +32,20 @@ def connect(
     store: AnyKvStore,
     file_name: str,
     *,
-    readonly: bool = False,
-    lock_timeout: float = 0.0,
-    max_staleness: float = 0.0,
+    readonly: bool = OPEN_DEFAULTS.readonly,
+    lock_timeout: float = OPEN_DEFAULTS.lock_timeout,
+    max_staleness: float = OPEN_DEFAULTS.max_staleness,
     **options: Any,
 ) -> Connection:
     """Open (creating if needed) the database ``file_name`` in ``store``, synchronously.
 
     ``options`` are :class:`sqlkv.SqliteVfs`'s (by name: see
     :func:`~sqlkv.storage.options.options_from`); ``readonly``, ``lock_timeout`` and
-    ``max_staleness`` its ``open``'s.
+    ``max_staleness`` its ``open``'s (see :class:`~sqlkv.storage.options.OpenParams`).
     """
-    engine = open_engine(
-        options_from(options),
-        store,
-        file_name,
-        readonly=readonly,
-        lock_timeout=lock_timeout,
-        max_staleness=max_staleness,
-    )
+    settings = options_from(options)
+    params = OpenParams(readonly, lock_timeout, max_staleness)
+    engine = open_engine(settings, store, file_name, params)
     return Connection(engine, file_name)
 
 

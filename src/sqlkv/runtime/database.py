@@ -28,7 +28,7 @@ from ..engine.backends import open_engine
 from ..engine.common import Engine, QueryResult, RunResult
 from ..errors import ClosedError, Error, OutcomeUnknownError, StoreError, StoreTimeoutError
 from ..metrics import Stats
-from ..storage.options import optional_seconds, options_from
+from ..storage.options import OPEN_DEFAULTS, OpenParams, optional_seconds, options_from
 from ..stores.contract import AnyKvStore, StoreClient
 from .group import CommitGroup
 from .pool import Worker, check_pool_size
@@ -94,9 +94,9 @@ class SqliteVfs:
         file_name: str,
         store: AnyKvStore,
         *,
-        readonly: bool = False,
-        lock_timeout: float = 0.0,
-        max_staleness: float = 0.0,
+        readonly: bool = OPEN_DEFAULTS.readonly,
+        lock_timeout: float = OPEN_DEFAULTS.lock_timeout,
+        max_staleness: float = OPEN_DEFAULTS.max_staleness,
     ) -> Database:
         """Open (creating if needed) the database ``file_name`` in ``store``.
 
@@ -105,24 +105,17 @@ class SqliteVfs:
         ``readonly=True`` takes no lease and never writes; each of its read
         transactions sees one whole committed state, checked at its start
         unless checked within the last ``max_staleness`` seconds (README,
-        "Readers in other processes").
+        "Readers in other processes"); a writer refuses ``max_staleness`` (see
+        :class:`~sqlkv.storage.options.OpenParams`).
         """
+        params = OpenParams(readonly, lock_timeout, max_staleness)
         loop = asyncio.get_running_loop()
         client = StoreClient(store, loop=loop, timeout=self.options.store_timeout)
         worker = Worker(loop, pool_size=self.pool_size)
         opened: list[Engine] = []
 
         def open_it() -> Engine:
-            engine = open_engine(
-                self.options,
-                store,
-                file_name,
-                readonly=readonly,
-                loop=loop,
-                lock_timeout=lock_timeout,
-                max_staleness=max_staleness,
-                client=client,
-            )
+            engine = open_engine(self.options, store, file_name, params, loop=loop, client=client)
             opened.append(engine)
             return engine
 
@@ -264,7 +257,7 @@ class Database(OpenDatabase):
         name: str,
         loop: asyncio.AbstractEventLoop,
         worker: Worker,
-        hibernate_after: float | None = None,
+        hibernate_after: float | None,
     ) -> None:
         self._engine = engine
         self.name = name

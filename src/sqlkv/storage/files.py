@@ -18,8 +18,8 @@ from typing import Any
 from ..format.layout import Layout, check_database_name, check_file_name
 from ..stores.contract import AnyKvStore, StoreClient
 from .kvfile import KvFile
-from .lease import Leaser, LeaseRequest, check_lease_options, release_and_close
-from .options import Options
+from .lease import Leaser, LeaseRequest, release_and_close
+from .options import OPEN_DEFAULTS, OpenParams, Options, options_from
 from .storage import Storage
 
 #: Called with (bytes done, bytes in all) as a long operation goes on.
@@ -31,8 +31,10 @@ BLOCK_BYTES = 1024 * 1024
 def make_options(options: dict[str, Any]) -> Options:
     """:class:`Options` from the keywords the maintenance functions pass on
     (``kv_prefix``, ``chunk_size``, ``layout``, ``cache_bytes``,
-    ``max_dirty_bytes``, ``lease_seconds``); a bad one is a :class:`ConfigError`."""
-    return Options(**options)
+    ``max_dirty_bytes``, ``lease_seconds``), checked as every API checks them
+    (:func:`~sqlkv.storage.options.options_from`): an unknown name or a bad value is
+    a :class:`ConfigError` naming it."""
+    return options_from(options)
 
 
 @contextmanager
@@ -40,8 +42,7 @@ def _writer_parts(
     store: AnyKvStore,
     name: str,
     options: Options,
-    readonly: bool,
-    lock_timeout: float,
+    params: OpenParams,
     replace_unreadable: bool = False,
 ) -> Iterator[tuple[StoreClient, Layout, LeaseRequest | None]]:
     """A client of ``store`` for database ``name``, its layout, and a writer's lease
@@ -49,13 +50,12 @@ def _writer_parts(
     taken, is released and the client closed at the end of the block.
     ``replace_unreadable``: see :class:`LeaseRequest`."""
     check_file_name(name)
-    check_lease_options(options.lease_seconds, lock_timeout)
     layout = options.make_layout(name)
     transport = StoreClient(store, timeout=options.store_timeout)
     lease = None
-    if not readonly and options.lease_seconds is not None:
+    if not params.readonly and options.lease_seconds is not None:
         lease = LeaseRequest(
-            Leaser(transport), layout, name, options.lease_seconds, lock_timeout, replace_unreadable
+            Leaser(transport), layout, name, options.lease_seconds, params.lock_timeout, replace_unreadable
         )
     try:
         yield transport, layout, lease
@@ -70,7 +70,7 @@ def open_file(
     options: Options,
     *,
     readonly: bool,
-    lock_timeout: float = 0.0,
+    lock_timeout: float = OPEN_DEFAULTS.lock_timeout,
     salvage: bool = False,
 ) -> Iterator[KvFile]:
     """The database ``name`` in ``store`` as a :class:`KvFile`, open for this block.
@@ -82,10 +82,11 @@ def open_file(
     refused); it also takes over a lease whose value cannot be read,
     which every other open refuses (see lease.py).
     """
-    with _writer_parts(store, name, options, readonly, lock_timeout, salvage) as (transport, layout, lease):
+    params = OpenParams(readonly=readonly, lock_timeout=lock_timeout)
+    with _writer_parts(store, name, options, params, salvage) as (transport, layout, lease):
         storage = Storage(
             transport, layout, name, options.chunk_size, options.cache_bytes,
-            readonly=readonly, max_dirty_bytes=options.max_dirty_bytes, salvage=salvage,
+            params, max_dirty_bytes=options.max_dirty_bytes, salvage=salvage,
         )
         yield storage.open(lease)
         storage.close()
@@ -93,7 +94,7 @@ def open_file(
 
 @contextmanager
 def writer_lease(
-    store: AnyKvStore, name: str, options: Options, lock_timeout: float = 0.0
+    store: AnyKvStore, name: str, options: Options, lock_timeout: float = OPEN_DEFAULTS.lock_timeout
 ) -> Iterator[tuple[StoreClient, dict[bytes, bytes | None] | None]]:
     """The writer's lease on database ``name``, held for this block, without opening
     the database: a client of ``store`` and the fence every write must carry
@@ -104,7 +105,7 @@ def writer_lease(
     the one thing it needs of an open is that no other writer commits meanwhile.
     So a lease whose value cannot be read is taken over too (see lease.py).
     """
-    with _writer_parts(store, name, options, False, lock_timeout, True) as (transport, layout, lease):
+    with _writer_parts(store, name, options, OpenParams(lock_timeout=lock_timeout), True) as (transport, layout, lease):
         check_database_name(name, layout, transport.limits.max_key_bytes)
         if lease is not None and lease.wanted:
             lease.take(transport.get_batch(lease.keys()))  # nothing else read yet: always current

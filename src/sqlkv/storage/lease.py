@@ -162,15 +162,19 @@ def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def check_lease_options(lease_seconds: object, lock_timeout: object) -> None:
-    """Raise :class:`ConfigError` naming a bad ``lease_seconds`` or ``lock_timeout``."""
+def _number(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    def number(value: object) -> TypeGuard[int | float]:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    if lease_seconds is not None and (not number(lease_seconds) or not 0 < lease_seconds < 2**31):
+def check_lease_seconds(lease_seconds: object) -> None:
+    """Raise :class:`ConfigError` naming a bad ``lease_seconds`` (a positive number or ``None``)."""
+    if lease_seconds is not None and (not _number(lease_seconds) or not 0 < lease_seconds < 2**31):
         raise ConfigError(f"lease_seconds must be a positive number or None, not {lease_seconds!r}")
-    if not number(lock_timeout) or not 0 <= lock_timeout < 2**31:
+
+
+def check_lock_timeout(lock_timeout: object) -> None:
+    """Raise :class:`ConfigError` naming a bad ``lock_timeout`` (seconds, 0 or more)."""
+    if not _number(lock_timeout) or not 0 <= lock_timeout < 2**31:
         raise ConfigError(f"lock_timeout must be a number of seconds >= 0, not {lock_timeout!r}")
 
 

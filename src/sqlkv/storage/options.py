@@ -1,4 +1,4 @@
-"""The options a database is opened with, checked once, at construction."""
+"""The options a database is opened with, and the parameters of one open: each declared, defaulted and checked once, at construction."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..format.layout import LAYOUTS, Layout, make_layout
-from .lease import DEFAULT_LEASE_SECONDS, check_lease_options
+from .lease import DEFAULT_LEASE_SECONDS, check_lease_seconds, check_lock_timeout
 
 BACKENDS = ("pages", "snapshot")
 
@@ -89,11 +89,49 @@ class Options:
                 f"{prefix} cannot be honoured; leave kv_prefix at {DEFAULT_KV_PREFIX} and keep "
                 "databases apart by key space (one store, Redis namespace or LMDB path each)"
             )
-        check_lease_options(self.lease_seconds, 0)
+        check_lease_seconds(self.lease_seconds)
         optional_seconds("store_timeout", self.store_timeout)
 
     def make_layout(self, main_name: str) -> Layout:
         return make_layout(self.layout, self.kv_prefix, main_name)
+
+
+def check_max_staleness(value: object) -> float:
+    """``max_staleness`` if it is a number of seconds, 0 or more; else :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+        raise ConfigError(f"max_staleness must be a number of seconds, 0 or more, not {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class OpenParams:
+    """How one database is opened: the parameters of ``SqliteVfs.open``,
+    :func:`sqlkv.connect` and :func:`sqlkv.dbapi2.connect`, declared, defaulted and
+    checked here once, and carried as this one value to the engine and its storage.
+
+    ``readonly``: a reader, which never writes and takes no lease.
+    ``lock_timeout``: seconds a writer waits for another writer's lease.
+    ``max_staleness``: seconds a reader may serve read transactions without
+    checking the version (see versions.py); it applies to readers only, so a
+    writer given any but the default is a :class:`ConfigError` naming it.
+    """
+
+    readonly: bool = False
+    lock_timeout: float = 0.0
+    max_staleness: float = 0.0
+
+    def __post_init__(self) -> None:
+        check_lock_timeout(self.lock_timeout)
+        object.__setattr__(self, "max_staleness", check_max_staleness(self.max_staleness))
+        if not self.readonly and self.max_staleness != OpenParams.max_staleness:
+            raise ConfigError(
+                f"max_staleness={self.max_staleness!r} applies to readers only; "
+                "open with readonly=True, or leave max_staleness out"
+            )
+
+
+#: Every open parameter at its default: the one place the front doors' signatures take them from.
+OPEN_DEFAULTS = OpenParams()
 
 
 #: The options :class:`sqlkv.SqliteVfs`, :func:`sqlkv.connect` and the DB-API's
@@ -108,6 +146,14 @@ def unknown_options(keywords: Mapping[str, Any]) -> list[str]:
     return sorted(set(keywords) - set(OPTION_NAMES))
 
 
+def _raise_unknown(keywords: Mapping[str, Any]) -> None:
+    unknown = unknown_options(keywords)
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s): {', '.join(unknown)}; the options are {', '.join(OPTION_NAMES)}"
+        )
+
+
 def options_from(keywords: Mapping[str, Any], positional: tuple[Any, ...] = ()) -> Options:
     """The :class:`Options` both APIs build from their callers' arguments.
 
@@ -115,11 +161,7 @@ def options_from(keywords: Mapping[str, Any], positional: tuple[Any, ...] = ()) 
     :data:`POSITIONAL_OPTIONS`). An unknown name, an option given twice or too
     many positional values is a :class:`ConfigError` naming them, as is a bad value.
     """
-    unknown = unknown_options(keywords)
-    if unknown:
-        raise ConfigError(
-            f"unknown option(s): {', '.join(unknown)}; the options are {', '.join(OPTION_NAMES)}"
-        )
+    _raise_unknown(keywords)
     if len(positional) > POSITIONAL_OPTIONS:
         raise ConfigError(
             f"at most {POSITIONAL_OPTIONS} options by position "

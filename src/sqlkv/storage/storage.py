@@ -20,6 +20,7 @@ from . import journal as hot_journal
 from .commit import Committer, recovery_keys
 from .kvfile import KvFile
 from .lease import LeaseRequest
+from .options import DEFAULT_MAX_DIRTY_BYTES, OPEN_DEFAULTS, OpenParams
 from .versions import VersionLog, VersionPin, version_key
 
 #: Bytes of the database read ahead at open, in the same round trip as its FileMeta:
@@ -77,9 +78,8 @@ class Storage:
         main_name: str,
         chunk_size: int,
         cache_bytes: int,
-        readonly: bool = False,
-        max_dirty_bytes: int = 64 * 1024 * 1024,
-        max_staleness: float = 0.0,
+        params: OpenParams = OPEN_DEFAULTS,
+        max_dirty_bytes: int = DEFAULT_MAX_DIRTY_BYTES,
         salvage: bool = False,
     ) -> None:
         self.transport = transport
@@ -87,9 +87,9 @@ class Storage:
         self.main_name = main_name
         self.chunk_size = chunk_size
         self.cache_bytes = cache_bytes
-        self.readonly = readonly
+        self.readonly = params.readonly
         self.max_dirty_bytes = max_dirty_bytes
-        self.max_staleness = max_staleness
+        self.max_staleness = params.max_staleness
         #: Opened by ``check --repair`` to mend the database: a FileMeta whose size its
         #: chunks do not bear out is taken as it is instead of refused (see :meth:`open`),
         #: and an unreadable commit record is discarded (see Committer.recover).

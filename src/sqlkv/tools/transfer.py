@@ -40,6 +40,7 @@ from typing import Any
 from ..errors import ConfigError, Error, ExistsError, NotFoundError
 from ..storage.files import Progress, make_options, open_file, stream, write_whole
 from ..storage.kvfile import KvFile
+from ..storage.options import OPEN_DEFAULTS
 from ..storage.storage import SQLITE_HEADER_BYTES, SQLITE_MAGIC, sqlite_header
 from ..stores.contract import AnyKvStore
 
@@ -169,7 +170,7 @@ def import_database(
     *,
     replace: bool = False,
     progress: Progress | None = None,
-    lock_timeout: float = 0.0,
+    lock_timeout: float = OPEN_DEFAULTS.lock_timeout,
     **options: Any,
 ) -> TransferResult:
     """Bring the SQLite file ``source`` into ``store`` as database ``name``, atomically.
@@ -207,7 +208,7 @@ def export_database(
     replace: bool = False,
     readonly: bool = False,
     progress: Progress | None = None,
-    lock_timeout: float = 0.0,
+    lock_timeout: float = OPEN_DEFAULTS.lock_timeout,
     **options: Any,
 ) -> TransferResult:
     """Write database ``name`` of ``store`` to the SQLite file ``target``.
@@ -272,7 +273,7 @@ def copy_database(
     replace: bool = False,
     readonly: bool = False,
     progress: Progress | None = None,
-    lock_timeout: float = 0.0,
+    lock_timeout: float = OPEN_DEFAULTS.lock_timeout,
     **options: Any,
 ) -> TransferResult:
     """Copy database ``name`` of ``source_store`` to ``target_store`` (as ``new_name``).
