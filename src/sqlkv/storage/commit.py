@@ -99,7 +99,6 @@ from ..errors import (
     StoreLimitError,
 )
 from ..format.layout import (
-    EXT_COMMIT_RECORD,
     EXT_STAGED_CHUNK,
     EXT_STAGED_MANIFEST,
     MAX_CHUNKS,
@@ -107,6 +106,7 @@ from ..format.layout import (
     chunk_count,
     decode_file_meta,
     encode_file_meta,
+    record_key,
 )
 from ..format.sealed import DIGEST_BYTES as _DIGEST_BYTES
 from ..format.sealed import digest, seal, unseal
@@ -269,11 +269,6 @@ def staged_digest(key: bytes, value: bytes) -> bytes:
     """The digest a manifest piece records of a chunk staged under ``key``: a
     chunk answered short or garbled when read back is told apart by it."""
     return digest(key, value)
-
-
-def record_key(layout: Layout, name: str) -> bytes:
-    """Where the commit record of a staged commit of file ``name`` is kept."""
-    return layout.ext_key(name, EXT_COMMIT_RECORD)
 
 
 def piece_key(layout: Layout, name: str, piece: int) -> bytes:

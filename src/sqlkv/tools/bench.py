@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError, Error
-from ..format.layout import decode_file_meta, make_layout
+from ..format.layout import JOURNAL, decode_file_meta, make_layout
 from ..stores.contract import AnyKvStore, StoreClient
 from ..stores.latency import Meter, metered
 
@@ -328,7 +328,7 @@ def _delete_database(store: AnyKvStore) -> None:
     layout = make_layout("seed", 9, DB_NAME)
     client = StoreClient(store)
     try:
-        for name in (DB_NAME, DB_NAME + "-journal"):
+        for name in (DB_NAME, DB_NAME + JOURNAL):
             meta = client.get(layout.meta_key(name))
             if meta is None:
                 continue
