@@ -214,7 +214,7 @@ class SqlkvSession(Session):
         scheme = store_url.split("://", 1)[0]
         self.system = f"sqlkv-{backend}{'-sync' if api == 'sync' else ''}/{scheme}"
         layout = make_layout("seed", 9, DB_NAME)
-        chunk_prefix = layout.chunk_key(DB_NAME, 0)[:-4]
+        chunk_prefix = layout.chunk_prefix(DB_NAME)
         inner, self._cleanup = fresh_store(store_url)
         self.store = metered(inner, latency_ms, chunk_prefix)
         self.db: Any = None
