@@ -10,17 +10,25 @@ from helpers import is_version_key
 
 import sqlkv
 from sqlkv.format.layout import (
+    CHUNK,
+    EXT,
     EXT_COMMIT_RECORD,
     EXT_LEASE,
     EXT_STAGED_CHUNK,
     EXT_STAGED_MANIFEST,
+    META,
+    SIDECARS,
+    KeyInfo,
+    Layout,
     RivetV2Layout,
     SeedLayout,
     chunk_spans,
     database_of,
     decode_file_meta,
     encode_file_meta,
+    record_key,
 )
+from sqlkv.storage.lease import lease_keys
 from sqlkv.storage.versions import log_key, version_key
 
 
@@ -252,3 +260,63 @@ def test_version_records_and_log_entries_of_the_format_without_head_ids_are_stil
 
     entry = read_log(encode_log(lkey, 7, {5}, b"\xbb" * 8), lkey, 7)
     assert entry is not None and entry.changed == frozenset({5}) and entry.parent == b"\xbb" * 8
+
+
+def _rebuilt(layout: Layout, info: KeyInfo) -> bytes:
+    """The key ``info`` describes, made again by the layout's own key functions."""
+    if info.what == META:
+        return layout.meta_key(info.file_name)
+    if info.what == CHUNK:
+        assert info.index is not None
+        return layout.chunk_key(info.file_name, info.index)
+    assert info.what == EXT and len(info.kind) == 1
+    return layout.ext_key(info.file_name, info.kind, info.suffix)
+
+
+@pytest.mark.parametrize("layout", [SeedLayout(9), RivetV2Layout("app.db")], ids=["seed", "rivet-v2"])
+def test_the_key_classifier_names_every_kind_of_key_a_layout_makes(layout):
+    """classify() is the one reader of keys (inventory asks it instead of counting
+    bytes): for every key kind of both layouts, of the database and each sidecar,
+    it names what the key is, and the layout's key functions make the key again."""
+    u32 = struct.Struct(">I").pack
+    for file_name in ["app.db", *("app.db" + s for s in SIDECARS)]:
+        cases = {
+            layout.meta_key(file_name): KeyInfo(META, file_name),
+            record_key(layout, file_name): KeyInfo(EXT, file_name, None, EXT_COMMIT_RECORD),
+            layout.ext_key(file_name, EXT_STAGED_MANIFEST, u32(3)): KeyInfo(EXT, file_name, None, b"m", u32(3)),
+            layout.ext_key(file_name, EXT_STAGED_CHUNK, u32(2**32 - 1)):
+                KeyInfo(EXT, file_name, None, b"d", u32(2**32 - 1)),
+            version_key(layout, file_name): KeyInfo(EXT, file_name, None, version_key(layout, file_name)[-1:]),
+        }
+        for index in (0, 1, 0x01020304, 2**32 - 1):
+            cases[layout.chunk_key(file_name, index)] = KeyInfo(CHUNK, file_name, index)
+        for key in [*lease_keys(layout, file_name), log_key(layout, file_name, 257)]:
+            cases[key] = layout.classify(key)
+            assert cases[key] is not None and cases[key].what == EXT and cases[key].kind in (b"l", key[-2:-1])
+        for key, info in cases.items():
+            assert layout.classify(key) == info, key.hex(" ")
+            assert _rebuilt(layout, info) == key
+        assert layout.chunk_prefix(file_name) == layout.chunk_key(file_name, 7)[:-4]
+        assert layout.ext_key(file_name, EXT_LEASE).startswith(layout.ext_prefix(file_name))
+    other = RivetV2Layout("app.db") if isinstance(layout, SeedLayout) else SeedLayout(9)
+    for key in [other.meta_key("app.db"), other.chunk_key("app.db", 1), other.ext_key("app.db", EXT_LEASE), b"", b"\x09"]:
+        assert layout.classify(key) is None, key.hex(" ")
+    assert SeedLayout(8).classify(SeedLayout(9).meta_key("app.db")) is None
+
+
+@pytest.mark.parametrize("layout", ["seed", "rivet-v2"])
+def test_every_key_a_database_writes_is_one_the_classifier_reads_back(connect_db, layout):
+    """The keys a real database leaves in the store (FileMeta, chunks, lease,
+    versions) each classify as a key of its file, and are made again from that."""
+    store = sqlkv.MemoryStore()
+    db = connect_db(store, "app.db", layout=layout)
+    db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (zeroblob(20000))")
+    db.close()
+    made = SeedLayout(9) if layout == "seed" else RivetV2Layout("app.db")
+    whats = set()
+    for key in store._data:
+        info = made.classify(key)
+        assert info is not None and info.file_name == "app.db", key.hex(" ")
+        assert _rebuilt(made, info) == key
+        whats.add(info.what)
+    assert whats == {META, CHUNK, EXT}

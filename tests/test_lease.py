@@ -53,8 +53,12 @@ def test_second_writer_is_refused_and_readers_are_not(connect):
     store = sqlkv.MemoryStore()
     first = sqlkv.connect(store, "app.db", lease_seconds=LONG_LEASE)
     first.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
-    with pytest.raises(sqlkv.LockedError, match="open for writing elsewhere"):
+    with pytest.raises(sqlkv.LockedError, match="open for writing elsewhere") as refused:
         sqlkv.connect(store, "app.db")
+    # What happened and what to do are attributes (the CLI swaps in its flags), the message both.
+    error = refused.value
+    assert "open for writing elsewhere" in error.reason and "readonly=True" not in error.reason
+    assert "readonly=True" in error.advice and str(error) == f"{error.reason}; {error.advice}"
     before = dict(store._data)
     with sqlkv.connect(store, "app.db", readonly=True) as reader:
         assert reader.query("SELECT x FROM t").rows == [(1,)]

@@ -105,7 +105,17 @@ class UnusableError(Error):
 
 
 class LockedError(Error):
-    """Another writer holds the database's lease."""
+    """Another writer holds the database's lease.
+
+    ``reason`` is what happened and ``advice`` what the caller of the library can
+    do about it (in its Python arguments; empty when there is none); the message is
+    both. A command line gives its own advice in place of ``advice``.
+    """
+
+    def __init__(self, reason: str, advice: str = "") -> None:
+        super().__init__(f"{reason}; {advice}" if advice else reason)
+        self.reason = reason
+        self.advice = advice
 
 
 class FencedError(Error):

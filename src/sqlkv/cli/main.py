@@ -99,7 +99,7 @@ def error_line(exc: BaseException, lock_hint: str = "") -> str:
     message = str(exc)
     if isinstance(exc, LockedError):
         # The library's advice names its Python arguments; the command line has flags.
-        message = message.split("; open it with")[0] + (f"; {lock_hint}" if lock_hint else "")
+        message = exc.reason + (f"; {lock_hint}" if lock_hint else "")
     if isinstance(exc, ExistsError):
         message += "; pass --replace to replace it"
     cause = exc.__cause__

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from ..errors import ConfigError, CorruptError
 
@@ -46,6 +47,35 @@ EXT_COMMIT_RECORD = b"c"
 EXT_STAGED_CHUNK = b"d"
 EXT_STAGED_MANIFEST = b"m"
 EXT_LEASE = b"l"
+
+#: What a store key is (:attr:`KeyInfo.what`): a file's FileMeta, one of its
+#: chunks, or one of sqlkv's own keys beside it.
+META, CHUNK, EXT = "meta", "chunk", "ext"
+
+#: The suffixes of SQLite's rollback journal and WAL: the files beside a database
+#: whose keys hold its data (the open, the inventory and the transfer look for
+#: these). SQLite's ``-shm`` has a place in both layouts (:data:`RIVET_TAGS`) but
+#: is only an index SQLite rebuilds from the WAL.
+JOURNAL, WAL = "-journal", "-wal"
+SIDECARS = (JOURNAL, WAL)
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What a key of a layout is (:meth:`Layout.classify`): ``what`` is :data:`META`,
+    :data:`CHUNK` (with its ``index``) or :data:`EXT` (sqlkv's own key, with its
+    ``kind`` byte and the ``suffix`` after it), of file ``file_name``."""
+
+    what: str
+    file_name: str
+    index: int | None = None
+    kind: bytes = b""
+    suffix: bytes = b""
+
+
+def record_key(layout: Layout, name: str) -> bytes:
+    """Where the commit record of a staged commit of file ``name`` is kept."""
+    return layout.ext_key(name, EXT_COMMIT_RECORD)
 
 
 def encode_file_meta(size: int) -> bytes:
@@ -174,6 +204,19 @@ class Layout:
     def chunk_keys(self, file_name: str, indices: Iterable[int]) -> list[bytes]:
         return [self.chunk_key(file_name, i) for i in indices]
 
+    def chunk_prefix(self, file_name: str) -> bytes:
+        """The bytes every chunk key of ``file_name`` starts with (for a scan)."""
+        return self.chunk_key(file_name, 0)[: -_INDEX.size]
+
+    def ext_prefix(self, file_name: str) -> bytes:
+        """The bytes every key of sqlkv's own beside ``file_name`` starts with (for a scan)."""
+        return self.ext_key(file_name, b"")
+
+    def classify(self, key: bytes) -> KeyInfo | None:
+        """What ``key`` is in this layout, or ``None`` for a key this layout does
+        not make. The one place that reads a key back, so that no caller counts bytes."""
+        raise NotImplementedError
+
 
 class SeedLayout(Layout):
     """Layout ``seed``: the file name is part of every key."""
@@ -205,37 +248,70 @@ class SeedLayout(Layout):
     def ext_key(self, file_name: str, kind: bytes, suffix: bytes = b"") -> bytes:
         return self.prefix + b"\x02" + self._name(file_name) + b"\x00" + kind + suffix
 
+    def kind_prefix(self, what: str) -> bytes:
+        """The bytes every key of kind ``what`` (:data:`META`, :data:`CHUNK`,
+        :data:`EXT`) of every file with this prefix starts with (for a scan)."""
+        return self.prefix + bytes([_SEED_KINDS.index(what)])
+
+    def classify(self, key: bytes) -> KeyInfo | None:
+        """See :meth:`Layout.classify`. A name that is not UTF-8 (no sqlkv key has
+        one) is read with replacement characters."""
+        parts = _seed_parts(key) if key[:1] == self.prefix else None
+        if parts is None:
+            return None
+        what, raw, rest = parts
+        index, kind, suffix = None, b"", b""
+        if what == CHUNK:
+            index = _INDEX.unpack(rest)[0]
+        elif what == EXT:
+            if not rest:
+                return None
+            kind, suffix = rest[:1], rest[1:]
+        return KeyInfo(what, raw.decode("utf-8", "replace"), index, kind, suffix)
+
     @staticmethod
     def database_of(key: bytes) -> bytes | None:
         """The database a key of this layout belongs to: its prefix byte and the
         main file's name (a sidecar's suffix taken off), or ``None`` for a key
         of another shape."""
-        if len(key) < 3:
+        parts = _seed_parts(key)
+        if parts is None:
             return None
-        kind = key[1]
-        if kind == 0x00:  # meta: prefix 00 name
-            name = key[2:]
-        elif kind == 0x01:  # chunk: prefix 01 name 00 index(4)
-            if len(key) < 8 or key[-5] != 0:
-                return None
-            name = key[2:-5]
-        elif kind == 0x02:  # sqlkv's own: prefix 02 name 00 kind suffix
-            end = key.find(b"\x00", 2)
-            if end < 3:
-                return None
-            name = key[2:end]
-        else:
-            return None
-        if b"\x00" in name:
-            return None
+        name = parts[1]
         for suffix in SIDECAR_SUFFIXES:
             if name.endswith(suffix) and len(name) > len(suffix):
                 return key[:1] + name[: -len(suffix)]
         return key[:1] + name
 
 
-RIVET_TAGS = {"": 0, "-journal": 1, "-wal": 2, "-shm": 3}
-#: The files SQLite keeps beside a database, by the suffix of their name.
+_SEED_KINDS = (META, CHUNK, EXT)  # by the byte after the prefix
+
+
+def _seed_parts(key: bytes) -> tuple[str, bytes, bytes] | None:
+    """A key of layout ``seed`` taken apart: what it is, the file's name (bytes)
+    and what follows the name (a chunk's index bytes; sqlkv's own key's kind and
+    suffix), or ``None`` for a key of another shape."""
+    if len(key) < 3 or key[1] >= len(_SEED_KINDS):
+        return None
+    what = _SEED_KINDS[key[1]]
+    if what == META:  # prefix 00 name
+        name, rest = key[2:], b""
+    elif what == CHUNK:  # prefix 01 name 00 index(4)
+        if len(key) < 8 or key[-5] != 0:
+            return None
+        name, rest = key[2:-5], key[-4:]
+    else:  # sqlkv's own: prefix 02 name 00 kind suffix
+        end = key.find(b"\x00", 2)
+        if end < 3:
+            return None
+        name, rest = key[2:end], key[end + 1 :]
+    if b"\x00" in name:
+        return None
+    return what, name, rest
+
+RIVET_TAGS = {"": 0, JOURNAL: 1, WAL: 2, "-shm": 3}
+#: The files SQLite keeps beside a database, by the suffix of their name (where
+#: :func:`database_of` places their keys: with the database's).
 SIDECAR_SUFFIXES = tuple(suffix.encode() for suffix in RIVET_TAGS if suffix)
 
 
@@ -266,6 +342,17 @@ class RivetV2Layout(Layout):
     def ext_key(self, file_name: str, kind: bytes, suffix: bytes = b"") -> bytes:
         return bytes((0x08, 0x01, 0xF0, self.tag(file_name))) + kind + suffix
 
+    def classify(self, key: bytes) -> KeyInfo | None:
+        """See :meth:`Layout.classify`: the file is the main name with the tag's suffix."""
+        if not self.is_key(key):
+            return None
+        file_name = self.main_name + _RIVET_SUFFIXES[key[3]]
+        if key[2] == 0x00:
+            return KeyInfo(META, file_name)
+        if key[2] == 0x01:
+            return KeyInfo(CHUNK, file_name, _INDEX.unpack(key[4:])[0])
+        return KeyInfo(EXT, file_name, None, key[4:5], key[5:])
+
     @staticmethod
     def is_key(key: bytes) -> bool:
         """Whether ``key`` has a shape of this layout (``08 01`` then meta, chunk
@@ -279,6 +366,8 @@ class RivetV2Layout(Layout):
             kind == 0xF0 and len(key) > 4
         )
 
+
+_RIVET_SUFFIXES = {tag: suffix for suffix, tag in RIVET_TAGS.items()}
 
 LAYOUTS = ("seed", "rivet-v2")
 

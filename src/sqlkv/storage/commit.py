@@ -99,7 +99,6 @@ from ..errors import (
     StoreLimitError,
 )
 from ..format.layout import (
-    EXT_COMMIT_RECORD,
     EXT_STAGED_CHUNK,
     EXT_STAGED_MANIFEST,
     MAX_CHUNKS,
@@ -107,6 +106,7 @@ from ..format.layout import (
     chunk_count,
     decode_file_meta,
     encode_file_meta,
+    record_key,
 )
 from ..format.sealed import DIGEST_BYTES as _DIGEST_BYTES
 from ..format.sealed import digest, seal, unseal
@@ -269,11 +269,6 @@ def staged_digest(key: bytes, value: bytes) -> bytes:
     """The digest a manifest piece records of a chunk staged under ``key``: a
     chunk answered short or garbled when read back is told apart by it."""
     return digest(key, value)
-
-
-def record_key(layout: Layout, name: str) -> bytes:
-    """Where the commit record of a staged commit of file ``name`` is kept."""
-    return layout.ext_key(name, EXT_COMMIT_RECORD)
 
 
 def piece_key(layout: Layout, name: str, piece: int) -> bytes:
@@ -631,13 +626,14 @@ class Committer:
     def stage(self, name: str, staging: Staging, chunks: dict[int, bytes]) -> None:
         """Write ``chunks`` to the staging area (step 1); nothing becomes visible."""
         self._check_values(chunks)
-        entries = [(self.staged_key(name, i), v) for i, v in chunks.items()]
+        index_of = {self.staged_key(name, i): i for i in chunks}  # the key's index, not its bytes
+        entries = list(zip(index_of, chunks.values()))
         piece_key_len = len(self.piece_key(name, 0))
         most = self.transport.limits.max_batch_keys or 1024
         head = len(_PIECE_MAGIC) + _COMMIT_ID_BYTES + _DIGEST_BYTES
         reserve_bytes = piece_key_len + head + _LISTED.size * most
         for batch in self.transport.entry_batches(entries, reserve_keys=1, reserve_bytes=reserve_bytes):
-            indices = [_INDEX.unpack(k[-4:])[0] for k, _ in batch]
+            indices = [index_of[k] for k, _ in batch]
             digests = [staged_digest(k, v) for k, v in batch]
             piece_key = self.piece_key(name, staging.pieces)
             piece = (piece_key, encode_piece(piece_key, staging.commit_id, indices, digests))

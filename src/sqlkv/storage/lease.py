@@ -283,8 +283,8 @@ class Leaser:
             if left <= 0:
                 raise LockedError(
                     f"database {name!r} is open for writing elsewhere (lease generation "
-                    f"{generation}, ends in {(expiry - now) / 1000:.1f} s); open it with "
-                    "readonly=True, or pass lock_timeout to wait for the lease"
+                    f"{generation}, ends in {(expiry - now) / 1000:.1f} s)",
+                    "open it with readonly=True, or pass lock_timeout to wait for the lease",
                 )
             time.sleep(min(left, (expiry - now) / 1000, POLL_SECONDS))
             first = False

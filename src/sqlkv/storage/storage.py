@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ConcurrentCommitError, ConfigError, Error, StoreLimitError
-from ..format.layout import Layout, check_database_name, chunk_count, decode_file_meta
+from ..format.layout import JOURNAL, SIDECARS, Layout, check_database_name, chunk_count, decode_file_meta
 from ..stores.contract import StoreClient
 from . import journal as hot_journal
 from .commit import Committer, recovery_keys
@@ -134,7 +134,7 @@ class Storage:
         the keys present and the SQLite header, never from the size claimed.
         """
         layout, name = self.layout, self.main_name
-        names = [name, name + "-journal", name + "-wal"]
+        names = [name, *(name + sidecar for sidecar in SIDECARS)]
         keys = [layout.meta_key(n) for n in names] + recovery_keys(layout, name)
         keys.append(version_key(layout, name))  # versions: in the same round trip
         # A store without write_batch cannot fence: it opens without a lease.
@@ -198,7 +198,7 @@ class Storage:
             if main.pending_base is not None:
                 main.pin.read_through(main.pending_base, pending_id)
         if metas[1] is not None:
-            self._roll_back_hot_journal(main, name + "-journal")
+            self._roll_back_hot_journal(main, name + JOURNAL)
         return main
 
     def _check_size(self, main: KvFile) -> None:

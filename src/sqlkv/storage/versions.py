@@ -90,7 +90,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from ..errors import ConflictError, CorruptError
-from ..format.layout import EXT_COMMIT_RECORD, Layout
+from ..format.layout import Layout, record_key
 from ..format.sealed import seal, unseal
 from ..stores.contract import Entry, StoreClient
 
@@ -310,7 +310,7 @@ class VersionPin:
         self._clock = clock
         self.version_key = version_key(layout, name)
         self.meta_key = layout.meta_key(name)
-        self.record_key = layout.ext_key(name, EXT_COMMIT_RECORD)
+        self.record_key = record_key(layout, name)
         #: The version the cache holds (``None``: no version record, an unversioned writer).
         self.version: int | None = None
         #: The id of the head the cache holds (``None``: none, or a record without id).

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigError, Error
-from ..format.layout import decode_file_meta, make_layout
+from ..format.layout import JOURNAL, decode_file_meta, make_layout
 from ..stores.contract import AnyKvStore, StoreClient
 from ..stores.latency import Meter, metered
 
@@ -214,7 +214,7 @@ class SqlkvSession(Session):
         scheme = store_url.split("://", 1)[0]
         self.system = f"sqlkv-{backend}{'-sync' if api == 'sync' else ''}/{scheme}"
         layout = make_layout("seed", 9, DB_NAME)
-        chunk_prefix = layout.chunk_key(DB_NAME, 0)[:-4]
+        chunk_prefix = layout.chunk_prefix(DB_NAME)
         inner, self._cleanup = fresh_store(store_url)
         self.store = metered(inner, latency_ms, chunk_prefix)
         self.db: Any = None
@@ -328,7 +328,7 @@ def _delete_database(store: AnyKvStore) -> None:
     layout = make_layout("seed", 9, DB_NAME)
     client = StoreClient(store)
     try:
-        for name in (DB_NAME, DB_NAME + "-journal"):
+        for name in (DB_NAME, DB_NAME + JOURNAL):
             meta = client.get(layout.meta_key(name))
             if meta is None:
                 continue

@@ -20,7 +20,17 @@ from typing import Any
 
 from ..errors import CorruptError, Error, FencedError, NotFoundError, StoreError
 from ..format import layout as layouts
-from ..format.layout import Layout, check_file_name, chunk_count, decode_file_meta
+from ..format.layout import (
+    CHUNK,
+    EXT,
+    META,
+    SIDECARS,
+    Layout,
+    check_file_name,
+    chunk_count,
+    decode_file_meta,
+    record_key,
+)
 from ..storage.commit import readable_record
 from ..storage.files import make_options, open_file, writer_lease
 from ..storage.kvfile import KvFile
@@ -29,7 +39,6 @@ from ..storage.options import Options
 from ..storage.storage import sqlite_header
 from ..stores.contract import AnyKvStore, StoreClient
 
-SIDECARS = ("-journal", "-wal")
 _STAGING_KINDS = (layouts.EXT_COMMIT_RECORD, layouts.EXT_STAGED_MANIFEST, layouts.EXT_STAGED_CHUNK)
 
 
@@ -98,12 +107,11 @@ def list_databases(store: AnyKvStore, **options: Any) -> list[DatabaseInfo]:
     opts = make_options(options)
     if opts.layout != "seed":
         raise Error("listing databases needs layout seed (layout rivet-v2 holds one database per key space)")
-    prefix = bytes([opts.kv_prefix])
     layout = layouts.SeedLayout(opts.kv_prefix)
     client = StoreClient(store, timeout=opts.store_timeout)
     try:
-        meta_keys = client.scan(prefix + b"\x00")
-        names = [k[2:].decode("utf-8", "replace") for k in meta_keys]
+        metas = [layout.classify(k) for k in client.scan(layout.kind_prefix(META))]
+        names = [info.file_name for info in metas if info is not None and info.what == META]
         mains = [n for n in names if not any(n.endswith(s) and n[: -len(s)] in names for s in SIDECARS)]
         wanted = [layout.meta_key(n) for n in mains]
         for n in mains:
@@ -128,10 +136,11 @@ def list_databases(store: AnyKvStore, **options: Any) -> list[DatabaseInfo]:
             if end is not None:
                 ends[layout.chunk_key(name, end[0])] = name
         chunks: dict[str, int] = {}
-        for key in client.scan(prefix + b"\x01"):
-            end_of_name = key.rfind(b"\x00", 0, len(key) - 4)
-            owner = key[2:end_of_name].decode("utf-8", "replace")
-            chunks[owner] = chunks.get(owner, 0) + 1
+        for key in client.scan(layout.kind_prefix(CHUNK)):
+            info = layout.classify(key)
+            if info is None or info.what != CHUNK:
+                continue
+            chunks[info.file_name] = chunks.get(info.file_name, 0) + 1
             ends.pop(key, None)
     finally:
         client.close()
@@ -186,13 +195,16 @@ def database_keys(client: StoreClient, layout: Layout, name: str) -> DatabaseKey
     for file_name, value in zip(files, metas):
         if value is not None:
             found.meta[file_name] = layout.meta_key(file_name)
-        head = layout.chunk_key(file_name, 0)[:-4]
-        by_index = {int.from_bytes(k[len(head):], "big"): k for k in client.scan(head) if len(k) == len(head) + 4}
+        by_index = {}
+        for key in client.scan(layout.chunk_prefix(file_name)):
+            info = layout.classify(key)
+            if info is not None and info.what == CHUNK and info.file_name == file_name and info.index is not None:
+                by_index[info.index] = key
         if by_index:
             found.chunks[file_name] = by_index
-        ext = layout.ext_key(file_name, b"")
-        for key in client.scan(ext):
-            kind = key[len(ext) : len(ext) + 1]
+        for key in client.scan(layout.ext_prefix(file_name)):
+            info = layout.classify(key)
+            kind = info.kind if info is not None and info.what == EXT and info.file_name == file_name else b""
             if kind in _STAGING_KINDS:
                 found.staging.append(key)
             elif kind == layouts.EXT_LEASE and file_name == name:
@@ -326,14 +338,14 @@ def _audit(client: StoreClient, opts: Options, name: str, report: CheckReport) -
         else:
             report.problems.append(Problem(f"stale lease: {lease.describe()}", True, "taken and released", _LEASE))
     if found.staging:
-        record_key = layout.ext_key(name, layouts.EXT_COMMIT_RECORD)
+        commit_record = record_key(layout, name)
         what = (
             "an interrupted commit past its commit point (rolled forward on repair)"
-            if record_key in found.staging
+            if commit_record in found.staging
             else "an interrupted commit before its commit point (rolled back on repair)"
         )
-        record = client.get(record_key) if record_key in found.staging else None
-        if record is not None and not readable_record(record, record_key):
+        record = client.get(commit_record) if commit_record in found.staging else None
+        if record is not None and not readable_record(record, commit_record):
             what = (
                 "an interrupted commit whose commit record cannot be read (discarded on repair, "
                 "and the transaction it records with it)"

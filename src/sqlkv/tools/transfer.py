@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, Error, ExistsError, NotFoundError
+from ..format.layout import SIDECARS
 from ..storage.files import Progress, make_options, open_file, stream, write_whole
 from ..storage.kvfile import KvFile
 from ..storage.options import OPEN_DEFAULTS
@@ -46,7 +47,6 @@ from ..stores.contract import AnyKvStore
 
 #: Header bytes 18 and 19: file format write and read versions, 2 in WAL mode.
 _FORMAT_VERSIONS = slice(18, 20)
-_SIDECARS = ("-journal", "-wal")
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def _unreadable(path: Path, exc: sqlite3.Error, source: Path | None = None) -> S
 def _consistent_file(path: Path) -> Iterator[Path]:
     """A path whose bytes are one committed state of the SQLite database at ``path``,
     stable for the ``with`` block (see the module docstring)."""
-    sidecars = [Path(str(path) + s) for s in _SIDECARS if Path(str(path) + s).exists()]
+    sidecars = [Path(str(path) + s) for s in SIDECARS if Path(str(path) + s).exists()]
     if not sidecars:
         try:
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None)
