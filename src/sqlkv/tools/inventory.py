@@ -35,7 +35,7 @@ from ..storage.commit import readable_record
 from ..storage.files import make_options, open_file, writer_lease
 from ..storage.kvfile import KvFile
 from ..storage.lease import decode_lease_value, lease_keys
-from ..storage.options import Options
+from ..storage.options import OPEN_DEFAULTS, Options
 from ..storage.storage import sqlite_header
 from ..stores.contract import AnyKvStore, StoreClient
 
@@ -221,7 +221,7 @@ def _delete(transport: StoreClient, fence: dict[bytes, bytes | None] | None, key
         raise FencedError("this writer lost its lease while deleting; nothing more was deleted")
 
 
-def remove_database(store: AnyKvStore, name: str, *, lock_timeout: float = 0.0, **options: Any) -> int:
+def remove_database(store: AnyKvStore, name: str, *, lock_timeout: float = OPEN_DEFAULTS.lock_timeout, **options: Any) -> int:
     """Remove every key of database ``name`` (layout and sqlkv's own), under its
     writer lease; return how many keys were removed. The FileMeta goes first,
     with chunk 0 (the SQLite header a repair could rebuild it from), in one
@@ -474,7 +474,7 @@ def check_database(
     name: str,
     *,
     repair: bool = False,
-    lock_timeout: float = 0.0,
+    lock_timeout: float = OPEN_DEFAULTS.lock_timeout,
     on_plan: Callable[[list[str]], None] | None = None,
     **options: Any,
 ) -> CheckReport:
