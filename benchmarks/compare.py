@@ -219,11 +219,19 @@ def alias_moved_modules() -> None:
 def load_bench(bench_py: Path) -> Any:
     """HEAD's ``bench.py`` as the workloads' module of the library on the path, so both
     revisions run the same workload code. A name it imports only for its type
-    hints, which the first releases lacked, is supplied as ``object``."""
+    hints, which the first releases lacked, is supplied as ``object``; the layout
+    names issue 23 gave one home (``JOURNAL``, ``Layout.chunk_prefix``) are supplied
+    to a library older than them, as what they stand for."""
     alias_moved_modules()
     contract = importlib.import_module("sqlkv.stores.contract")
     if not hasattr(contract, "AnyKvStore"):
         contract.AnyKvStore = object
+    layout = importlib.import_module("sqlkv.format.layout")
+    if not hasattr(layout, "JOURNAL"):
+        layout.JOURNAL = "-journal"
+    for kind in (layout.SeedLayout, layout.RivetV2Layout):
+        if not hasattr(kind, "chunk_prefix"):
+            kind.chunk_prefix = lambda self, name: self.chunk_key(name, 0)[:-4]
     name = "sqlkv.tools.bench" if bench_py.parent.name == "tools" else "sqlkv.bench"
     spec = importlib.util.spec_from_file_location(name, bench_py)
     assert spec is not None and spec.loader is not None
