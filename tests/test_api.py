@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from helpers import stored_keys
@@ -327,3 +328,27 @@ async def test_prefixes_separate_databases(open_db, new_store):
     await two.exec("CREATE TABLE t(x); INSERT INTO t VALUES (2)")
     assert (await one.query("SELECT x FROM t")).rows == [(1,)]
     assert {k[0] for k in await stored_keys(store)} == {1, 2}
+
+
+def test_a_store_wrapper_from_the_readme_sees_every_call():
+    """The README's way to write a wrapper: subclass ``sqlkv.StoreWrapper`` and
+    override ``_call``; every store call passes through it."""
+
+    class Counting(sqlkv.StoreWrapper):
+        def __init__(self, inner: sqlkv.MemoryStore) -> None:
+            super().__init__(inner)
+            self.kinds: list[str] = []
+
+        def _call(self, kind: str, *args: Any) -> Any:
+            self.kinds.append(kind)
+            return super()._call(kind, *args)
+
+    store = Counting(sqlkv.MemoryStore())
+    with sqlkv.connect(store, "a.db", lease_seconds=None) as db:
+        db.exec("CREATE TABLE t(x); INSERT INTO t VALUES (1)")
+        assert db.query("SELECT x FROM t").rows == [(1,)]
+    assert "get_batch" in store.kinds and {"put_batch", "write_batch"} & set(store.kinds)
+    from sqlkv.stores import wrapper
+
+    assert (sqlkv.StoreWrapper, sqlkv.AsyncStoreWrapper) == (wrapper.StoreWrapper, wrapper.AsyncStoreWrapper)
+    assert {"StoreWrapper", "AsyncStoreWrapper"} <= set(sqlkv.__all__)
